@@ -1,0 +1,3 @@
+from weather_sr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""Command line: ``weather-sr <command> ...``. Thin: parses, then hands over to a command module.
+
+Each command lives in ``weather_sr.commands.<name>`` with ``configure(parser)`` and ``run(args)``.
+A :class:`~weather_sr.errors.UserError` becomes one line on stderr and exit status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from weather_sr import __version__
+from weather_sr.errors import UserError
+
+COMMANDS: dict[str, str] = {
+    "train": "Train a diffusion or regression model from a YAML config.",
+    "downscale": "Downscale low-resolution fields with a trained checkpoint (NetCDF out).",
+    "evaluate": "Evaluate checkpoints and baselines on a test split; write a report.",
+    "demo": "Train, downscale and evaluate on the shipped sample data; write the report.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="weather-sr", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"weather-sr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"weather_sr.commands.{name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser.add_argument(
+            "--debug", action="store_true", help="show the full traceback on errors"
+        )
+        module.configure(command_parser)
+        command_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"weather-sr {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"weather-sr {args.command}: interrupted", file=sys.stderr)
+        return 130
