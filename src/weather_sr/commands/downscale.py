@@ -1,15 +1,77 @@
-"""`weather-sr downscale` (not implemented yet)."""
+"""`weather-sr downscale`: sample an HR ensemble for LR fields (NetCDF/Zarr/GRIB in, NetCDF out)."""
 
 from __future__ import annotations
 
 import argparse
 
+from weather_sr.devices import DEVICE_CHOICES
 from weather_sr.errors import UserError
+
+SAMPLER_NAMES = ("ancestral", "ddim", "dpmpp_2m")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    del parser
+    add = parser.add_argument
+    add("--checkpoint", required=True, help="trained diffusion checkpoint (.pt)")
+    add("--input", required=True, help="LR fields (NetCDF, Zarr or GRIB); HR fields with --coarsen")
+    add("--output", required=True, help="output NetCDF file (written atomically)")
+    add("--members", type=int, default=8, help="ensemble members per field (default 8)")
+    add("--sampler", choices=SAMPLER_NAMES, default="dpmpp_2m", help="sampler (default dpmpp_2m)")
+    add("--steps", type=int, default=20, help="sampler steps (ancestral: all T steps; default 20)")
+    add("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral-like")
+    add("--seed", type=int, default=0, help="random seed; each (field, member) derives its own")
+    add("--coarsen", action="store_true",
+        help="the input is HR: coarsen it by the checkpoint's scale factor first (evaluation)")
+    add("--tile", type=int, default=None,
+        help="tile size in HR pixels for large domains (default: whole field at once)")
+    add("--overlap", type=int, default=32, help="overlap between tiles in HR pixels (default 32)")
+    add("--batch-size", type=int, default=8,
+        help="(field, member) samples per batch, and tiles per network call (default 8)")
+    add("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
+    add("--overwrite", action="store_true", help="replace an existing output file")
+    add("--target-grid", default=None,
+        help="NetCDF file whose 1-D lat/lon give the output coordinates (same size as output)")
+    add("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("members", "steps", "batch_size"):
+        value = getattr(args, name)
+        if value < 1:
+            raise UserError(f"--{name.replace('_', '-')} {value}: give a positive integer")
+    if args.tile is not None and args.tile < 1:
+        raise UserError(f"--tile {args.tile}: give a positive tile size in pixels")
+    if args.overlap < 0:
+        raise UserError(f"--overlap {args.overlap}: give a non-negative number of pixels")
+    if not 0.0 <= args.eta <= 1.0:
+        raise UserError(f"--eta {args.eta}: give a value between 0 and 1")
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The effective command (every option with its value), to reproduce the run."""
+    argv = ["weather-sr", "downscale"]
+    for key in ("checkpoint", "input", "output", "members", "sampler", "steps", "eta", "seed",
+                "tile", "overlap", "batch_size", "device", "target_grid"):
+        value = getattr(args, key)
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    argv += [f"--{k}" for k in ("coarsen", "overwrite") if getattr(args, k)]
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UserError("'downscale' is not implemented yet")
+    from weather_sr.downscaling import downscale
+    from weather_sr.infer import SamplingOptions
+
+    _check(args)
+    options = SamplingOptions(
+        sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
+        members=args.members, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
+    )
+    path = downscale(
+        args.checkpoint, args.input, args.output, options, coarsen_input=args.coarsen,
+        device=args.device, overwrite=args.overwrite, target_grid=args.target_grid,
+        argv=command_line(args), show_progress=not args.no_progress,
+    )
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,272 @@
+"""Samplers (quality vs cost) and tiled sampling (time and memory vs domain area), side by side.
+
+Part 1, samplers: on test fields of the shipped sample data, with a small model trained here in
+a minute or two (or ``--checkpoint``), each sampler at several step counts: network evaluations
+(NFE), wall time relative to 1000-step ancestral sampling, fair CRPS and log-spectral distance to
+the truth (``weather_sr.metrics`` / ``weather_sr.spectra``). Target: some sampler at <= 25 NFE
+within 5% of the 1000-step ancestral CRPS.
+
+Part 2, tiling: a few DDIM steps on domains of 1x, 4x and 16x the area with a fixed tile, each in a
+fresh subprocess: time per step and peak memory (CUDA: ``max_memory_allocated``; CPU: the
+process's peak RSS above a baseline process that only builds the model), plus the largest network
+input. Targets: time ratio <= 1.1 x area ratio; model memory flat.
+
+    .venv/bin/python benchmarks/bench_sampling.py --quick            # a few minutes on a CPU
+    .venv/bin/python benchmarks/bench_sampling.py --device cuda --checkpoint runs/x/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from weather_sr.devices import select_device
+from weather_sr.infer import SamplingOptions, sample_ensemble
+from weather_sr.tiling import tile_starts
+
+# ---------------------------------------------------------------- part 1: samplers
+
+
+def train_small(quick: bool, device: str) -> Path:
+    """Train a small residual diffusion model on the sample data; return its checkpoint."""
+    from weather_sr.config import config_from_dict
+    from weather_sr.train import train
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench_sampling_"))
+    raw = {
+        "data": {"path": "sample", "variables": ["pwat", "btmp"], "scale_factor": 4,
+                 "patch_size": 32 if quick else 64},
+        "model": {"base_channels": 16 if quick else 32, "channel_mults": [1, 2, 2],
+                  "num_res_blocks": 1},
+        "diffusion": {"timesteps": 1000, "target": "residual", "lam": 1.0},
+        "training": {"steps": 300 if quick else 2000, "batch_size": 8, "lr": 1e-3,
+                     "warmup_steps": 20, "val_every": 10**6, "checkpoint_every": 10**6,
+                     "device": device, "ema_decay": 0.99},
+        "output": {"run_dir": str(run_dir), "tensorboard": False},
+    }
+    t0 = time.perf_counter()
+    result = train(config_from_dict(raw, "bench"), run_dir, progress=False)
+    print(f"trained {result.step} steps in {time.perf_counter() - t0:.0f} s -> {result.checkpoint}")
+    assert result.checkpoint is not None
+    return Path(result.checkpoint)
+
+
+class CountingModel:
+    """Proxy of a DownscalingModel whose denoiser counts network calls."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.calls = model, 0
+        self.channels, self.schedule = model.channels, model.schedule
+        self.target, self.regression = model.target, model.regression
+
+    @property
+    def denoiser(self):
+        inner = self.model.denoiser
+
+        def eps(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return inner(x, y, t)
+
+        return eps
+
+    def base(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.model.base(cond)
+
+    def condition(self, cond: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.condition(cond, base)
+
+
+def load_test_fields(model: Any, n_fields: int, crop: tuple[int, int] | None):
+    """(truth [N, C, H, W] physical, cond [N, C, H, W] normalised, normalizer): test split."""
+    from weather_sr.data import Normalizer, build_datasets, sample_data_path
+
+    meta = model.meta
+    bundle = build_datasets(sample_data_path(), meta["config"]["data"]["variables"],
+                            scale_factor=int(meta["scale_factor"]), patch_size=None)
+    normalizer = Normalizer.from_dict(meta["normalizer"])
+    items = [bundle.test[i] for i in range(min(n_fields, len(bundle.test)))]
+    hr = torch.stack([it["hr"] for it in items])
+    cond = torch.stack([it["cond"] for it in items])
+    if crop is not None:
+        h, w = hr.shape[-2:]
+        y0, x0 = (h - crop[0]) // 2, (w - crop[1]) // 2
+        hr = hr[..., y0 : y0 + crop[0], x0 : x0 + crop[1]]
+        cond = cond[..., y0 : y0 + crop[0], x0 : x0 + crop[1]]
+    return normalizer.denormalise(hr.double()).numpy(), cond, normalizer
+
+
+def scores(truth: np.ndarray, ens: np.ndarray) -> tuple[float, float]:
+    """(fair CRPS averaged over channels, log-spectral distance in dB averaged over channels)."""
+    from weather_sr.metrics import crps_fair
+    from weather_sr.spectra import log_spectral_distance, radial_psd
+
+    crps = float(np.mean(crps_fair(truth, ens)))
+    lsd = []
+    for c in range(truth.shape[1]):
+        p_true = radial_psd(truth[:, c], window="hann")
+        p_pred = radial_psd(ens[:, :, c], window="hann")
+        lsd.append(log_spectral_distance(p_pred.power, p_true.power, p_true.freq))
+    return crps, float(np.mean(lsd))
+
+
+def bench_samplers(args: argparse.Namespace, device: torch.device) -> None:
+    from weather_sr.model import DownscalingModel
+
+    ckpt = Path(args.checkpoint) if args.checkpoint else train_small(args.quick, str(device))
+    model = DownscalingModel.from_checkpoint(ckpt, device)
+    crop = (64, 64) if args.quick else None
+    truth, cond, normalizer = load_test_fields(model, args.fields, crop)
+    # normalised CRPS: divide by each channel's std so that channels weigh alike
+    std = normalizer.channel_std()[None, :, None, None]
+    members = args.members
+    plan = [("ancestral", 1000)] + [(s, k) for s in ("ddim", "dpmpp_2m")
+                                    for k in (10, 20, 50, 100)]
+    if args.quick:
+        plan = [("ancestral", 1000)] + [(s, k) for s in ("ddim", "dpmpp_2m") for k in (10, 20, 50)]
+    rows = []
+    for sampler, steps in plan:
+        proxy = CountingModel(model)
+        opts = SamplingOptions(sampler=sampler, steps=steps, seed=0, members=members,
+                               batch_size=len(truth) * members)
+        t0 = time.perf_counter()
+        x = sample_ensemble(proxy, cond, opts, device=device)
+        wall = time.perf_counter() - t0
+        ens = normalizer.denormalise(x.double()).numpy()
+        crps, lsd = scores(truth / std, ens / std[:, None])
+        rows.append((sampler, steps, proxy.calls, wall, crps, lsd))
+        print(f"  {sampler:9s} {steps:5d} steps: NFE {proxy.calls:5d}  {wall:7.1f} s  "
+              f"CRPS {crps:.4f}  LSD {lsd:.2f} dB", flush=True)
+    ref = rows[0]
+    print(f"\nsamplers ({len(truth)} test fields {truth.shape[-2]}x{truth.shape[-1]}, "
+          f"{members} members, device {device}; CRPS in channel-std units)")
+    print(f"{'sampler':10s} {'steps':>5s} {'NFE':>5s} {'time/anc':>9s} {'CRPS':>8s} "
+          f"{'CRPS/anc':>9s} {'LSD dB':>7s}")
+    best = None
+    for sampler, steps, nfe, wall, crps, lsd in rows:
+        print(f"{sampler:10s} {steps:5d} {nfe:5d} {wall / ref[3]:9.3f} {crps:8.4f} "
+              f"{crps / ref[4]:9.3f} {lsd:7.2f}")
+        if nfe <= 25 and sampler != "ancestral" and (best is None or crps < best[4]):
+            best = (sampler, steps, nfe, wall, crps, lsd)
+    if best is not None:
+        ok = best[4] <= 1.05 * ref[4]
+        print(f"target (<= 25 NFE within 5% of 1000-step ancestral CRPS): "
+              f"{'MET' if ok else 'NOT MET'} by {best[0]} {best[1]} steps "
+              f"(CRPS ratio {best[4] / ref[4]:.3f})")
+
+
+# ---------------------------------------------------------------- part 2: tiling
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One domain in a fresh process: time per DDIM step and peak memory."""
+    from weather_sr.model import DownscalingModel, build_unet
+
+    device = torch.device(spec["device"])
+    torch.set_num_threads(spec["threads"])
+    if spec.get("checkpoint"):
+        model = DownscalingModel.from_checkpoint(spec["checkpoint"], device)
+    else:  # untrained UNet of the sample-config size
+        from weather_sr.schedule import make_schedule
+
+        cfg = {"base_channels": spec["base"], "channel_mults": [1, 2, 2], "num_res_blocks": 1,
+               "attention_levels": [], "mid_attention": True, "head_channels": 32,
+               "dropout": 0.0, "groups": 8, "padding_y": "zeros", "padding_x": "zeros"}
+        net = build_unet(cfg, 2, 2, False).to(device).eval()
+        model = DownscalingModel(net, kind="diffusion", target="residual", channels=2,
+                                 schedule=make_schedule("linear", 1000))
+    h, w = spec["h"], spec["w"]
+    if h == 0:  # baseline: model built, nothing sampled
+        return {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    cond = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(0))
+    opts = SamplingOptions(sampler="ddim", steps=spec["steps"], members=spec["members"],
+                           batch_size=spec["batch"], tile=spec["tile"], overlap=spec["overlap"],
+                           pad_multiple=4)
+    # warm-up: one step on the whole domain (allocator, kernel selection for every batch shape)
+    sample_ensemble(model, cond, SamplingOptions(**{**opts.__dict__, "steps": 1}), device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    best = math.inf
+    for _ in range(spec["repeats"]):  # best of n: the machine may be shared
+        t0 = time.perf_counter()
+        sample_ensemble(model, cond, opts, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t0) / spec["steps"])
+    out = {"time": best, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"child failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_tiling(args: argparse.Namespace, device: torch.device) -> None:
+    side, tile, overlap = (64, 32, 8) if args.quick else (128, 64, 16)
+    common = {"device": str(device), "threads": torch.get_num_threads(), "tile": tile,
+              "overlap": overlap, "steps": 2 if args.quick else 5, "members": 2, "batch": 8,
+              "repeats": 2 if args.quick else 3,
+              "base": 16 if args.quick else 32, "checkpoint": args.checkpoint}
+    base = run_child({**common, "h": 0, "w": 0})
+    print(f"\ntiling (tile {tile}, overlap {overlap}, 2 members, batch 8, device {device}; "
+          f"baseline process RSS {base['rss_mb']:.0f} MB)")
+    print(f"{'domain':>9s} {'area x':>6s} {'tiles':>5s} {'s/step':>8s} {'time x':>7s} "
+          f"{'time x / area x':>15s} {'RSS-base MB':>11s} {'CUDA MB':>8s}")
+    first = None
+    for k in (1, 2, 4):
+        h = w = side * k
+        r = run_child({**common, "h": h, "w": w})
+        tiles = len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+        first = first or r
+        tx = r["time"] / first["time"]
+        cuda = f"{r['cuda_mb']:8.1f}" if "cuda_mb" in r else f"{'-':>8s}"
+        print(f"{h:4d}x{w:<4d} {k * k:6d} {tiles:5d} {r['time']:8.3f} {tx:7.2f} "
+              f"{tx / (k * k):15.2f} {r['rss_mb'] - base['rss_mb']:11.0f} {cuda}", flush=True)
+    untiled = run_child({**common, "h": side * 4, "w": side * 4, "tile": None})
+    cuda = f", CUDA {untiled['cuda_mb']:.1f} MB" if "cuda_mb" in untiled else ""
+    print(f"untiled {side * 4}x{side * 4}: {untiled['time']:.3f} s/step, RSS-base "
+          f"{untiled['rss_mb'] - base['rss_mb']:.0f} MB{cuda}")
+    print("(the field buffers themselves, x_t, cond, output, grow with the area: "
+          f"{16 * 2 * 2 * 4 * side * side * 4 / 2**20:.1f} MB at 16x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help="use this checkpoint (else train one)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="small model, crops, fewer steps")
+    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--fields", type=int, default=2)
+    parser.add_argument("--part", choices=("all", "samplers", "tiling"), default="all")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    device = select_device(args.device)
+    torch.manual_seed(0)
+    if args.part in ("all", "samplers"):
+        bench_samplers(args, device)
+    if args.part in ("all", "tiling"):
+        bench_tiling(args, device)
+
+
+if __name__ == "__main__":
+    main()

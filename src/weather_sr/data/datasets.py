@@ -1,0 +1,149 @@
+"""torch Datasets of (HR, condition, mask) items: random patches for training, full fields in order.
+
+Each item is a dict:
+
+- ``"hr"``: float32 [C, H, W], normalised, missing values set to 0;
+- ``"cond"``: float32 [C, H, W], the LR field interpolated onto the HR grid, normalised with the
+  same statistics (LR cells with no valid value are filled with the climatological mean first);
+- ``"mask"``: float32 [1, H, W], 1 where every HR channel is valid, 0 elsewhere;
+- ``"index"``: int, the row of the split (``dataset.times[index]``, ``dataset.members[index]``).
+
+Randomness (patch positions, flips, LR noise) comes from a torch.Generator: in a DataLoader
+worker it is seeded from ``worker_info.seed`` (derived from the DataLoader's own generator, so
+pass ``generator=`` to the DataLoader for reproducible runs); in the main process from ``seed``.
+Val/test LR noise is seeded per item, so evaluation is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from weather_sr.data.normalise import Normalizer
+from weather_sr.data.pairs import coarsen, upsample_window, window_indices
+from weather_sr.data.source import FieldSource
+
+MAX_TRIES = 32  # patch draws before giving up on the valid-fraction threshold
+
+
+class PairDataset(Dataset):
+    """Items of one split. ``samples``: rows of the source in this split (time order)."""
+
+    def __init__(
+        self,
+        source: FieldSource,
+        samples: np.ndarray,
+        normalizer: Normalizer,
+        *,
+        interpolation: str = "bicubic",
+        periodic: bool = False,
+        patch_size: tuple[int, int] | None = None,
+        min_valid_fraction: float = 0.0,
+        flips: bool = False,
+        lr_noise_std: float = 0.0,
+        seed: int = 0,
+        random: bool = False,
+        times: np.ndarray | None = None,
+        members: np.ndarray | None = None,
+    ) -> None:
+        self.source, self.samples, self.normalizer = source, np.asarray(samples), normalizer
+        self.interpolation, self.periodic, self.patch_size = interpolation, periodic, patch_size
+        self.min_valid_fraction, self.flips, self.lr_noise_std = (
+            min_valid_fraction,
+            flips,
+            lr_noise_std,
+        )
+        self.seed, self.random = seed, random
+        self.times, self.members = times, members
+        self._rng: tuple[int, torch.Generator] | None = None
+        self._lr_mean = self._coarse_mean()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_rng"] = None
+        return state
+
+    def _coarse_mean(self) -> np.ndarray:
+        """Climatological mean on the LR grid [C, 1, 1] or [C, h, w], to fill missing LR cells."""
+        mean = self.normalizer.mean
+        if self.normalizer.kind == "channel":
+            return mean.astype(np.float32)
+        return coarsen(torch.from_numpy(mean), self.source.scale_factor).numpy().astype(np.float32)
+
+    def _generator(self, k: int) -> torch.Generator:
+        if not self.random:
+            return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(k))
+        info = get_worker_info()
+        key = info.id if info is not None else -1
+        if self._rng is None or self._rng[0] != key:
+            seed = info.seed if info is not None else int(self.seed)
+            self._rng = (key, torch.Generator().manual_seed(int(seed) % 2**63))
+        return self._rng[1]
+
+    def _window(self, g: torch.Generator) -> tuple[slice, slice]:
+        H, W = self.source.shape
+        if self.patch_size is None:
+            return slice(0, H), slice(0, W)
+        s = self.source.scale_factor
+        (ph, pw) = self.patch_size
+        y0 = int(torch.randint(0, (H - ph) // s + 1, (1,), generator=g)) * s
+        x0 = int(torch.randint(0, (W - pw) // s + 1, (1,), generator=g)) * s
+        return slice(y0, y0 + ph), slice(x0, x0 + pw)
+
+    def _choose(self, k: int, g: torch.Generator) -> tuple[int, slice, slice, np.ndarray]:
+        """Pick (row, window) with enough valid pixels: other windows, then other samples."""
+        best: tuple[float, int, slice, slice, np.ndarray] | None = None
+        tries = MAX_TRIES if self.random and self.min_valid_fraction > 0 else 1
+        for attempt in range(tries):
+            if attempt >= tries // 2 or (self.patch_size is None and attempt > 0):
+                k = int(torch.randint(0, len(self.samples), (1,), generator=g))
+            ys, xs = self._window(g)
+            hr = self.source.hr_window(int(self.samples[k]), ys, xs)
+            frac = float(np.isfinite(hr).all(axis=0).mean())
+            if best is None or frac > best[0]:
+                best = (frac, k, ys, xs, hr)
+            if frac >= self.min_valid_fraction:
+                break
+        assert best is not None
+        return best[1], best[2], best[3], best[4]
+
+    def _condition(self, row: int, ys: slice, xs: slice, g: torch.Generator) -> np.ndarray:
+        """Interpolated LR [C, hy, hx] in physical units for HR window (ys, xs)."""
+        s, (H, W) = self.source.scale_factor, self.source.shape
+        ly = window_indices(ys.start // s, ys.stop // s, H // s, periodic=False)
+        lx = window_indices(xs.start // s, xs.stop // s, W // s, periodic=self.periodic)
+        lr = self.source.lr_window(row, ly, lx)
+        fill = self._lr_mean if self._lr_mean.shape[1] == 1 else self._lr_mean[:, ly][:, :, lx]
+        lr = np.where(np.isfinite(lr), lr, fill).astype(np.float32)
+        lr_t = torch.from_numpy(np.ascontiguousarray(lr))
+        if self.lr_noise_std > 0:
+            std = torch.as_tensor(self.normalizer.channel_std(), dtype=torch.float32)[:, None, None]
+            lr_t = lr_t + self.lr_noise_std * std * torch.randn(lr_t.shape, generator=g)
+        return upsample_window(lr_t[None], s, self.interpolation)[0].numpy()
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        return self.item(k, self._generator(k))
+
+    def item(self, k: int, g: torch.Generator) -> dict[str, Any]:
+        """Item ``k`` drawing its randomness (patch, flips, LR noise) from generator ``g``."""
+        k, ys, xs, hr = self._choose(int(k), g)
+        row = int(self.samples[k])
+        cond = self._condition(row, ys, xs, g)
+        valid = np.isfinite(hr).all(axis=0, keepdims=True)
+        hr_n = np.nan_to_num(self.normalizer.normalise(hr, (ys, xs)), nan=0.0)
+        cond_n = np.nan_to_num(self.normalizer.normalise(cond, (ys, xs)), nan=0.0)
+        out = [
+            torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+            for a in (hr_n, cond_n, valid)
+        ]
+        if self.flips:
+            for dim in (-1, -2):
+                if bool(torch.rand((), generator=g) < 0.5):
+                    out = [a.flip(dim) for a in out]
+        return {"hr": out[0], "cond": out[1], "mask": out[2], "index": k}

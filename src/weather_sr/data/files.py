@@ -1,0 +1,125 @@
+"""Finding and opening gridded files (NetCDF, Zarr, GRIB) as an ``xarray.Dataset``, lazily.
+
+Only file handling lives here: resolving paths and globs, guessing the format from the first
+bytes, and turning every failure into a one-line ``UserError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import xarray as xr
+
+from weather_sr.errors import UserError
+
+PathLike = str | os.PathLike[str]
+PathSpec = PathLike | Sequence[PathLike]
+
+GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb2")
+
+
+def resolve_paths(path: PathSpec) -> list[Path]:
+    """Expand a file, a Zarr folder, a glob pattern or a list of these into existing paths."""
+    items = [path] if isinstance(path, str | os.PathLike) else list(path)
+    if not items:
+        raise UserError("data path: the list of files is empty: give at least one file")
+    out: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        if any(ch in text for ch in "*?["):
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise UserError(f"data path {text}: the pattern matches no file: check the path")
+            out.extend(Path(m) for m in matches)
+        else:
+            p = Path(text)
+            if not p.exists():
+                raise UserError(f"data file {p} not found: check the path")
+            out.append(p)
+    return out
+
+
+def detect_engine(path: Path) -> str:
+    """Return the xarray engine for ``path`` from its first bytes (or folder layout for Zarr)."""
+    if path.is_dir():
+        markers = (".zgroup", ".zarray", "zarr.json", ".zmetadata")
+        if any((path / m).exists() for m in markers):
+            return "zarr"
+        raise UserError(
+            f"data path {path} is a folder but not a Zarr store: give a file or a .zarr"
+        )
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise UserError(
+            f"data file {path} cannot be read ({exc.strerror}): check permissions"
+        ) from exc
+    if head.startswith(b"CDF"):
+        return "scipy" if _netcdf4_missing() else "netcdf4"
+    if head.startswith(b"\x89HDF"):
+        return "h5netcdf" if _netcdf4_missing() else "netcdf4"
+    if head.startswith(b"GRIB") or path.suffix.lower() in GRIB_SUFFIXES:
+        return "cfgrib"
+    raise UserError(
+        f"data file {path} is not a readable NetCDF, Zarr or GRIB file: convert it to NetCDF"
+    )
+
+
+def _netcdf4_missing() -> bool:
+    try:
+        import netCDF4  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def _open_one(path: Path, engine: str, variables: Sequence[str]) -> xr.Dataset:
+    """Open one file lazily; a GRIB file with several hypercubes is split by cfgrib, merged."""
+    if engine != "cfgrib":
+        return xr.open_dataset(path, engine=engine, chunks={})
+    kwargs = {"indexpath": ""}  # never write .idx files beside the user's data
+    try:
+        return xr.open_dataset(path, engine="cfgrib", chunks={}, backend_kwargs=kwargs)
+    except Exception as exc:
+        if "DatasetBuildError" not in type(exc).__name__:
+            raise
+    import cfgrib
+
+    parts = cfgrib.open_datasets(str(path), backend_kwargs=kwargs, chunks={})
+    wanted = [ds for ds in parts if any(v in ds.data_vars for v in variables)] or parts
+    return xr.merge(wanted, compat="override", join="exact")
+
+
+def open_dataset(path: PathSpec, variables: Sequence[str] = ()) -> tuple[xr.Dataset, list[Path]]:
+    """Open ``path`` (file, Zarr folder, glob or list) lazily with dask; return it and its files.
+
+    Several files are combined with ``xarray.open_mfdataset`` (``combine="by_coords"``), which
+    concatenates them along time when they hold consecutive times.
+    """
+    paths = resolve_paths(path)
+    engines = {detect_engine(p) for p in paths}
+    if len(engines) > 1:
+        raise UserError(
+            f"data files {paths[0]} ...: mixed formats {sorted(engines)}: use one format"
+        )
+    engine = engines.pop()
+    try:
+        if len(paths) == 1:
+            return _open_one(paths[0], engine, variables), paths
+        kwargs = {"indexpath": ""} if engine == "cfgrib" else None
+        ds = xr.open_mfdataset(
+            paths, engine=engine, combine="by_coords", chunks={}, backend_kwargs=kwargs
+        )
+        return ds, paths
+    except UserError:
+        raise
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"data file {paths[0]} could not be opened as {engine} ({msg}): "
+            "check it is a valid NetCDF/Zarr/GRIB file"
+        ) from exc

@@ -1,0 +1,131 @@
+"""Normalisation statistics from the training split, streamed with dask, and their application.
+
+``kind="channel"``: one mean/std per channel (over samples, y, x); ``kind="pixel"``: a per-pixel
+climatology mean/std per channel (over samples). NaNs are ignored. Sums are taken in float64
+around a per-channel reference value so large offsets (geopotential ~5e4) lose no precision.
+A std that is zero or undefined is replaced by 1 (the field is then only centred).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import dask
+import dask.array as dsa
+import numpy as np
+import torch
+import xarray as xr
+
+from weather_sr.errors import UserError
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+KINDS = ("channel", "pixel")
+
+
+@dataclass
+class Normalizer:
+    """Affine per-channel normalisation ``(x - mean) / std``.
+
+    ``mean``/``std``: float64 arrays [C, 1, 1] (kind "channel") or [C, H, W] (kind "pixel").
+    """
+
+    kind: str
+    channels: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+
+    def _stats(self, x: ArrayT, region: tuple[slice, slice] | None) -> tuple[Any, Any]:
+        m, s = self.mean, self.std
+        if region is not None and self.kind == "pixel":
+            m, s = m[:, region[0], region[1]], s[:, region[0], region[1]]
+        if isinstance(x, torch.Tensor):
+            return (
+                torch.as_tensor(m, dtype=x.dtype, device=x.device),
+                torch.as_tensor(s, dtype=x.dtype, device=x.device),
+            )
+        return m.astype(x.dtype, copy=False), s.astype(x.dtype, copy=False)
+
+    def normalise(self, x: ArrayT, region: tuple[slice, slice] | None = None) -> ArrayT:
+        """``x`` [..., C, H, W] physical -> normalised; ``region`` crops pixel statistics."""
+        m, s = self._stats(x, region)
+        return (x - m) / s
+
+    def denormalise(self, x: ArrayT, region: tuple[slice, slice] | None = None) -> ArrayT:
+        """Inverse of ``normalise``: ``x`` [..., C, H, W] normalised -> physical units."""
+        m, s = self._stats(x, region)
+        return x * s + m
+
+    def channel_std(self) -> np.ndarray:
+        """One std per channel [C] (the spatial mean of the std for kind "pixel")."""
+        return self.std.reshape(len(self.channels), -1).mean(axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (plain lists and floats) for checkpoints."""
+        return {
+            "kind": self.kind,
+            "channels": list(self.channels),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normalizer:
+        return cls(
+            kind=str(d["kind"]),
+            channels=[str(c) for c in d["channels"]],
+            mean=np.asarray(d["mean"], dtype=np.float64),
+            std=np.asarray(d["std"], dtype=np.float64),
+        )
+
+
+def _as_dask(fields: xr.DataArray) -> dsa.Array:
+    data = fields.data
+    return data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data), chunks=-1)
+
+
+def compute_stats(
+    fields: xr.DataArray, train_samples: Sequence[int], kind: str = "channel", where: str = "data"
+) -> Normalizer:
+    """Statistics over ``fields[train_samples]`` (sample, channel, y, x), one streaming pass.
+
+    The same pass checks the whole dataset for Inf and for channels that are entirely NaN.
+    """
+    if kind not in KINDS:
+        raise UserError(f"option normalisation={kind!r}: choose one of {', '.join(KINDS)}")
+    channels = [str(c) for c in fields["channel"].values]
+    if len(train_samples) == 0:
+        raise UserError(f"{where}: the training split is empty: use more time steps or fractions")
+    data = _as_dask(fields)
+    first = np.asarray(data[0].compute(), np.float64)  # a reference value per channel
+    ok = np.isfinite(first)
+    ref = np.where(ok, first, 0.0).sum(axis=(1, 2)) / np.maximum(ok.sum(axis=(1, 2)), 1)
+    axes = (0, 2, 3) if kind == "channel" else (0,)
+    train = data[np.asarray(train_samples)].astype(np.float64) - ref[None, :, None, None]
+    finite = dsa.isfinite(train)
+    zero = dsa.where(finite, train, 0.0)
+    count, s1, s2, n_inf, n_ok = dask.compute(
+        finite.sum(axis=axes),
+        zero.sum(axis=axes),
+        (zero * zero).sum(axis=axes),
+        dsa.isinf(data).sum(axis=(0, 2, 3)),
+        dsa.isfinite(data).sum(axis=(0, 2, 3)),
+    )
+    for c, name in enumerate(channels):
+        if n_inf[c]:
+            raise UserError(f"{where}: channel {name} contains Inf values: mask them as NaN")
+        if not n_ok[c]:
+            raise UserError(f"{where}: channel {name} is entirely missing (NaN): select another")
+        if not np.any(count[c]):
+            raise UserError(f"{where}: channel {name} has no valid value in the training split")
+    n = np.maximum(count, 1)
+    mean = s1 / n
+    var = np.maximum(s2 / n - mean * mean, 0.0)
+    std = np.sqrt(var)
+    mean = mean + (ref if kind == "channel" else ref[:, None, None])
+    mean = np.where(count > 0, mean, (ref if kind == "channel" else ref[:, None, None]))
+    std = np.where((count > 1) & (std > 1e-12 * (1 + np.abs(mean))), std, 1.0)
+    if kind == "channel":
+        mean, std = mean[:, None, None], std[:, None, None]
+    return Normalizer(kind=kind, channels=channels, mean=mean, std=std)

@@ -1,0 +1,88 @@
+"""Where the HR (and paired LR) values come from: arrays in memory, or files reopened per process.
+
+A ``FieldSource`` answers two questions for one sample: the HR values of a window, and the LR
+values of an LR window (given as index arrays, already wrapped or clamped). With ``load=False``
+only the path and options are kept; each process (DataLoader worker) opens the files itself on
+first use, so nothing unpicklable crosses a fork or spawn, and only the window is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from weather_sr.data.files import PathSpec
+from weather_sr.data.pairs import coarsen
+from weather_sr.data.reading import open_fields
+
+
+@dataclass
+class LazyFields:
+    """Reopens ``open_fields(path, variables)`` in each process, cropped to ``ny`` x ``nx``."""
+
+    path: PathSpec
+    variables: Sequence[str]
+    ny: int
+    nx: int
+    _cache: tuple[int, xr.DataArray] | None = field(default=None, repr=False)
+
+    def get(self) -> xr.DataArray:
+        pid = os.getpid()
+        if self._cache is None or self._cache[0] != pid:
+            da = open_fields(self.path, self.variables).isel(
+                y=slice(0, self.ny), x=slice(0, self.nx)
+            )
+            self._cache = (pid, da)
+        return self._cache[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = None  # open file handles never travel to workers
+        return state
+
+
+def _read(values: np.ndarray | LazyFields, i: int, ys: slice, xs: slice) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values[i, :, ys, xs]
+    return np.asarray(values.get().isel(sample=i, y=ys, x=xs).values)
+
+
+def _span(idx: np.ndarray) -> slice:
+    return slice(int(idx.min()), int(idx.max()) + 1)
+
+
+@dataclass
+class FieldSource:
+    """HR values [N, C, H, W] (physical units, cropped) and either paired LR values
+    [N, C, H/s, W/s] or coarsening of HR on the fly. ``lr_samples`` maps HR to LR sample rows."""
+
+    hr: np.ndarray | LazyFields
+    scale_factor: int
+    shape: tuple[int, int]
+    lr: np.ndarray | LazyFields | None = None
+    lr_samples: np.ndarray | None = None
+    lat_weights: np.ndarray | None = None  # HR latitudes when coarsening is area weighted
+
+    def hr_window(self, i: int, ys: slice, xs: slice) -> np.ndarray:
+        """HR values [C, hy, hx] of sample ``i`` (float32, NaN where missing)."""
+        return _read(self.hr, i, ys, xs).astype(np.float32, copy=False)
+
+    def lr_window(self, i: int, ly: np.ndarray, lx: np.ndarray) -> np.ndarray:
+        """LR values [C, len(ly), len(lx)] of sample ``i`` at LR indices ``ly``, ``lx``."""
+        ys, xs = _span(ly), _span(lx)
+        if self.lr is not None:
+            j = int(self.lr_samples[i]) if self.lr_samples is not None else i
+            block = _read(self.lr, j, ys, xs)
+        else:
+            s = self.scale_factor
+            hys, hxs = slice(ys.start * s, ys.stop * s), slice(xs.start * s, xs.stop * s)
+            hr = torch.from_numpy(np.ascontiguousarray(_read(self.hr, i, hys, hxs), np.float64))
+            lat = None if self.lat_weights is None else self.lat_weights[hys]
+            block = coarsen(hr, s, lat).numpy()
+        return block[:, ly - ys.start][:, :, lx - xs.start].astype(np.float32, copy=False)

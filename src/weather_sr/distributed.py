@@ -1,0 +1,95 @@
+"""Data-parallel training under ``torchrun``: process group, device, rank-0-only side effects.
+
+``torchrun --nproc_per_node N -m weather_sr train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; we
+start NCCL on GPUs and gloo on CPUs. Without those variables everything is a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from weather_sr.devices import select_device
+from weather_sr.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device_name: str = "auto") -> DistInfo:
+    """Initialise the process group when launched by torchrun; pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = select_device(device_name)
+    if device.type == "mps" and device_name == "auto":
+        device = torch.device("cpu")  # training on MPS is untested: keep auto on CPU/CUDA
+    if device.type == "cuda":
+        if device_name in ("auto", "cuda") or world > 1:
+            device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        try:
+            dist.init_process_group(
+                backend=backend, device_id=device if backend == "nccl" else None
+            )
+        except (RuntimeError, ValueError) as error:
+            raise UserError(f"could not start distributed training ({backend}): {error}") from None
+    return DistInfo(rank, world, local, device)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def any_flag(info: DistInfo, flag: bool) -> bool:
+    """True on every rank if ``flag`` is True on any rank (ranks stop at the same step)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def mean_scalar(info: DistInfo, value: float) -> float:
+    """Mean of a Python float over ranks (for logging)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t)
+    return float(t.item()) / info.world_size
+
+
+def broadcast_error(info: DistInfo, message: str | None) -> None:
+    """Raise the same UserError on every rank if rank 0 found a problem (``message`` not None)."""
+    if not info.enabled:
+        if message:
+            raise UserError(message)
+        return
+    box = [message]
+    dist.broadcast_object_list(box, src=0)
+    if box[0]:
+        raise UserError(box[0])

@@ -1,0 +1,199 @@
+"""File to file: read LR (or HR to coarsen) fields, check them against the checkpoint, sample an
+ensemble on the HR grid with :mod:`weather_sr.infer`, write CF NetCDF with :mod:`weather_sr.output`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from weather_sr.atomic import check_output_path
+from weather_sr.devices import select_device
+from weather_sr.errors import UserError
+from weather_sr.infer import SamplingOptions, sample_ensemble
+from weather_sr.output import (
+    OutputGrid,
+    build_dataset,
+    check_finite,
+    hr_grid_from_lr,
+    provenance,
+    read_target_grid,
+    write_dataset,
+)
+
+
+@dataclass
+class Prepared:
+    """LR input checked against the checkpoint: ``lr [N, C, h, w]`` physical, grid, sample info."""
+
+    lr: np.ndarray
+    grid: OutputGrid
+    periodic: bool
+    times: np.ndarray | None
+    input_members: np.ndarray | None
+    long_names: list[str]
+
+
+def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    meta = dict(getattr(model, "meta", {}) or {})
+    for key in ("channels", "normalizer", "scale_factor"):
+        if meta.get(key) is None:
+            raise UserError(f"checkpoint {checkpoint} has no {key!r}: it cannot downscale")
+    return meta
+
+
+def check_channels(
+    found: Sequence[str], found_units: Sequence[str], expected: Sequence[str],
+    expected_units: Sequence[str], where: str, *, names: bool = True,
+) -> None:
+    """UserError naming the first mismatch in channel names/order or units (both non-empty)."""
+    if names and list(found) != list(expected):
+        missing = [c for c in expected if c not in found]
+        detail = (f"missing {', '.join(missing)}" if missing
+                  else f"order {list(found)} instead of {list(expected)}")
+        raise UserError(f"{where}: channels do not match the checkpoint ({detail})")
+    if len(found) != len(expected):
+        raise UserError(f"{where}: {len(found)} channels but the checkpoint has {len(expected)}")
+    for name, got, want in zip(expected, found_units, expected_units, strict=True):
+        if got.strip() and want.strip() and got.strip() != want.strip():
+            raise UserError(
+                f"{where}: variable {name} is in units {got!r} but the checkpoint was trained on "
+                f"{want!r}: convert the input first"
+            )
+
+
+def prepare_input(
+    path: str | os.PathLike[str], meta: dict[str, Any], *, coarsen_input: bool,
+    target_grid: str | os.PathLike[str] | None,
+) -> Prepared:
+    """Open the input with the checkpoint's variables, check channels/units, coarsen if asked."""
+    from weather_sr import data
+
+    cfg = (meta.get("config") or {}).get("data", {})
+    s = int(meta["scale_factor"])
+    channels = list(meta["channels"])
+    units = list(meta.get("units") or [""] * len(channels))
+    lr_vars = cfg.get("lr_variables") if not coarsen_input else None
+    variables = lr_vars or cfg.get("variables") or channels
+    fields = data.open_fields(path, variables, load=True)
+    where = f"input {path}"
+    check_channels([str(c) for c in fields["channel"].values], list(fields.attrs["units"]),
+                   channels, units, where, names=not lr_vars)
+    long_names = _long_names(path, variables, len(channels))
+    grid = data.grid_of(fields)
+    values = np.asarray(fields.values, dtype=np.float32)
+    if coarsen_input:
+        h, w = data.crop_to_multiple(values.shape[2], values.shape[3], s, True, where)
+        values = values[:, :, :h, :w]
+        lat = grid.lat[:h] if cfg.get("area_weighted") else None
+        lr = data.coarsen(torch.from_numpy(values), s, lat).numpy()
+        out_grid = OutputGrid(grid.lat[:h], grid.lon[:w], grid.lat_name, grid.lon_name,
+                              grid.lat_attrs, grid.lon_attrs)
+    else:
+        lr = values
+        out_grid = hr_grid_from_lr(grid.lat, grid.lon, s, lat_name=grid.lat_name,
+                                   lon_name=grid.lon_name, lat_attrs=grid.lat_attrs,
+                                   lon_attrs=grid.lon_attrs)
+    if target_grid is not None:
+        out_grid = read_target_grid(target_grid, lr.shape[2] * s, lr.shape[3] * s)
+    times = fields["time"].values if "time" in fields.coords else None
+    members = fields["member"].values if "member" in fields.coords else None
+    return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names)
+
+
+def _long_names(path: str | os.PathLike[str], variables: Sequence[str], n: int) -> list[str]:
+    """long_name of each input variable, repeated for its level channels ("" when unknown)."""
+    try:
+        with xr.open_dataset(path) as ds:
+            names = [str(ds[v].attrs.get("long_name", "")) if v in ds else "" for v in variables]
+    except (OSError, ValueError):
+        return [""] * n
+    return names if len(names) == n else [""] * n
+
+
+def downscale(
+    checkpoint: str | os.PathLike[str], input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str], options: SamplingOptions, *, coarsen_input: bool = False,
+    device: str = "auto", overwrite: bool = False,
+    target_grid: str | os.PathLike[str] | None = None, argv: Sequence[str] | None = None,
+    show_progress: bool = True,
+) -> Path:
+    """The whole ``weather-sr downscale``; returns the output path."""
+    from weather_sr.model import DownscalingModel
+
+    check_output_path(output, overwrite)  # fail before sampling, not after
+    dev = select_device(device)
+    model = DownscalingModel.from_checkpoint(checkpoint, dev)
+    if getattr(model, "kind", "diffusion") != "diffusion":
+        raise UserError(f"checkpoint {checkpoint} is a regression model: downscale samples "
+                        "ensembles and needs a diffusion checkpoint")
+    meta = _meta(model, checkpoint)
+    prep = prepare_input(input_path, meta, coarsen_input=coarsen_input, target_grid=target_grid)
+    options = _resolve_options(options, model, prep)
+    from weather_sr import data
+
+    normalizer = data.Normalizer.from_dict(meta["normalizer"])
+    s = int(meta["scale_factor"])
+    cond = data.prepare_condition(prep.lr, normalizer, s, meta.get("interpolation") or "bicubic",
+                                  periodic=prep.periodic)
+    progress, close = _progress_bar(len(prep.lr) * options.members, show_progress)
+    try:
+        x = sample_ensemble(model, cond, options, device=dev, progress=progress)
+    finally:
+        close()
+    fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
+    missing = np.repeat(np.repeat(np.isnan(prep.lr), s, axis=2), s, axis=3)[:, None]
+    check_finite(fields, list(meta["channels"]), ~missing)
+    fields = np.where(missing, np.nan, fields)  # no data where the input had none
+    attrs = provenance(checkpoint=checkpoint, sampler=options.sampler, steps=options.steps,
+                       eta=options.eta, seed=options.seed, members=options.members,
+                       tile=options.tile, overlap=options.overlap, argv=argv,
+                       extra={"input": str(input_path), "scale_factor": s,
+                              "coarsened_input": int(coarsen_input)})
+    ds = build_dataset(fields, prep.grid, channels=list(meta["channels"]),
+                       units=list(meta.get("units") or []) or [""] * fields.shape[2],
+                       long_names=prep.long_names, times=prep.times,
+                       input_members=prep.input_members, attrs=attrs)
+    return write_dataset(ds, output, overwrite=overwrite)
+
+
+def _resolve_options(options: SamplingOptions, model: Any, prep: Prepared) -> SamplingOptions:
+    """Fill in UNet size multiple and periodicity; check tile/overlap (UserError naming options)."""
+    levels = int(getattr(getattr(model, "net", None), "levels", 1) or 1)
+    multiple = 2 ** (levels - 1)
+    if options.tile is not None:
+        if options.tile < multiple or options.tile % multiple:
+            raise UserError(f"--tile {options.tile}: must be a multiple of {multiple} "
+                            f"(2**(levels-1) for this {levels}-level UNet)")
+        if not 0 <= options.overlap < options.tile:
+            raise UserError(f"--overlap {options.overlap}: must lie in 0..{options.tile - 1}")
+        if options.overlap < 2 * multiple:
+            warnings.warn(f"--overlap {options.overlap} is small for a {levels}-level UNet; "
+                          f"seams may show (use >= {4 * multiple})", stacklevel=2)
+    return SamplingOptions(**{**options.__dict__, "pad_multiple": multiple,
+                              "periodic_x": prep.periodic})
+
+
+def _progress_bar(total_pairs: int, show: bool):  # -> (progress callback, close)
+    """A tqdm bar over (field, member) x network evaluations, fed by the samplers' callback."""
+    if not show:
+        return None, lambda: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, unit="eval", desc="downscale", dynamic_ncols=True)
+
+    def progress(i: int, n_steps: int) -> None:
+        if bar.total is None:
+            bar.total = total_pairs * n_steps
+            bar.refresh()
+        bar.update(1)
+
+    return progress, bar.close

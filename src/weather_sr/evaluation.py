@@ -1,0 +1,177 @@
+"""Evaluation of trained models and interpolation baselines on one split of a dataset.
+
+Everything is scored in physical units on the HR grid of the split: the truth is the HR field,
+the LR field is the one the model sees (block mean of the HR field, or the paired LR file), and
+every method starts from that same LR field:
+
+- ``nearest`` / ``bilinear`` / ``bicubic``: interpolation of the LR field (``data.upsample``);
+- a ``regression`` checkpoint: its deterministic prediction;
+- a ``diffusion`` checkpoint: an ensemble of ``members`` samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from weather_sr.data import DataBundle, Normalizer, prepare_condition, upsample
+from weather_sr.errors import UserError
+from weather_sr.infer import SamplingOptions, sample_ensemble
+from weather_sr.metrics import evaluate_method
+from weather_sr.model import DownscalingModel
+
+BASELINES = ("nearest", "bilinear", "bicubic")
+
+
+@dataclass
+class EvalSet:
+    """Fields of one split, in physical units.
+
+    truth: [N, C, H, W] (NaN where missing); lr: [N, C, h, w]; mask: [N, 1, H, W] (1 valid).
+    """
+
+    truth: np.ndarray
+    lr: np.ndarray
+    mask: np.ndarray
+    channels: list[str]
+    units: list[str]
+    lat: np.ndarray
+    lon: np.ndarray
+    lat_is_degrees: bool
+    periodic: bool
+    scale_factor: int
+    interpolation: str
+    split: str
+    times: list[str]
+
+
+def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None = None) -> EvalSet:
+    """The full fields of ``split`` ("train", "val" or "test"), in time order."""
+    if split not in ("train", "val", "test"):
+        raise UserError(f"option --split {split!r}: choose train, val or test")
+    dataset = getattr(bundle, split)
+    n = len(dataset) if max_fields is None else min(len(dataset), max_fields)
+    if n == 0:
+        raise UserError(f"the {split} split is empty: use more time steps or change data.split")
+    s = bundle.scale_factor
+    H, W = dataset.source.shape
+    ly, lx = np.arange(H // s), np.arange(W // s)
+    rows = [int(r) for r in dataset.samples[:n]]
+    truth = np.stack([dataset.source.hr_window(r, slice(0, H), slice(0, W)) for r in rows])
+    lr = np.stack([dataset.source.lr_window(r, ly, lx) for r in rows])
+    times = [] if dataset.times is None else [str(t)[:19] for t in dataset.times[:n]]
+    grid = bundle.grid
+    units_attr = str(grid.lat_attrs.get("units", "degrees_north")).lower()
+    return EvalSet(
+        truth=truth.astype(np.float32),
+        lr=lr.astype(np.float32),
+        mask=np.isfinite(truth).all(axis=1, keepdims=True).astype(np.float32),
+        channels=list(bundle.channels),
+        units=list(bundle.units),
+        lat=np.asarray(grid.lat),
+        lon=np.asarray(grid.lon),
+        lat_is_degrees="degree" in units_attr,
+        periodic=bool(grid.periodic),
+        scale_factor=s,
+        interpolation=bundle.interpolation,
+        split=split,
+        times=times,
+    )
+
+
+def _filled_lr(data: EvalSet) -> torch.Tensor:
+    """LR fields with missing cells set to the channel mean (interpolation needs finite input)."""
+    lr = torch.from_numpy(data.lr)
+    fill = torch.from_numpy(np.nanmean(data.lr, axis=(0, 2, 3))).float()[None, :, None, None]
+    return torch.where(torch.isfinite(lr), lr, fill.expand_as(lr))
+
+
+def baseline_predictions(data: EvalSet) -> dict[str, np.ndarray]:
+    """Interpolations of the LR field onto the HR grid: {name: [N, C, H, W]}."""
+    lr = _filled_lr(data)
+    return {
+        mode: upsample(lr, data.scale_factor, mode, data.periodic).numpy() for mode in BASELINES
+    }
+
+
+def check_compatible(model: DownscalingModel, data: EvalSet, source: str) -> Normalizer:
+    """The checkpoint's normaliser, after checking channels and scale factor against the data."""
+    meta = model.meta
+    if list(meta["channels"]) != data.channels:
+        raise UserError(
+            f"checkpoint {source} was trained on channels {meta['channels']}, the data has "
+            f"{data.channels}: evaluate on data with the same variables"
+        )
+    if list(meta.get("units") or data.units) != data.units:
+        raise UserError(
+            f"checkpoint {source} expects units {meta['units']}, the data has {data.units}: "
+            "convert the data to the checkpoint's units"
+        )
+    if int(meta["scale_factor"]) != data.scale_factor:
+        raise UserError(
+            f"checkpoint {source} downscales by {meta['scale_factor']}, the data is set up for "
+            f"{data.scale_factor}: use data.scale_factor={meta['scale_factor']}"
+        )
+    return Normalizer.from_dict(meta["normalizer"])
+
+
+def model_prediction(
+    model: DownscalingModel,
+    data: EvalSet,
+    options: SamplingOptions,
+    *,
+    device: torch.device | str = "cpu",
+    source: str = "checkpoint",
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Physical-unit output of one model: regression [N, C, H, W], diffusion [N, M, C, H, W]."""
+    normalizer = check_compatible(model, data, source)
+    cond = prepare_condition(
+        torch.from_numpy(data.lr), normalizer, data.scale_factor, data.interpolation, data.periodic
+    )
+    if model.kind == "regression":
+        with torch.no_grad():
+            out = torch.cat(
+                [
+                    model.predict(cond[i : i + options.batch_size].to(device)).float().cpu()
+                    for i in range(0, len(cond), options.batch_size)
+                ]
+            )
+    else:
+        out = sample_ensemble(model, cond, options, device=device, progress=progress)
+    return np.asarray(normalizer.denormalise(out.numpy().astype(np.float64)), dtype=np.float32)
+
+
+def score(data: EvalSet, prediction: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """All metrics of one method (``metrics.evaluate_method``), cos-latitude weighted on lat/lon.
+
+    Spectra of regional (non-periodic) fields are Hann-tapered so that the jump between opposite
+    edges does not leak power into the high frequencies of every method alike.
+    """
+    return evaluate_method(
+        np.nan_to_num(data.truth),
+        prediction,
+        mask=data.mask,
+        lat=data.lat if data.lat_is_degrees else None,
+        channel_names=data.channels,
+        seed=seed,
+        window="none" if data.periodic else "hann",
+    )
+
+
+def method_name(checkpoint: str | Path, model: DownscalingModel, taken: Sequence[str]) -> str:
+    """A short unique label for a checkpoint: its run folder's name (or the file's stem)."""
+    path = Path(checkpoint)
+    name = path.parent.name if path.parent.name not in ("", "checkpoints") else path.stem
+    if path.parent.name == "checkpoints":
+        name = path.parent.parent.name
+    name = name or model.kind
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name

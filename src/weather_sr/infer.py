@@ -1,0 +1,189 @@
+"""Batched, tiled ensemble sampling of whole fields (the engine of ``weather-sr downscale``).
+
+Seeds. Every (field, member) pair has its own ``torch.Generator`` seeded with
+:func:`member_seed` (seed, global field index, member index). Its initial noise ``x_T`` and, for
+stochastic samplers, every per-step noise come from that generator alone, drawn on the CPU and then
+moved to the device. So a member is the same whatever ``batch_size``, tiling, the order of the
+work or the device (up to floating-point differences of the network itself).
+
+Stochastic samplers (ancestral; DDIM with eta > 0) draw fresh noise at every step: they get the
+list of the chunk's generators (``weather_sr.sampling`` draws row b's noise from ``generator[b]``
+alone), so the network calls stay batched and the noise streams do not depend on the batch.
+
+Batching. Pairs are processed field-major in chunks of ``batch_size``; the tiled denoiser sends at
+most ``batch_size`` tile-samples per network call, so peak model memory is bounded by
+``batch_size x tile²`` whatever the domain.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from weather_sr.errors import UserError
+from weather_sr.tiling import Denoiser, tiled_denoiser
+
+Progress = Callable[[int, int], None]
+
+
+class SampleModel(Protocol):
+    """What sampling needs from a model (``weather_sr.model.DownscalingModel`` provides it)."""
+
+    channels: int
+    schedule: Any
+    target: str
+    regression: Any
+
+    @property
+    def denoiser(self) -> Denoiser: ...
+    def base(self, cond: Tensor) -> Tensor: ...
+    def condition(self, cond: Tensor, base: Tensor | None = None) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample: sampler name, steps, eta, seed, ensemble size, batching and tiling."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    seed: int = 0
+    members: int = 1
+    batch_size: int = 8
+    tile: int | None = None  # None: the whole field in one network call
+    overlap: int = 32
+    periodic_x: bool = False
+    pad_multiple: int = 1  # network input sizes must be multiples of this (UNet levels)
+
+
+def member_seed(seed: int, field: int, member: int) -> int:
+    """63-bit seed of the generator for (field, member), independent of batching and order."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(field), int(member)])
+    return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def pair_generators(seed: int, pairs: Sequence[tuple[int, int]]) -> list[torch.Generator]:
+    """One CPU generator per (field, member) pair."""
+    return [torch.Generator().manual_seed(member_seed(seed, f, m)) for f, m in pairs]
+
+
+def _sampler_kwargs(fn: Callable[..., Tensor], steps: int, eta: float) -> dict[str, Any]:
+    params = inspect.signature(fn).parameters
+    kwargs: dict[str, Any] = {}
+    if "steps" in params:
+        kwargs["steps"] = steps
+    if "eta" in params:
+        kwargs["eta"] = eta
+    return kwargs
+
+
+def sample_pairs(
+    denoiser: Denoiser, y: Tensor, schedule: Any, pairs: Sequence[tuple[int, int]], *,
+    channels: int, options: SamplingOptions, progress: Progress | None = None,
+    field_offset: int = 0,
+) -> Tensor:
+    """Sample x0 for each (field, member) pair.
+
+    Args:
+        denoiser: ``(x_t [B, C, H, W], y [B, Cy, H, W], t [B]) -> eps`` (already tiled if wanted).
+        y: network conditions ``[N, Cy, H, W]`` (any device; chunks move to ``y.device``).
+        pairs: (field, member) with field indexing ``y``; seeds use ``field + field_offset``.
+
+    Returns:
+        ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs``.
+    """
+    from weather_sr import sampling
+
+    if options.sampler not in sampling.SAMPLERS:
+        raise UserError(f"--sampler {options.sampler!r}: choose one of "
+                        f"{', '.join(sampling.SAMPLERS)}")
+    fn = sampling.SAMPLERS[options.sampler]
+    kwargs = _sampler_kwargs(fn, options.steps, options.eta)
+    chunk = max(1, options.batch_size)
+    h, w = y.shape[-2:]
+    out = torch.empty((len(pairs), channels, h, w), dtype=torch.float32)
+    for start in range(0, len(pairs), chunk):
+        part = list(pairs[start : start + chunk])
+        gens = pair_generators(options.seed, [(f + field_offset, m) for f, m in part])
+        y_chunk = y[[f for f, _ in part]]
+        x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, y.device, y.dtype)
+        x0 = fn(denoiser, y_chunk, schedule, x_T=x_T, generator=gens,
+                progress=_scaled(progress, len(part)), **kwargs)
+        out[start : start + len(part)] = x0.detach().float().cpu()
+    return out
+
+
+def _scaled(progress: Progress | None, n: int) -> Progress | None:
+    """Forward ``progress(i, n_steps)`` once per pair in the chunk (a bar counts pair-steps)."""
+    if progress is None:
+        return None
+
+    def call(i: int, n_steps: int) -> None:
+        for _ in range(n):
+            progress(i, n_steps)
+
+    return call
+
+
+def make_denoiser(model: SampleModel, options: SamplingOptions) -> Denoiser:
+    """The model's denoiser, tiled when ``options.tile`` is set (else padded/batched only)."""
+    tile = options.tile or 1 << 30  # "no tiling": one tile bigger than any domain
+    return tiled_denoiser(model.denoiser, tile, min(options.overlap, max(tile - 1, 0)),
+                          periodic_x=options.periodic_x, max_batch=options.batch_size,
+                          pad_multiple=options.pad_multiple)
+
+
+def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Tensor:
+    """Base field ``[N, C, H, W]`` (what the diffusion target is added to), tiled for CorrDiff."""
+    if model.target != "regression_residual" or model.regression is None:
+        return model.base(cond)
+    reg = model.regression
+
+    def predict(x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+        del x, t
+        return reg.predict(y)
+
+    tile = options.tile or 1 << 30
+    tiler = tiled_denoiser(predict, tile, min(options.overlap, max(tile - 1, 0)),
+                           periodic_x=options.periodic_x, max_batch=options.batch_size,
+                           pad_multiple=options.pad_multiple)
+    dummy = cond.new_zeros((cond.shape[0], model.channels, *cond.shape[-2:]))
+    return tiler(dummy, cond, torch.zeros(cond.shape[0], dtype=torch.long, device=cond.device))
+
+
+@torch.no_grad()
+def sample_ensemble(
+    model: SampleModel, cond: Tensor, options: SamplingOptions, *,
+    device: torch.device | str = "cpu", progress: Progress | None = None, field_offset: int = 0,
+) -> Tensor:
+    """Ensemble of normalised HR fields for normalised conditions.
+
+    Args:
+        cond: ``[N, C, H, W]`` normalised LR interpolated onto the HR grid (CPU is fine).
+        field_offset: global index of ``cond[0]`` (so a field's members do not depend on how the
+            input was split into calls).
+
+    Returns:
+        ``[N, M, C, H, W]`` float32 on the CPU (normalised; add nothing, denormalise only).
+    """
+    n = cond.shape[0]
+    m = options.members
+    bases, conds = [], []
+    for s in range(0, n, max(1, options.batch_size)):
+        c = cond[s : s + options.batch_size].to(device)
+        b = model_base(model, c, options)
+        bases.append(b.float().cpu())
+        conds.append(model.condition(c, b))
+    base = torch.cat(bases)
+    y = torch.cat(conds)
+    pairs = [(f, k) for f in range(n) for k in range(m)]
+    x0 = sample_pairs(make_denoiser(model, options), y, model.schedule, pairs,
+                      channels=model.channels, options=options, progress=progress,
+                      field_offset=field_offset)
+    return x0.view(n, m, *x0.shape[1:]) + base[:, None]

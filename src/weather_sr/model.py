@@ -1,0 +1,186 @@
+"""A trained downscaling model: the UNet plus what turns it into a denoiser and back into fields.
+
+Targets (``diffusion.target``) — the network models x0 = HR − base(cond):
+
+- ``full``: base = 0 (SR3);
+- ``residual``: base = the interpolated LR field, i.e. the first C channels of ``cond``
+  (ClimateDiffuse; the default);
+- ``regression_residual``: base = a frozen regression model's prediction, which is also appended to
+  the network condition (CorrDiff).
+
+``DownscalingModel.sample`` draws x0 with any sampler and adds the base back. Everything works on
+*normalised* tensors; (de)normalisation is the data module's job.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from weather_sr.unet import UNet
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def resolve_padding_x(model_cfg: dict[str, Any], periodic: bool) -> str:
+    """``auto`` -> circular on grids global in longitude, zeros otherwise."""
+    mode = model_cfg.get("padding_x", "auto")
+    if mode == "auto":
+        return "circular" if periodic else "zeros"
+    return mode
+
+
+def build_unet(
+    model_cfg: dict[str, Any], channels: int, cond_channels: int, periodic: bool
+) -> UNet:
+    """The UNet of a ``model`` config section (a dict as in ``config_to_dict(cfg)["model"]``).
+
+    A diffusion model sees [x_t, cond]; a regression model sees only cond (in_channels = 0).
+    """
+    diffusion = model_cfg.get("kind", "diffusion") == "diffusion"
+    return UNet(
+        in_channels=channels if diffusion else 0,
+        out_channels=channels,
+        cond_channels=cond_channels,
+        base_channels=model_cfg["base_channels"],
+        channel_mults=tuple(model_cfg["channel_mults"]),
+        num_res_blocks=model_cfg["num_res_blocks"],
+        attention_levels=tuple(model_cfg["attention_levels"]),
+        mid_attention=model_cfg["mid_attention"],
+        head_channels=model_cfg["head_channels"],
+        dropout=model_cfg["dropout"],
+        groups=model_cfg["groups"],
+        padding_y=model_cfg["padding_y"],
+        padding_x=resolve_padding_x(model_cfg, periodic),
+    )
+
+
+class DownscalingModel:
+    """UNet + target/base logic. ``net`` may be a DDP wrapper around the UNet during training.
+
+    Attributes: ``kind`` ("diffusion" | "regression"), ``target``, ``channels`` (C), ``schedule``
+    (a ``NoiseSchedule`` for diffusion, else None), ``regression`` (the frozen base model for
+    ``regression_residual``), ``meta`` (normaliser dict, channel names, units, grid, scale factor,
+    the resolved config) when loaded from a checkpoint.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        kind: str,
+        target: str,
+        channels: int,
+        schedule: Any = None,
+        regression: DownscalingModel | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.net, self.kind, self.target, self.channels = net, kind, target, channels
+        self.schedule, self.regression, self.meta = schedule, regression, meta or {}
+
+    # -- composition shared by training and inference
+
+    @torch.no_grad()
+    def base(self, cond: torch.Tensor) -> torch.Tensor:
+        """cond [B, Cy, H, W] (normalised) -> the base field [B, C, H, W] the target adds to."""
+        if self.target == "full":
+            return torch.zeros_like(cond[:, : self.channels])
+        if self.target == "residual":
+            return cond[:, : self.channels]
+        if self.regression is None:
+            raise RuntimeError("regression_residual model without its regression base model")
+        return self.regression.predict(cond)
+
+    def condition(self, cond: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's condition: cond, plus the regression base for ``regression_residual``."""
+        if self.target != "regression_residual":
+            return cond
+        return torch.cat([cond, self.base(cond) if base is None else base], dim=1)
+
+    @property
+    def denoiser(self) -> Denoiser:
+        """The contract's denoiser (x_t [B, C, H, W], y [B, Cy', H, W], t int64 [B]) -> ε.
+
+        ``y`` is the *network* condition, i.e. ``self.condition(cond)``.
+        """
+        net = self.net
+
+        def eps(x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return net(x_t, t.to(x_t.device, torch.float32), y)
+
+        return eps
+
+    def regress(self, y: torch.Tensor) -> torch.Tensor:
+        """Regression network output (x0 of the target) for the network condition y."""
+        level = torch.zeros(y.shape[0], device=y.device)
+        return self.net(None, level, y)
+
+    @torch.no_grad()
+    def predict(self, cond: torch.Tensor) -> torch.Tensor:
+        """Regression models: cond [B, Cy, H, W] -> deterministic HR estimate [B, C, H, W]."""
+        if self.kind != "regression":
+            raise RuntimeError("predict() is for regression models; use sample()")
+        return self.base(cond) + self.regress(self.condition(cond)).float()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: torch.Tensor,
+        sampler: str | Callable[..., torch.Tensor] = "ddim",
+        steps: int | None = 50,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        denoiser_wrapper: Callable[[Denoiser], Denoiser] | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """cond [B, Cy, H, W] normalised -> one sample per row [B, C, H, W] (normalised HR).
+
+        ``sampler`` is a name in ``weather_sr.sampling.SAMPLERS`` or a sampler function; ``steps``
+        is passed when the sampler takes it; extra ``kwargs`` (eta, x_T, progress, ...) go to the
+        sampler. ``denoiser_wrapper`` (e.g. tiling) wraps the denoiser. Regression models ignore
+        the sampler and return their prediction.
+        """
+        if self.kind == "regression":
+            return self.predict(cond)
+        from weather_sr import sampling
+
+        fn = sampling.SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+        if steps is not None and "steps" in inspect.signature(fn).parameters:
+            kwargs["steps"] = steps
+        base = self.base(cond)
+        y = self.condition(cond, base)
+        den = self.denoiser if denoiser_wrapper is None else denoiser_wrapper(self.denoiser)
+        shape = (cond.shape[0], self.channels, *cond.shape[-2:])
+        if kwargs.get("x_T") is None:
+            kwargs["shape"] = shape
+        x0 = fn(den, y, self.schedule, generator=generator, **kwargs)
+        return base + x0.float()
+
+    def to(self, device: torch.device | str) -> DownscalingModel:
+        self.net.to(device)
+        if self.regression is not None:
+            self.regression.to(device)
+        return self
+
+    def eval(self) -> DownscalingModel:
+        self.net.eval()
+        if self.regression is not None:
+            self.regression.eval()
+        return self
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: torch.device | str = "cpu", ema: bool = True
+    ) -> DownscalingModel:
+        """Load a training checkpoint (safely, weights only) into an eval-mode model on ``device``.
+
+        ``ema=True`` uses the EMA weights (what validation and inference should use).
+        """
+        from weather_sr.checkpoint import load_checkpoint, model_from_payload
+
+        payload = load_checkpoint(path)
+        return model_from_payload(payload, ema=ema, source=str(path)).to(device).eval()

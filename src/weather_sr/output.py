@@ -1,0 +1,219 @@
+"""CF-1.8 NetCDF output of a downscaled ensemble: HR grid, ``member`` dimension, provenance.
+
+The HR coordinates are the cell centres of the s×s sub-cells of each LR cell (cell edges halfway
+between LR centres, extrapolated at the ends), or the coordinates of a target grid file. The file is
+written through :func:`weather_sr.atomic.atomic_output`, so a failed or interrupted write leaves
+nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from weather_sr import __version__
+from weather_sr.atomic import atomic_output
+from weather_sr.errors import UserError
+
+LAT_ATTRS = {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
+             "axis": "Y"}
+LON_ATTRS = {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
+             "axis": "X"}
+LAT_NAMES = ("lat", "latitude", "nav_lat", "grid_latitude", "rlat", "y")
+LON_NAMES = ("lon", "longitude", "nav_lon", "grid_longitude", "rlon", "x")
+
+
+@dataclass
+class OutputGrid:
+    """1-D HR coordinates with their dimension names and attributes."""
+
+    lat: np.ndarray  # [H]
+    lon: np.ndarray  # [W]
+    lat_name: str = "lat"
+    lon_name: str = "lon"
+    lat_attrs: dict[str, Any] = field(default_factory=dict)
+    lon_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def hr_coordinate(lr: np.ndarray, scale_factor: int) -> np.ndarray:
+    """LR cell centres ``[n]`` -> HR sub-cell centres ``[n * s]`` (works for uneven spacing).
+
+    Each LR cell spans from halfway to its left neighbour to halfway to its right one (the end
+    cells mirror their inner half-width); it is split into ``s`` equal sub-cells.
+    """
+    c = np.asarray(lr, dtype=np.float64)
+    s = int(scale_factor)
+    if c.size == 1:
+        return np.repeat(c, s)
+    mid = 0.5 * (c[1:] + c[:-1])
+    edges = np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+    frac = (np.arange(s) + 0.5) / s
+    return (edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * frac[None, :]).reshape(-1)
+
+
+def hr_grid_from_lr(
+    lat: np.ndarray, lon: np.ndarray, scale_factor: int, *, lat_name: str = "lat",
+    lon_name: str = "lon", lat_attrs: Mapping[str, Any] | None = None,
+    lon_attrs: Mapping[str, Any] | None = None,
+) -> OutputGrid:
+    """HR grid (cell centres of the block grid) from the LR coordinates and the scale factor."""
+    return OutputGrid(
+        hr_coordinate(lat, scale_factor), hr_coordinate(lon, scale_factor), lat_name, lon_name,
+        dict(lat_attrs or {}), dict(lon_attrs or {}),
+    )
+
+
+def _find_coord(ds: xr.Dataset, names: Sequence[str], standard: str) -> str | None:
+    for name, var in ds.variables.items():
+        if var.ndim == 1 and var.attrs.get("standard_name") == standard:
+            return str(name)
+    lower = {str(n).lower(): str(n) for n in ds.variables}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def read_target_grid(path: str | os.PathLike[str], h: int, w: int) -> OutputGrid:
+    """1-D lat/lon coordinates of a target grid file; UserError unless they are ``[h]``, ``[w]``."""
+    try:
+        ds = xr.open_dataset(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--target-grid {path}: unreadable ({exc}): give a NetCDF file") from exc
+    with ds:
+        lat_name = _find_coord(ds, LAT_NAMES, "latitude")
+        lon_name = _find_coord(ds, LON_NAMES, "longitude")
+        if lat_name is None or lon_name is None:
+            raise UserError(f"--target-grid {path}: no 1-D latitude/longitude coordinates found")
+        lat, lon = ds[lat_name].values, ds[lon_name].values
+        if lat.ndim != 1 or lon.ndim != 1 or lat.size != h or lon.size != w:
+            raise UserError(
+                f"--target-grid {path}: grid is {lat.size}x{lon.size} but the output is {h}x{w} "
+                "(LR size x scale factor): give a grid of that size or omit --target-grid"
+            )
+        if lat.size > 1 and lat[0] > lat[-1]:
+            raise UserError(
+                f"--target-grid {path}: latitude decreases; outputs run south to north: flip it"
+            )
+        return OutputGrid(lat, lon, lat_name, lon_name, dict(ds[lat_name].attrs),
+                          dict(ds[lon_name].attrs))
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file (a folder: of its files' names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            digest.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(
+    *, checkpoint: str | os.PathLike[str], sampler: str, steps: int, eta: float, seed: int,
+    members: int, tile: int | None, overlap: int, argv: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Global provenance attributes (NetCDF-safe scalars and strings)."""
+    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    command = shlex.join(list(sys.argv if argv is None else argv))
+    attrs: dict[str, Any] = {
+        "Conventions": "CF-1.8",
+        "title": "Probabilistic downscaling with weather-sr",
+        "source": f"weather-sr {__version__} (conditional diffusion model)",
+        "history": f"{now}: {command}",
+        "date_created": now,
+        "weather_sr_version": __version__,
+        "command_line": command,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "sampler": sampler,
+        "steps": int(steps),
+        "eta": float(eta),
+        "seed": int(seed),
+        "members": int(members),
+        "tile": int(tile) if tile else 0,
+        "overlap": int(overlap),
+    }
+    for key, value in (extra or {}).items():
+        attrs[key] = value if isinstance(value, int | float | str) else str(value)
+    return attrs
+
+
+def check_finite(samples: np.ndarray, channels: Sequence[str], valid: np.ndarray | None) -> None:
+    """UserError naming the channel if the model output ``[N, M, C, H, W]`` has NaN/Inf where
+    the input was valid (``valid`` broadcastable to it, True = valid; None = everywhere)."""
+    for c, name in enumerate(channels):
+        v = samples[:, :, c]
+        bad = ~np.isfinite(v) if valid is None else ~np.isfinite(v) & valid[:, :, c]
+        if bad.any():
+            raise UserError(
+                f"the model produced {int(bad.sum())} non-finite values in channel {name}: "
+                "nothing written; check the checkpoint (training diverged?) or use fewer steps/"
+                "another --sampler"
+            )
+
+
+def build_dataset(
+    samples: np.ndarray, grid: OutputGrid, *, channels: Sequence[str], units: Sequence[str],
+    long_names: Sequence[str] | None = None, times: np.ndarray | None = None,
+    input_members: np.ndarray | None = None, attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Ensemble ``samples [N, M, C, H, W]`` (physical units) -> CF Dataset.
+
+    Dims ``(time, member, lat, lon)``; when the input itself has ensemble members, the first dim is
+    ``sample`` with ``time`` and ``input_member`` coordinates on it.
+    """
+    m, h, w = samples.shape[1], samples.shape[3], samples.shape[4]
+    if (grid.lat.size, grid.lon.size) != (h, w):
+        raise ValueError(f"grid {grid.lat.size}x{grid.lon.size} does not match fields {h}x{w}")
+    first = "time" if input_members is None else "sample"
+    lat_attrs = {**grid.lat_attrs, **LAT_ATTRS} if _degrees(grid.lat_attrs) else {
+        **grid.lat_attrs, "axis": "Y"}
+    lon_attrs = {**grid.lon_attrs, **LON_ATTRS} if _degrees(grid.lon_attrs) else {
+        **grid.lon_attrs, "axis": "X"}
+    coords: dict[str, Any] = {
+        "member": ("member", np.arange(m, dtype=np.int32),
+                   {"standard_name": "realization", "long_name": "ensemble member"}),
+        grid.lat_name: (grid.lat_name, np.asarray(grid.lat), lat_attrs),
+        grid.lon_name: (grid.lon_name, np.asarray(grid.lon), lon_attrs),
+    }
+    time_attrs = {"standard_name": "time", "long_name": "time", "axis": "T"}
+    if times is not None:
+        coords["time"] = (first, np.asarray(times), time_attrs)
+    if input_members is not None:
+        coords["input_member"] = (first, np.asarray(input_members),
+                                  {"long_name": "ensemble member of the input"})
+    dims = (first, "member", grid.lat_name, grid.lon_name)
+    data_vars = {}
+    for k, name in enumerate(channels):
+        var_attrs = {"long_name": (long_names[k] if long_names else "") or name,
+                     "units": units[k] if units[k] else "1"}
+        data_vars[name] = (dims, samples[:, :, k].astype(np.float32), var_attrs)
+    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
+    for name in channels:
+        ds[name].encoding.update(zlib=True, complevel=4, _FillValue=np.float32(np.nan))
+    return ds
+
+
+def _degrees(attrs: Mapping[str, Any]) -> bool:
+    units = str(attrs.get("units", "degrees")).lower()
+    return "degree" in units or not attrs.get("units")
+
+
+def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Write ``ds`` as NetCDF4 atomically (temp file + rename); returns the final path."""
+    with atomic_output(path, overwrite=overwrite, what="output") as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+    return Path(path)

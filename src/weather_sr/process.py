@@ -1,0 +1,102 @@
+"""The forward process q and its posterior (DESIGN.md section 3), with the seed's typos corrected.
+
+    q(x_t | x_0)           = N(sqrt(ab_t) x_0, (1 - ab_t) I)                  (ab = alpha_bar)
+    q(x_{t-1} | x_t, x_0)  = N(mu~_t, beta~_t I),
+    mu~_t = sqrt(ab_{t-1}) beta_t / (1 - ab_t) x_0 + sqrt(alpha_t) (1 - ab_{t-1}) / (1 - ab_t) x_t
+
+Coefficients are formed in float64 from the schedule and cast to the data's dtype when applied.
+``t`` is an int64 tensor ``[B]`` in 1..T (a Python int is broadcast to the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from weather_sr.schedule import NoiseSchedule, gather
+
+__all__ = [
+    "Denoiser",
+    "Generators",
+    "eps_to_x0",
+    "posterior_mean_variance",
+    "q_sample",
+    "randn_like_batch",
+    "x0_to_eps",
+]
+
+# denoiser(x_t [B, C, H, W], y [B, Cy, H, W], t int64 [B]) -> eps [B, C, H, W]
+Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+# One generator, one per batch row, or None (the global CPU generator).
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def randn_like_batch(
+    shape: Sequence[int], generator: Generators, device: torch.device | str, dtype: torch.dtype
+) -> Tensor:
+    """Standard normal ``[*shape]`` drawn on the generator's device, then moved to ``device``.
+
+    With a sequence of ``shape[0]`` generators, row b is ``randn(shape[1:])`` from
+    ``generator[b]`` alone (a row's noise does not depend on the batch it is in); with one
+    generator (or None: the global CPU generator) it is one ``randn(shape)``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        noise = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype)
+        return noise.to(device)
+    gens = list(generator)
+    if len(gens) != shape[0]:
+        raise ValueError(f"randn_like_batch: {len(gens)} generators for a batch of {shape[0]}")
+    rows = [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens]
+    return torch.stack([r.to(device) for r in rows])
+
+
+def _timesteps(t: Tensor | int, x: Tensor) -> Tensor:
+    if isinstance(t, int):
+        return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    return t
+
+
+def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
+    """x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) noise.  ``x0``, ``noise``: [B, ...] -> [B, ...]."""
+    t = _timesteps(t, x0)
+    abar = schedule.alpha_bars
+    return gather(abar.sqrt(), t, x0) * x0 + gather((1.0 - abar).sqrt(), t, x0) * noise
+
+
+def posterior_mean_variance(
+    schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: Tensor | int
+) -> tuple[Tensor, Tensor]:
+    """Mean and variance of q(x_{t-1} | x_t, x_0).
+
+    Args:
+        x0, x_t: ``[B, ...]``; t: int64 ``[B]`` in 1..T.
+    Returns:
+        ``(mean [B, ...], variance [B, 1, ..., 1])``; the variance is beta~_t (0 at t = 1).
+    """
+    t = _timesteps(t, x_t)
+    abar, abar_prev = schedule.alpha_bars[1:], schedule.alpha_bars[:-1]
+    betas, alphas = schedule.betas[1:], schedule.alphas[1:]
+    # Tables of length T + 1 indexed by t; entry 0 (t = 0) is never used.
+    coef_x0 = torch.cat([abar.new_zeros(1), abar_prev.sqrt() * betas / (1.0 - abar)])
+    coef_xt = torch.cat([abar.new_zeros(1), alphas.sqrt() * (1.0 - abar_prev) / (1.0 - abar)])
+    mean = gather(coef_x0, t, x_t) * x0 + gather(coef_xt, t, x_t) * x_t
+    return mean, gather(schedule.posterior_variances, t, x_t)
+
+
+def eps_to_x0(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
+    """x_0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t).  ``[B, ...]`` -> ``[B, ...]``."""
+    t = _timesteps(t, x_t)
+    abar = schedule.alpha_bars
+    return gather(abar.rsqrt(), t, x_t) * x_t - gather(((1.0 - abar) / abar).sqrt(), t, x_t) * eps
+
+
+def x0_to_eps(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, x0: Tensor) -> Tensor:
+    """eps = (x_t - sqrt(ab_t) x_0) / sqrt(1 - ab_t), for t >= 1.  ``[B, ...]`` -> ``[B, ...]``."""
+    t = _timesteps(t, x_t)
+    abar = schedule.alpha_bars
+    inv_sigma = torch.cat([abar.new_zeros(1), (1.0 - abar[1:]).rsqrt()])
+    return gather(inv_sigma, t, x_t) * x_t - gather(inv_sigma * abar.sqrt(), t, x_t) * x0

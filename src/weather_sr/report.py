@@ -1,0 +1,193 @@
+"""The evaluation report: ``metrics.json``, ``report.md`` and its PNG figures.
+
+The markdown states what was measured (data, split, scale factor, members, sampler, steps), one
+table per channel in physical units with one row per method, the figures, and findings computed
+from the numbers (including where a method does not win).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weather_sr.atomic import atomic_output
+from weather_sr.evaluation import BASELINES, EvalSet
+from weather_sr.plots import plot_panels, plot_psd, plot_rank_histogram, plot_training_curves
+
+COLUMNS = (
+    ("rmse", "RMSE"),
+    ("mae", "MAE"),
+    ("bias", "bias"),
+    ("ssim", "SSIM"),
+    ("crps", "CRPS"),
+    ("spread_skill", "spread/skill"),
+    ("lsd", "LSD all (dB)"),
+    ("lsd_high", "LSD high (dB)"),
+    ("member_rmse", "member RMSE"),
+    ("member_lsd_high", "member LSD high (dB)"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def channel_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str:
+    """Markdown table of one channel: a row per method. CRPS of a deterministic method = MAE."""
+    head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, result in results.items():
+        m = dict(result["metrics"][channel])
+        if result["kind"] == "deterministic":
+            m["crps"] = m.get("mae")
+        rows.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k, _ in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def make_figures(
+    out: Path,
+    data: EvalSet,
+    predictions: Mapping[str, np.ndarray],
+    results: Mapping[str, Mapping[str, Any]],
+    training_logs: Mapping[str, Path],
+) -> list[str]:
+    """Panels of the first field, PSD curves and rank histograms per channel, training curves."""
+    figures: list[str] = []
+    lat = data.lat if data.lat_is_degrees else None
+    lon = data.lon if data.lat_is_degrees else None
+    for c, channel in enumerate(data.channels):
+        lr_up = np.kron(data.lr[0, c], np.ones((data.scale_factor, data.scale_factor)))
+        panels: dict[str, np.ndarray] = {"LR": lr_up}
+        for name, pred in predictions.items():
+            if pred.ndim == 5:
+                panels[f"{name} member 1"] = pred[0, 0, c]
+                if pred.shape[1] > 1:
+                    panels[f"{name} member 2"] = pred[0, 1, c]
+                panels[f"{name} mean"] = pred[0, :, c].mean(axis=0)
+            else:
+                panels[name] = pred[0, c]
+        panels["truth"] = data.truth[0, c]
+        when = f" {data.times[0]}" if data.times else ""
+        name = f"panels_{channel}.png"
+        plot_panels(panels, title=f"{channel}{when} ({data.split} field 1)",
+                    units=data.units[c], lat=lat, lon=lon, path=out / name)
+        figures.append(name)
+        spectra = {"truth": _psd(results, "truth", channel)}
+        for method, result in results.items():
+            key = "member" if result["kind"] == "ensemble" else "prediction"
+            label = f"{method} (members)" if key == "member" else method
+            spectra[label] = (result["psd"]["freq"][channel], result["psd"][key][channel])
+        name = f"psd_{channel}.png"
+        plot_psd(spectra, title=f"Radially averaged PSD, {channel}", path=out / name)
+        figures.append(name)
+    for method, result in results.items():
+        if "rank_histogram" in result:
+            name = f"rank_histogram_{method}.png"
+            plot_rank_histogram(result["rank_histogram"]["all"],
+                                title=f"Rank histogram, {method}", path=out / name)
+            figures.append(name)
+    logs = {k: v for k, v in training_logs.items() if Path(v).is_file()}
+    if logs:
+        plot_training_curves(logs, path=out / "training_curves.png", title="Training losses")
+        figures.append("training_curves.png")
+    return figures
+
+
+def _psd(results: Mapping[str, Mapping[str, Any]], key: str, channel: str) -> tuple[Any, Any]:
+    first = next(iter(results.values()))
+    return first["psd"]["freq"][channel], first["psd"][key][channel]
+
+
+def findings(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Plain statements comparing methods on the channel-mean scores, wins and losses alike."""
+    mean = {name: r["mean"] for name, r in results.items()}
+    lines: list[str] = []
+    bicubic = mean.get("bicubic")
+    deterministic = [n for n, r in results.items() if r["kind"] == "deterministic"]
+    best_rmse = min(deterministic, key=lambda n: mean[n]["rmse"]) if deterministic else None
+    for name, result in results.items():
+        if result["kind"] != "ensemble":
+            continue
+        m = mean[name]
+        if bicubic is not None:
+            verdict = "beats" if m["rmse"] < bicubic["rmse"] else "does NOT beat"
+            lines.append(f"{name}: ensemble-mean RMSE {m['rmse']:.4g} {verdict} bicubic "
+                         f"({bicubic['rmse']:.4g}).")
+        if best_rmse is not None and best_rmse != "bicubic":
+            other = mean[best_rmse]
+            verdict = "beats" if m["rmse"] < other["rmse"] else "does NOT beat"
+            lines.append(f"{name}: ensemble-mean RMSE {verdict} the best deterministic method "
+                         f"{best_rmse} ({other['rmse']:.4g}).")
+        for ref in ["bicubic", *[n for n in deterministic if n not in BASELINES]]:
+            if ref in mean and mean[ref].get("lsd_high"):
+                ratio = m["member_lsd_high"] / mean[ref]["lsd_high"]
+                lines.append(f"{name}: member LSD in the upper half of frequencies is "
+                             f"{ratio:.2f}x that of {ref} (target <= 0.5).")
+        ssr = m.get("spread_skill")
+        if ssr is not None:
+            state = "calibrated" if 0.8 <= ssr <= 1.2 else (
+                "under-dispersive" if ssr < 0.8 else "over-dispersive")
+            lines.append(f"{name}: spread/skill {ssr:.2f} ({state}; target 0.8-1.2).")
+    return lines
+
+
+
+def write_report(
+    out: Path,
+    data: EvalSet,
+    predictions: Mapping[str, np.ndarray],
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    settings: Mapping[str, Any],
+    training_logs: Mapping[str, Path] | None = None,
+    sections: Sequence[str] = (),
+) -> Path:
+    """Write metrics.json, the figures and report.md into ``out``; return the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", {"settings": dict(settings), "results": dict(results)})
+    figures = make_figures(out, data, predictions, results, training_logs or {})
+    n, _, h, w = data.truth.shape
+    lines = [
+        "# weather-sr evaluation report",
+        "",
+        f"- data: `{settings.get('data', '?')}`, split **{data.split}**, {n} fields"
+        + (f" ({data.times[0]} to {data.times[-1]})" if data.times else ""),
+        f"- HR grid {h}x{w}, scale factor {data.scale_factor} (LR {h // data.scale_factor}x"
+        f"{w // data.scale_factor}), LR interpolated by {data.interpolation} as the condition",
+        "- channels: " + ", ".join(f"{c} [{u}]" for c, u in zip(data.channels, data.units,
+                                                                   strict=True)),
+        f"- ensembles: {settings.get('members')} members, sampler {settings.get('sampler')}, "
+        f"{settings.get('steps')} steps, seed {settings.get('seed')}",
+        "- scores in physical units, "
+        + ("cos-latitude area weighted" if data.lat_is_degrees else "uniformly weighted")
+        + "; CRPS of a deterministic method is its MAE; LSD = log-spectral distance to the truth "
+        "(radially averaged PSD), 'high' = upper half of resolved frequencies",
+        "",
+        *sections,
+    ]
+    for channel, unit in zip(data.channels, data.units, strict=True):
+        lines += ["", f"## {channel} [{unit}]", "", channel_table(results, channel)]
+    lines += ["", "## Findings", "", *[f"- {s}" for s in findings(results)], "", "## Figures", ""]
+    lines += [f"![{f}]({f})" for f in figures]
+    path = out / "report.md"
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return path

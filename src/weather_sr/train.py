@@ -1,0 +1,375 @@
+"""Training loop: AdamW + warm-up, clipping, accumulation, EMA, autocast, DDP, checkpoints, logs.
+
+``train(cfg, run_dir, resume=..., overwrite=...)`` runs a whole training. Model kinds:
+``diffusion`` (the joint loss of DESIGN §3 via ``weather_sr.loss.joint_loss``) and ``regression``
+(the same backbone predicting x0 of the target with a masked MSE). Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from weather_sr import distributed as D
+from weather_sr.checkpoint import (
+    CheckpointManager,
+    load_checkpoint,
+    model_from_payload,
+    plain,
+    rng_state,
+    set_rng_state,
+)
+from weather_sr.config import RunConfig, config_to_dict
+from weather_sr.errors import UserError
+from weather_sr.model import DownscalingModel, build_unet
+from weather_sr.train_logging import prepare_run_dir
+from weather_sr.trainkit import (
+    EMA,
+    autocast,
+    lr_at,
+    resolve_precision,
+    step_seed,
+)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    status: str  # "finished" | "interrupted"
+    run_dir: Path
+    checkpoint: Path | None
+    best_val: float | None
+
+
+class TrainingDivergedError(UserError):
+    """The loss or the gradient became NaN/Inf."""
+
+
+def data_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """``cfg.data`` as keyword arguments of ``weather_sr.data.build_datasets``."""
+    kw = dataclasses.asdict(cfg.data)
+    if kw["path"] in ("sample", "@sample"):
+        from weather_sr.data import sample_data_path
+
+        kw["path"] = str(sample_data_path())
+    for key in ("patch_size", "split"):
+        if isinstance(kw[key], list):
+            kw[key] = tuple(kw[key])
+    return kw
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample mean squared error over valid pixels: [B, C, H, W] -> [B]."""
+    err = (pred.float() - target.float()) ** 2
+    if mask is None:
+        return err.flatten(1).mean(1)
+    m = mask.expand_as(err)
+    return (err * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, info: D.DistInfo, bundle: Any) -> None:
+        self.cfg, self.run_dir, self.info, self.bundle = cfg, Path(run_dir), info, bundle
+        t, dev = cfg.training, info.device
+        self.channels = len(bundle.channels)
+        self.periodic = bool(getattr(bundle.grid, "periodic", False))
+        self.model_cfg = config_to_dict(cfg)["model"]
+        self.regression = self._load_regression()
+        cond_channels = self.channels * (2 if self.regression is not None else 1)
+        torch.manual_seed(t.seed)  # same initial weights on every rank and every run
+        self.net = build_unet(self.model_cfg, self.channels, cond_channels, self.periodic).to(dev)
+        self.ema_net = build_unet(self.model_cfg, self.channels, cond_channels, self.periodic)
+        self.ema_net.to(dev).eval().requires_grad_(False)
+        self._check_sizes()
+        self.ema = EMA(self.net, t.ema_decay, t.ema_warmup)
+        self.opt = torch.optim.AdamW(
+            self.net.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay
+        )
+        self.amp = resolve_precision(t.precision, dev)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
+        self.wrapped = (
+            DistributedDataParallel(self.net, device_ids=[dev] if dev.type == "cuda" else None)
+            if info.enabled
+            else self.net
+        )
+        schedule = None
+        if cfg.model.kind == "diffusion":
+            from weather_sr.schedule import make_schedule
+
+            schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
+        self.schedule = schedule
+        common = {
+            "kind": cfg.model.kind,
+            "target": cfg.diffusion.target,
+            "channels": self.channels,
+            "schedule": schedule,
+            "regression": self.regression,
+        }
+        self.model = DownscalingModel(self.wrapped, **common)
+        self.ema_model = DownscalingModel(self.ema_net, **common)
+        self.ckpt = CheckpointManager(run_dir, t.keep_last)
+        self.best_val: float | None = None
+        self.step = 0
+        self.stop_requested = False  # set by a signal on this rank
+        self.stop_agreed = False  # any rank asked to stop (agreed at the last step)
+        self.saved_step = -1
+        self._weights: dict[tuple[int, int], torch.Tensor] = {}
+
+    # -------------------------------------------------------------- setup helpers
+
+    def _load_regression(self) -> DownscalingModel | None:
+        if self.cfg.diffusion.target != "regression_residual":
+            return None
+        path = self.cfg.diffusion.regression_checkpoint
+        payload = load_checkpoint(path)
+        if payload["config"]["model"]["kind"] != "regression":
+            raise UserError(f"diffusion.regression_checkpoint {path} is not a regression model")
+        if list(payload["channels"]) != list(self.bundle.channels):
+            raise UserError(
+                f"diffusion.regression_checkpoint {path} was trained on channels "
+                f"{payload['channels']}, this run uses {self.bundle.channels}"
+            )
+        model = model_from_payload(payload, ema=True, source=str(path))
+        model.to(self.info.device).eval().net.requires_grad_(False)
+        self._regression_payload = {
+            "model_config": payload["config"]["model"],
+            "target": payload["config"]["diffusion"]["target"],
+            "channels": self.channels,
+            "state": payload["ema"],
+        }
+        return model
+
+    def _check_sizes(self) -> None:
+        for name in ("train", "val"):
+            split = getattr(self.bundle, name)
+            if len(split) == 0:
+                if name == "train":
+                    raise UserError("the training split is empty: check data.split and the data")
+                continue
+            h, w = split[0]["hr"].shape[-2:]
+            try:
+                self.net.check_size(h, w)
+            except UserError as error:
+                raise UserError(f"{name} fields: {error}") from None
+
+    # -------------------------------------------------------------- losses
+
+    def _weight(self, h: int, w: int) -> torch.Tensor | None:
+        f = self.cfg.diffusion
+        if f.weight == "none":
+            return None
+        if (h, w) not in self._weights:
+            from weather_sr.loss import radial_weight
+
+            self._weights[(h, w)] = radial_weight(h, w, f.gamma, f.power).to(self.info.device)
+        return self._weights[(h, w)]
+
+    def loss(
+        self, model: DownscalingModel, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample (loss, loss_x, loss_f), each [B], for one batch of the data contract."""
+        dev = self.info.device
+        hr, cond = batch["hr"].to(dev, non_blocking=True), batch["cond"].to(dev, non_blocking=True)
+        mask = batch["mask"].to(dev, non_blocking=True) if "mask" in batch else None
+        base = model.base(cond)
+        y = model.condition(cond, base)
+        x0 = hr - base
+        if self.cfg.model.kind == "regression":
+            with autocast(dev, self.amp):
+                pred = model.regress(y)
+            lx = masked_mse(pred, x0, mask)
+            return lx, lx, torch.zeros_like(lx)
+        from weather_sr.loss import joint_loss
+
+        with autocast(dev, self.amp):
+            out = joint_loss(
+                model.denoiser,
+                x0,
+                y,
+                self.schedule,
+                lam=self.cfg.diffusion.lam,
+                weight=self._weight(*hr.shape[-2:]),
+                mask=mask,
+                generator=generator,
+            )
+        return out.loss.float(), out.loss_x.float(), out.loss_f.float()
+
+    # -------------------------------------------------------------- state
+
+    def payload(self) -> dict[str, Any]:
+        b, t = self.bundle, self.cfg.training
+        grid = b.grid.to_dict() if hasattr(b.grid, "to_dict") else None
+        return {
+            "step": self.step,
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "scheduler": {
+                "kind": t.lr_schedule,
+                "warmup_steps": t.warmup_steps,
+                "base_lr": t.lr,
+                "total_steps": t.steps,
+                "last_step": self.step,
+            },
+            "rng": rng_state(),
+            "config": config_to_dict(self.cfg),
+            "normalizer": plain(b.normalizer.to_dict()),
+            "channels": list(b.channels),
+            "units": list(b.units),
+            "scale_factor": int(b.scale_factor),
+            "interpolation": b.interpolation,
+            "grid": plain(grid),
+            "best_val": self.best_val,
+            "regression": getattr(self, "_regression_payload", None),
+        }
+
+    def restore(self, payload: dict[str, Any], source: str) -> None:
+        saved = payload["config"]
+        mine = config_to_dict(self.cfg)
+        for section, key in [
+            ("model", None),
+            ("diffusion", "target"),
+            ("diffusion", "schedule"),
+            ("diffusion", "timesteps"),
+        ]:
+            a = saved[section] if key is None else saved[section][key]
+            b = mine[section] if key is None else mine[section][key]
+            if a != b:
+                raise UserError(
+                    f"--resume: {section}{'.' + key if key else ''} differs from the "
+                    f"checkpoint {source}; resume with the same model settings"
+                )
+        self.net.load_state_dict(payload["model"])
+        self.ema.load_state_dict(payload["ema"])
+        self.opt.load_state_dict(payload["optimizer"])
+        if payload.get("grad_scaler"):
+            self.scaler.load_state_dict(payload["grad_scaler"])
+        set_rng_state(payload["rng"])
+        self.step, self.best_val = int(payload["step"]), payload.get("best_val")
+
+    # -------------------------------------------------------------- one step
+
+    def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        t, info = self.cfg.training, self.info
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
+        self.net.train()
+        sums = torch.zeros(3, dtype=torch.float64)
+        self.last_indices: list[int] = []
+        for i, batch in enumerate(batches):
+            micro = self.step * t.grad_accum + i
+            torch.manual_seed(step_seed(t.seed, info.rank, micro, stream=2))  # dropout
+            gen = torch.Generator().manual_seed(step_seed(t.seed, info.rank, micro, stream=1))
+            sync = i == len(batches) - 1 or not info.enabled
+            ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
+            with ctx:
+                loss, lx, lf = self.loss(self.model, batch, gen)
+                self.scaler.scale(loss.mean() / len(batches)).backward()
+            sums += torch.stack([loss.mean(), lx.mean(), lf.mean()]).detach().cpu().double()
+            if "index" in batch:
+                self.last_indices.extend(int(i) for i in batch["index"])
+        self.scaler.unscale_(self.opt)
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        clip = t.grad_clip if t.grad_clip > 0 else math.inf
+        gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        bad_loss = not bool(torch.isfinite(sums).all())
+        bad_grad = not math.isfinite(gnorm) and self.amp != torch.float16
+        flags = D.any_flag(info, bad_loss or bad_grad), D.any_flag(info, self.stop_requested)
+        if flags[0]:
+            what = "loss" if bad_loss else "gradient norm"
+            raise TrainingDivergedError(
+                f"training diverged: the {what} is NaN/Inf at step "
+                f"{self.step + 1}; lower training.lr or use precision fp32"
+            )
+        self.stop_agreed = flags[1]
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.net, self.step)
+        self.step += 1
+        out = (sums / len(batches)).tolist()
+        return {
+            "loss": out[0],
+            "loss_x": out[1],
+            "loss_f": out[2],
+            "grad_norm": gnorm,
+            "lr": self.opt.param_groups[0]["lr"],
+        }
+
+    # -------------------------------------------------------------- validation
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float] | None:
+        """EMA weights, fixed noise: mean (loss, loss_x, loss_f) over ``val_batches`` batches."""
+        t, val = self.cfg.training, self.bundle.val
+        if len(val) == 0 or t.val_batches == 0:
+            return None
+        self.ema.copy_to(self.ema_net)
+        loader = torch.utils.data.DataLoader(val, batch_size=t.batch_size, shuffle=False)
+        sums, n = torch.zeros(3, dtype=torch.float64), 0
+        for i, batch in enumerate(loader):
+            if i >= t.val_batches:
+                break
+            gen = torch.Generator().manual_seed(step_seed(t.seed, 0, i, stream=3))
+            parts = self.loss(self.ema_model, batch, gen)
+            sums += torch.stack([p.sum() for p in parts]).cpu().double()
+            n += parts[0].shape[0]
+        out = (sums / max(n, 1)).tolist()
+        return {"loss": out[0], "loss_x": out[1], "loss_f": out[2]}
+
+    @torch.no_grad()
+    def sample_images(self) -> list[dict[str, torch.Tensor]]:
+        t, val = self.cfg.training, self.bundle.val
+        k = min(t.val_images, len(val))
+        if k == 0:
+            return []
+        self.ema.copy_to(self.ema_net)
+        items = [val[i] for i in range(k)]
+        cond = torch.stack([it["cond"] for it in items]).to(self.info.device)
+        gen = torch.Generator().manual_seed(step_seed(t.seed, 0, 0, stream=4))
+        f = self.cfg.diffusion
+        with autocast(self.info.device, self.amp):
+            pred = self.ema_model.sample(cond, f.val_sampler, f.val_sample_steps, gen).float()
+        return [
+            {"cond": it["cond"], "hr": it["hr"], "pred": p.cpu()}
+            for it, p in zip(items, pred, strict=True)
+        ]
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    bundle: Any = None,
+    callback: Callable[[Trainer], None] | None = None,
+) -> TrainResult:
+    """Run (or resume) a training; returns when finished or interrupted (SIGINT/SIGTERM).
+
+    ``bundle`` (a ``weather_sr.data.DataBundle``) skips ``build_datasets`` (tests, notebooks);
+    ``callback(trainer)`` is called after every step.
+    """
+    from weather_sr.train_loop import run_training
+
+    run_dir = Path(run_dir or cfg.output.run_dir)
+    info = D.setup(cfg.training.device)
+    try:
+        prepare_run_dir(run_dir, resume, overwrite, info)
+        if bundle is None:
+            from weather_sr.data import build_datasets
+
+            bundle = build_datasets(**data_kwargs(cfg))
+        trainer = Trainer(cfg, run_dir, info, bundle)
+        return run_training(trainer, resume, progress, callback)
+    finally:
+        D.teardown(info)

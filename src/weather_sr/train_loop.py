@@ -1,0 +1,184 @@
+"""The outer training loop: resume, data loader, signals, logging, validation, checkpoints."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from weather_sr import distributed as D
+from weather_sr.atomic import atomic_output
+from weather_sr.checkpoint import load_checkpoint
+from weather_sr.config import config_to_yaml
+from weather_sr.errors import UserError
+from weather_sr.train import Trainer, TrainingDivergedError, TrainResult
+from weather_sr.train_logging import RunLogger, save_sample_images
+from weather_sr.trainkit import ItemSeeded, StreamBatchSampler
+
+
+def _loader(trainer: Trainer) -> Iterator[dict[str, torch.Tensor]]:
+    t, info = trainer.cfg.training, trainer.info
+    sampler = StreamBatchSampler(
+        len(trainer.bundle.train),
+        t.batch_size,
+        t.seed,
+        start=trainer.step * t.grad_accum,
+        stop=t.steps * t.grad_accum,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    return iter(
+        torch.utils.data.DataLoader(
+            ItemSeeded(trainer.bundle.train),
+            batch_sampler=sampler,
+            num_workers=t.num_workers,
+            pin_memory=info.device.type == "cuda",
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(t.seed),
+        )
+    )
+
+
+class _Signals:
+    """SIGINT/SIGTERM set ``trainer.stop_requested``; a second SIGINT interrupts at once."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = True
+        self.trainer.stop_signal = signal.Signals(signum).name
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def _save(trainer: Trainer, best: bool = False) -> Path | None:
+    trainer.saved_step = trainer.step
+    if not trainer.info.is_main:
+        return None
+    return trainer.ckpt.save(trainer.payload(), best=best)
+
+
+def _validate_and_images(trainer: Trainer, logger: RunLogger) -> bool:
+    """Rank 0 evaluates; returns True when the validation loss is the best so far."""
+    best = False
+    if trainer.info.is_main:
+        val = trainer.validate()
+        if val is not None:
+            logger.log(trainer.step, "val", val)
+            if trainer.best_val is None or val["loss"] < trainer.best_val:
+                trainer.best_val, best = val["loss"], True
+        samples = trainer.sample_images()
+        if samples:
+            b = trainer.bundle
+            save_sample_images(
+                trainer.run_dir / "samples" / f"step_{trainer.step:08d}.png",
+                samples,
+                b.channels[0],
+                b.units[0] if b.units else "",
+                getattr(b.normalizer, "denormalise", None),
+            )
+    D.barrier(trainer.info)
+    return best
+
+
+def _resume(trainer: Trainer) -> None:
+    latest = trainer.ckpt.latest()
+    if latest is None:
+        raise UserError(f"--resume: no checkpoint in {trainer.ckpt.dir}")
+    trainer.restore(load_checkpoint(latest, map_location="cpu"), str(latest))
+    if trainer.step >= trainer.cfg.training.steps:
+        raise UserError(
+            f"--resume: {latest} is at step {trainer.step}, training.steps = "
+            f"{trainer.cfg.training.steps}: raise training.steps to train longer"
+        )
+
+
+def _write_config(trainer: Trainer) -> None:
+    if trainer.info.is_main:
+        with atomic_output(trainer.run_dir / "config.yaml", overwrite=True, what="config") as tmp:
+            tmp.write_text(config_to_yaml(trainer.cfg))
+
+
+def run_training(
+    trainer: Trainer, resume: bool, progress: bool, callback: Callable[[Trainer], None] | None
+) -> TrainResult:
+    t, info = trainer.cfg.training, trainer.info
+    if resume:
+        _resume(trainer)
+    _write_config(trainer)
+    logger = RunLogger(trainer.run_dir, info.is_main, trainer.cfg.output.tensorboard, trainer.step)
+    bar = tqdm(
+        total=t.steps,
+        initial=trainer.step,
+        disable=not (progress and info.is_main),
+        desc="train",
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    data = _loader(trainer)
+    last_saved: Path | None = trainer.ckpt.latest() if resume else None
+    trainer.saved_step = trainer.step if resume else -1
+    window: list[dict[str, float]] = []
+    tic = time.perf_counter()
+    status = "finished"
+    try:
+        with _Signals(trainer):
+            while trainer.step < t.steps:
+                batches = [next(data) for _ in range(t.grad_accum)]
+                try:
+                    metrics = trainer.train_step(batches)
+                except TrainingDivergedError:
+                    if trainer.saved_step != trainer.step:  # the weights are still the good ones
+                        last_saved = _save(trainer) or last_saved
+                    raise
+                window.append(metrics)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                step = trainer.step
+                if step % t.log_every == 0 or step == t.steps:
+                    mean = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
+                    mean = {k: D.mean_scalar(info, v) for k, v in mean.items()}
+                    mean["seconds"] = time.perf_counter() - tic
+                    logger.log(step, "train", mean)
+                    window = []
+                best = False
+                if step % t.val_every == 0 or step == t.steps:
+                    best = _validate_and_images(trainer, logger)
+                if step % t.checkpoint_every == 0 or step == t.steps or best or trainer.stop_agreed:
+                    last_saved = _save(trainer, best=best) or last_saved
+                if callback is not None:
+                    callback(trainer)
+                if trainer.stop_agreed and step < t.steps:
+                    status = "interrupted"
+                    break
+    finally:
+        bar.close()
+        logger.close()
+    if status == "interrupted" and info.is_main:
+        name = getattr(trainer, "stop_signal", "a stop request")
+        print(
+            f"weather-sr train: stopped by {name} at step {trainer.step}; checkpoint saved in "
+            f"{trainer.ckpt.dir}; continue with --resume",
+            file=sys.stderr,
+        )
+    D.barrier(info)
+    return TrainResult(trainer.step, status, trainer.run_dir, last_saved, trainer.best_val)

@@ -1,0 +1,84 @@
+"""Radial PSD and log-spectral distance against closed forms and an independent implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from weather_sr import spectra
+from weather_sr.errors import UserError
+
+
+@pytest.mark.parametrize("h, w, ky, kx", [(32, 32, 3, 4), (24, 40, 5, 0), (24, 40, -2, 7)])
+def test_sinusoid_puts_its_power_in_its_bin(h, w, ky, kx):
+    m, n = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    amp = 2.5
+    x = amp * np.cos(2 * np.pi * (ky * m / h + kx * n / w) + 0.4)
+    spec = spectra.radial_psd(x, full=True)
+    nu = np.hypot(ky / h, kx / w)
+    k = int(np.rint(nu * min(h, w)))
+    assert spec.freq[k] == pytest.approx(k / min(h, w))
+    # two DFT coefficients (±k) of |X|² = (amp·H·W/2)², density |X|²/(HW), averaged over the bin
+    expected = 2 * (amp * h * w / 2) ** 2 / (h * w) / spec.counts[k]
+    assert spec.power[k] == pytest.approx(expected, rel=1e-10)
+    others = np.delete(spec.power, k)
+    assert np.all(others < 1e-18 * expected)
+
+
+@pytest.mark.parametrize("h, w", [(16, 16), (12, 20), (9, 14)])
+def test_parseval_sum_of_psd_is_mean_square(h, w):
+    x = np.random.default_rng(0).normal(size=(3, h, w)) + 1.5
+    spec = spectra.radial_psd(x, full=True, mean=False)
+    assert spec.counts.sum() == h * w
+    total = (spec.power * spec.counts).sum(axis=-1) / (h * w)
+    np.testing.assert_allclose(total, np.mean(x**2, axis=(-2, -1)), rtol=1e-12)
+    # mean=True averages the per-field spectra
+    np.testing.assert_allclose(spectra.radial_psd(x, full=True).power, spec.power.mean(0))
+
+
+def test_white_noise_is_flat_at_its_variance_and_bins_are_documented():
+    x = np.random.default_rng(1).normal(scale=2.0, size=(64, 48, 40))
+    spec = spectra.radial_psd(x)
+    np.testing.assert_allclose(spec.freq, np.arange(21) / 40)
+    assert spectra.nu_max(spec.freq) == 0.5
+    np.testing.assert_allclose(spec.power[1:], 4.0, rtol=0.1)  # E|X|²/(HW) = σ²
+    hann = spectra.radial_psd(x, window="hann")
+    assert np.mean(hann.power[1:]) == pytest.approx(4.0, rel=0.05)
+
+
+def test_matches_fourier_module_spectrum():
+    x = np.random.default_rng(2).normal(size=(2, 20, 28))
+    freq_t, power_t = __import__("weather_sr.fourier").fourier.radial_power_spectrum(
+        torch.as_tensor(x)
+    )
+    spec = spectra.radial_psd(x, mean=False)
+    np.testing.assert_allclose(spec.freq, freq_t.numpy())
+    np.testing.assert_allclose(spec.power, power_t.numpy(), rtol=1e-10)
+
+
+def test_log_spectral_distance_closed_forms_and_reference():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 32, 32))
+    spec = spectra.radial_psd(x)
+    for band in ("all", "high"):
+        assert spectra.log_spectral_distance(spec.power, spec.power, spec.freq, band=band) == 0.0
+        for a in (0.5, 3.0):
+            scaled = spectra.radial_psd(a * x).power
+            lsd = spectra.log_spectral_distance(scaled, spec.power, spec.freq, band=band)
+            assert lsd == pytest.approx(abs(20 * np.log10(a)), rel=1e-10)
+    other = spectra.radial_psd(rng.normal(size=(4, 32, 32)) * np.linspace(1, 2, 32)).power
+    for band, lo in (("all", 1), ("high", 8)):  # ν_max = 16/32: high band is bins 8..16
+        sq = [(10 * np.log10(other[k] / spec.power[k])) ** 2 for k in range(lo, 17)]
+        ref = np.sqrt(sum(sq) / len(sq))
+        got = spectra.log_spectral_distance(other, spec.power, spec.freq, band=band)
+        assert got == pytest.approx(ref, rel=1e-12)
+
+
+def test_bad_input_raises_user_error():
+    with pytest.raises(UserError, match="NaN"):
+        spectra.radial_psd(np.full((4, 4), np.nan))
+    with pytest.raises(UserError, match="window"):
+        spectra.radial_psd(np.zeros((4, 4)), window="kaiser")
+    with pytest.raises(UserError, match="band"):
+        spectra.log_spectral_distance(np.ones(3), np.ones(3), np.arange(3) / 4, band="low")
