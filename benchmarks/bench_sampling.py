@@ -11,7 +11,7 @@ fresh subprocess: time per step and peak memory (CUDA: ``max_memory_allocated``;
 process's peak RSS above a baseline process that only builds the model), plus the largest network
 input. Targets: time ratio <= 1.1 x area ratio; model memory flat.
 
-    .venv/bin/python benchmarks/bench_sampling.py --quick            # a few minutes on a CPU
+    .venv/bin/python benchmarks/bench_sampling.py --quick   # a few minutes on an idle laptop CPU
     .venv/bin/python benchmarks/bench_sampling.py --device cuda --checkpoint runs/x/best.pt
 """
 
@@ -38,7 +38,7 @@ from weather_sr.tiling import tile_starts
 # ---------------------------------------------------------------- part 1: samplers
 
 
-def train_small(quick: bool, device: str) -> Path:
+def train_small(quick: bool, device: str, steps: int | None) -> Path:
     """Train a small residual diffusion model on the sample data; return its checkpoint."""
     from weather_sr.config import config_from_dict
     from weather_sr.train import train
@@ -50,7 +50,7 @@ def train_small(quick: bool, device: str) -> Path:
         "model": {"base_channels": 16 if quick else 32, "channel_mults": [1, 2, 2],
                   "num_res_blocks": 1},
         "diffusion": {"timesteps": 1000, "target": "residual", "lam": 1.0},
-        "training": {"steps": 300 if quick else 2000, "batch_size": 8, "lr": 1e-3,
+        "training": {"steps": steps or (150 if quick else 3000), "batch_size": 8, "lr": 1e-3,
                      "warmup_steps": 20, "val_every": 10**6, "checkpoint_every": 10**6,
                      "device": device, "ema_decay": 0.99},
         "output": {"run_dir": str(run_dir), "tensorboard": False},
@@ -106,9 +106,10 @@ def load_test_fields(model: Any, n_fields: int, crop: tuple[int, int] | None):
     return normalizer.denormalise(hr.double()).numpy(), cond, normalizer
 
 
-def scores(truth: np.ndarray, ens: np.ndarray) -> tuple[float, float]:
-    """(fair CRPS averaged over channels, log-spectral distance in dB averaged over channels)."""
-    from weather_sr.metrics import crps_fair
+def scores(truth: np.ndarray, ens: np.ndarray) -> tuple[float, float, float]:
+    """Fair CRPS, log-spectral distance (dB, members vs truth) and spread-skill ratio, each
+    averaged over channels."""
+    from weather_sr.metrics import crps_fair, spread_skill
     from weather_sr.spectra import log_spectral_distance, radial_psd
 
     crps = float(np.mean(crps_fair(truth, ens)))
@@ -117,52 +118,63 @@ def scores(truth: np.ndarray, ens: np.ndarray) -> tuple[float, float]:
         p_true = radial_psd(truth[:, c], window="hann")
         p_pred = radial_psd(ens[:, :, c], window="hann")
         lsd.append(log_spectral_distance(p_pred.power, p_true.power, p_true.freq))
-    return crps, float(np.mean(lsd))
+    ssr = float(np.mean(spread_skill(truth, ens)["spread_skill"]))
+    return crps, float(np.mean(lsd)), ssr
 
 
 def bench_samplers(args: argparse.Namespace, device: torch.device) -> None:
     from weather_sr.model import DownscalingModel
 
-    ckpt = Path(args.checkpoint) if args.checkpoint else train_small(args.quick, str(device))
+    ckpt = (Path(args.checkpoint) if args.checkpoint
+            else train_small(args.quick, str(device), args.train_steps))
     model = DownscalingModel.from_checkpoint(ckpt, device)
-    crop = (64, 64) if args.quick else None
+    crop = (32, 32) if args.quick else None
     truth, cond, normalizer = load_test_fields(model, args.fields, crop)
     # normalised CRPS: divide by each channel's std so that channels weigh alike
     std = normalizer.channel_std()[None, :, None, None]
     members = args.members
-    plan = [("ancestral", 1000)] + [(s, k) for s in ("ddim", "dpmpp_2m")
-                                    for k in (10, 20, 50, 100)]
-    if args.quick:
-        plan = [("ancestral", 1000)] + [(s, k) for s in ("ddim", "dpmpp_2m") for k in (10, 20, 50)]
+    ks = (10, 20, 50) if args.quick else (10, 20, 50, 100)
+    # (name, sampler, steps, eta); DDIM eta = 1 is the stochastic (ancestral-like) DDIM
+    plan = [("ancestral", "ancestral", 1000, 0.0)] + [
+        (name, s, k, eta) for name, s, eta in
+        (("ddim", "ddim", 0.0), ("ddim_eta1", "ddim", 1.0), ("dpmpp_2m", "dpmpp_2m", 0.0))
+        for k in ks]
     rows = []
-    for sampler, steps in plan:
+    for name, sampler, steps, eta in plan:
         proxy = CountingModel(model)
-        opts = SamplingOptions(sampler=sampler, steps=steps, seed=0, members=members,
+        opts = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=0, members=members,
                                batch_size=len(truth) * members)
         t0 = time.perf_counter()
         x = sample_ensemble(proxy, cond, opts, device=device)
         wall = time.perf_counter() - t0
         ens = normalizer.denormalise(x.double()).numpy()
-        crps, lsd = scores(truth / std, ens / std[:, None])
-        rows.append((sampler, steps, proxy.calls, wall, crps, lsd))
-        print(f"  {sampler:9s} {steps:5d} steps: NFE {proxy.calls:5d}  {wall:7.1f} s  "
-              f"CRPS {crps:.4f}  LSD {lsd:.2f} dB", flush=True)
+        crps, lsd, ssr = scores(truth / std, ens / std[:, None])
+        rows.append((name, steps, proxy.calls, wall, crps, lsd, ssr))
+        print(f"  {name:9s} {steps:5d} steps: NFE {proxy.calls:5d}  {wall:7.1f} s  "
+              f"CRPS {crps:.4f}  LSD {lsd:.2f} dB  spread/skill {ssr:.2f}", flush=True)
     ref = rows[0]
     print(f"\nsamplers ({len(truth)} test fields {truth.shape[-2]}x{truth.shape[-1]}, "
           f"{members} members, device {device}; CRPS in channel-std units)")
     print(f"{'sampler':10s} {'steps':>5s} {'NFE':>5s} {'time/anc':>9s} {'CRPS':>8s} "
-          f"{'CRPS/anc':>9s} {'LSD dB':>7s}")
+          f"{'CRPS/anc':>9s} {'LSD dB':>7s} {'spread/skill':>12s}")
     best = None
-    for sampler, steps, nfe, wall, crps, lsd in rows:
-        print(f"{sampler:10s} {steps:5d} {nfe:5d} {wall / ref[3]:9.3f} {crps:8.4f} "
-              f"{crps / ref[4]:9.3f} {lsd:7.2f}")
-        if nfe <= 25 and sampler != "ancestral" and (best is None or crps < best[4]):
-            best = (sampler, steps, nfe, wall, crps, lsd)
+    for name, steps, nfe, wall, crps, lsd, ssr in rows:
+        print(f"{name:10s} {steps:5d} {nfe:5d} {wall / ref[3]:9.3f} {crps:8.4f} "
+              f"{crps / ref[4]:9.3f} {lsd:7.2f} {ssr:12.2f}")
+        if nfe <= 25 and name != "ancestral" and (best is None or crps < best[4]):
+            best = (name, steps, nfe, wall, crps, lsd)
     if best is not None:
         ok = best[4] <= 1.05 * ref[4]
         print(f"target (<= 25 NFE within 5% of 1000-step ancestral CRPS): "
               f"{'MET' if ok else 'NOT MET'} by {best[0]} {best[1]} steps "
               f"(CRPS ratio {best[4] / ref[4]:.3f})")
+    if device.type != "cpu":  # same seed, same members on the CPU (noise is drawn on the CPU)
+        opts = SamplingOptions(sampler="ddim", steps=10, eta=1.0, seed=3, members=2)
+        a = sample_ensemble(model, cond[:1], opts, device=device)
+        b = sample_ensemble(DownscalingModel.from_checkpoint(ckpt, "cpu"), cond[:1], opts)
+        print(f"{device} vs cpu, DDIM eta=1 10 steps, same seed: max |diff| "
+              f"{float((a - b).abs().max()):.2e} (normalised units; member std "
+              f"{float(a.std()):.2f})")
 
 
 # ---------------------------------------------------------------- part 2: tiling
@@ -252,6 +264,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="use this checkpoint (else train one)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="small model, crops, fewer steps")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="training steps of the model trained here (150 quick, 3000 full)")
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--fields", type=int, default=2)
     parser.add_argument("--part", choices=("all", "samplers", "tiling"), default="all")

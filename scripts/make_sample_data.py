@@ -69,23 +69,33 @@ def build(grib: Path) -> xr.Dataset:
         "time": ("time", first["time"].values, {"standard_name": "time", "axis": "T"}),
         "y": ("y", y, {"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y"}),
         "x": ("x", x, {"standard_name": "projection_x_coordinate", "units": "m", "axis": "X"}),
-        "latitude": (("y", "x"), first["latitude"].values,
-                     {"standard_name": "latitude", "units": "degrees_north"}),
-        "longitude": (("y", "x"), first["longitude"].values,
-                      {"standard_name": "longitude", "units": "degrees_east"}),
+        "latitude": (
+            ("y", "x"),
+            first["latitude"].values,
+            {"standard_name": "latitude", "units": "degrees_north"},
+        ),
+        "longitude": (
+            ("y", "x"),
+            first["longitude"].values,
+            {"standard_name": "longitude", "units": "degrees_east"},
+        ),
     }
     data_vars = {}
     for name, da in parts.items():
         attrs = {k: da.attrs[k] for k in ("long_name", "units") if k in da.attrs}
         attrs.update(grid_mapping="polar_stereographic", coordinates="latitude longitude")
         data_vars[name] = (("time", "y", "x"), da.values.astype(np.float32), attrs)
-    data_vars["polar_stereographic"] = ((), np.int32(0), {
-        "grid_mapping_name": "polar_stereographic",
-        "latitude_of_projection_origin": -90.0,
-        "standard_parallel": keys["LaDInDegrees"],
-        "straight_vertical_longitude_from_pole": keys["orientationOfTheGridInDegrees"],
-        "comment": "x/y are offsets from the first point of the original 140x210 grid",
-    })
+    data_vars["polar_stereographic"] = (
+        (),
+        np.int32(0),
+        {
+            "grid_mapping_name": "polar_stereographic",
+            "latitude_of_projection_origin": -90.0,
+            "standard_parallel": keys["LaDInDegrees"],
+            "straight_vertical_longitude_from_pole": keys["orientationOfTheGridInDegrees"],
+            "comment": "x/y are offsets from the first point of the original 140x210 grid",
+        },
+    )
     attrs = {
         "title": "weather-sr sample: NCEP forecast over southern Africa (pwat, btmp)",
         "institution": "US National Weather Service - NCEP (GRIB centre kwbc, subcentre 12)",

@@ -30,7 +30,9 @@ SPLIT = (0.6, 0.2, 0.2)
 
 @pytest.fixture()
 def nc(tmp_path: Path) -> Path:
-    return write_netcdf(synthetic_dataset(20, 32, 32, variables=("a", "b"), seed=1), tmp_path / "s.nc")
+    return write_netcdf(
+        synthetic_dataset(20, 32, 32, variables=("a", "b"), seed=1), tmp_path / "s.nc"
+    )
 
 
 @pytest.mark.parametrize("kind", ["channel", "pixel"])
@@ -102,7 +104,9 @@ def test_mostly_missing_patches_are_skipped(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     fracs = [float(b.train.item(k % len(b.train), g)["mask"].mean()) for k in range(30)]
     assert min(fracs) >= 0.9
-    b0 = build_datasets(nc, ["x"], scale_factor=4, patch_size=8, min_valid_fraction=0.0, split=SPLIT)
+    b0 = build_datasets(
+        nc, ["x"], scale_factor=4, patch_size=8, min_valid_fraction=0.0, split=SPLIT
+    )
     assert min(float(b0.train.item(k % 6, g)["mask"].mean()) for k in range(30)) < 0.9
 
 
@@ -134,21 +138,25 @@ def test_flips_off_by_default_and_on_when_asked(nc: Path) -> None:
 def test_dataloader_with_workers_lazy_and_loaded(nc: Path) -> None:
     lazy = build_datasets(nc, ["a", "b"], scale_factor=4, split=SPLIT, load=False)
     loaded = build_datasets(nc, ["a", "b"], scale_factor=4, split=SPLIT, load=True)
+    lazy_values = lazy.test.source.hr.get()  # streamed: one dask chunk per sample, nothing loaded
+    assert lazy_values.chunks[0] == (1,) * 20 and not isinstance(lazy_values.data, np.ndarray)
     loader = torch.utils.data.DataLoader(lazy.test, batch_size=2, num_workers=2)
     batches = list(loader)
     got = torch.cat([bt["hr"] for bt in batches])
     want = torch.stack([loaded.test[i]["hr"] for i in range(len(loaded.test))])
     assert torch.equal(got, want)
     assert torch.equal(torch.cat([bt["index"] for bt in batches]), torch.arange(len(want)))
-    train = torch.utils.data.DataLoader(lazy.train, batch_size=4, num_workers=2,
-                                        generator=torch.Generator().manual_seed(0))
+    train = torch.utils.data.DataLoader(
+        lazy.train, batch_size=4, num_workers=2, generator=torch.Generator().manual_seed(0)
+    )
     assert next(iter(train))["hr"].shape == (4, 2, 32, 32)
 
 
 def test_gaussian_random_field_has_the_prescribed_spectral_slope() -> None:
     for slope in (-3.0, -2.0):
-        f = gaussian_random_field(16, 128, 128, slope=slope,
-                                  generator=torch.Generator().manual_seed(0))
+        f = gaussian_random_field(
+            16, 128, 128, slope=slope, generator=torch.Generator().manual_seed(0)
+        )
         power = (torch.fft.fft2(f).abs() ** 2).mean(0)
         ky = torch.fft.fftfreq(128)[:, None]
         kx = torch.fft.fftfreq(128)[None, :]
@@ -174,6 +182,19 @@ def test_shipped_sample_file() -> None:
     assert da.shape == (25, 2, 128, 192)
     assert da.attrs["units"] == ["kg m**-2", "K"]
     assert np.isfinite(da.values).all()
-    assert 0 < float(da.sel(channel="pwat").min()) and float(da.sel(channel="btmp").max()) < 350
+    assert float(da.sel(channel="pwat").min()) > 0 and float(da.sel(channel="btmp").max()) < 350
     assert "latitude" in da.coords and da["latitude"].dims == ("y", "x")
     assert (path.parent / "README.md").is_file()
+
+
+def test_members_are_samples_and_share_their_time_split(tmp_path: Path) -> None:
+    base = synthetic_dataset(10, 16, 16, seed=6)
+    ens = xr.concat([base, base + 1.0, base + 2.0], dim="member").assign_coords(member=[0, 1, 2])
+    nc = write_netcdf(ens.transpose("member", "time", "lat", "lon"), tmp_path / "ens.nc")
+    b = build_datasets(nc, ["x"], scale_factor=4, split=SPLIT)
+    assert (len(b.train), len(b.val), len(b.test)) == (18, 6, 6)
+    assert list(b.val.members) == [0, 1, 2, 0, 1, 2]
+    assert set(b.train.times).isdisjoint(b.val.times) and set(b.val.times).isdisjoint(b.test.times)
+    hr = [b.val[i]["hr"] for i in range(3)]  # the members of one time differ by 1 K
+    std = float(b.normalizer.std.squeeze())
+    torch.testing.assert_close(hr[1] - hr[0], torch.full_like(hr[0], 1.0 / std), atol=1e-4, rtol=0)

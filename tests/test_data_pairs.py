@@ -109,7 +109,9 @@ def test_training_patches_match_full_field_condition(tmp_path: Path) -> None:
         full = b_full.train.item(k, torch.Generator())
         patch = b_patch.train.item(k, g)
         hit = [
-            (y, x) for y in range(0, 17, 4) for x in range(0, 33, 4)
+            (y, x)
+            for y in range(0, 17, 4)
+            for x in range(0, 33, 4)
             if torch.equal(full["hr"][:, y : y + 16, x : x + 16], patch["hr"])
         ]
         assert hit, "patch is not an s-aligned window of the field"
@@ -122,8 +124,9 @@ def test_prepare_condition_equals_dataset_condition(tmp_path: Path) -> None:
     nc = write_netcdf(ds, tmp_path / "a.nc")
     for norm in ("channel", "pixel"):
         b = build_datasets(nc, ["x"], scale_factor=4, normalisation=norm, split=(0.6, 0.2, 0.2))
-        lr = np.stack([b.val.source.lr_window(int(r), np.arange(8), np.arange(12))
-                       for r in b.val.samples])
+        lr = np.stack(
+            [b.val.source.lr_window(int(r), np.arange(8), np.arange(12)) for r in b.val.samples]
+        )
         cond = prepare_condition(lr, b.normalizer, 4, "bicubic", periodic=b.grid.periodic)
         expect = torch.stack([b.val[i]["cond"] for i in range(len(b.val))])
         torch.testing.assert_close(cond, expect, rtol=1e-5, atol=1e-5)
@@ -135,9 +138,11 @@ def _paired(tmp_path: Path, shift: float = 0.0) -> tuple[Path, Path]:
     lr_vals = coarsen(torch.from_numpy(ds["t2m"].values.astype(np.float64)), 4).numpy()
     lr = xr.Dataset(
         {"t2m_lr": (("time", "lat", "lon"), lr_vals.astype(np.float32), {"units": "K"})},
-        coords={"time": ds["time"].values,
-                "lat": ds["lat"].values.reshape(8, 4).mean(1) + shift,
-                "lon": ds["lon"].values.reshape(12, 4).mean(1)},
+        coords={
+            "time": ds["time"].values,
+            "lat": ds["lat"].values.reshape(8, 4).mean(1) + shift,
+            "lon": ds["lon"].values.reshape(12, 4).mean(1),
+        },
     )
     return hr, write_netcdf(lr, tmp_path / "lr.nc")
 

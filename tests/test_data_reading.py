@@ -82,9 +82,13 @@ def test_levels_become_channels_members_become_samples(tmp_path: Path) -> None:
     v = rng.normal(size=(3, 2, 2, 8, 8)).astype(np.float32)  # time, number, level, lat, lon
     ds = xr.Dataset(
         {"t": (("time", "number", "isobaricInhPa", "latitude", "longitude"), v, {"units": "K"})},
-        coords={"time": np.arange(3) * np.timedelta64(6, "h") + np.datetime64("2017-01-01"),
-                "number": [0, 1], "isobaricInhPa": [850.0, 500.0],
-                "latitude": np.arange(8.0), "longitude": np.arange(8.0)},
+        coords={
+            "time": np.arange(3) * np.timedelta64(6, "h") + np.datetime64("2017-01-01"),
+            "number": [0, 1],
+            "isobaricInhPa": [850.0, 500.0],
+            "latitude": np.arange(8.0),
+            "longitude": np.arange(8.0),
+        },
     )
     da = open_fields(write_netcdf(ds, tmp_path / "a.nc"), ["t"], load=True)
     assert list(da["channel"].values) == ["t_500", "t_850"]  # levels increasing
@@ -96,9 +100,11 @@ def test_levels_become_channels_members_become_samples(tmp_path: Path) -> None:
 
 def test_cf_attributes_recognise_oddly_named_dims() -> None:
     da = xr.DataArray(np.zeros((2, 3, 4)), dims=("tt", "jj", "ii"))
-    da = da.assign_coords(tt=("tt", [0, 1], {"axis": "T"}),
-                          jj=("jj", [0.0, 1, 2], {"standard_name": "latitude"}),
-                          ii=("ii", [0.0, 1, 2, 3], {"standard_name": "longitude"}))
+    da = da.assign_coords(
+        tt=("tt", [0, 1], {"axis": "T"}),
+        jj=("jj", [0.0, 1, 2], {"standard_name": "latitude"}),
+        ii=("ii", [0.0, 1, 2, 3], {"standard_name": "longitude"}),
+    )
     assert classify_dims(da, "x") == {"time": "tt", "lat": "jj", "lon": "ii"}
 
 
@@ -111,13 +117,19 @@ def test_grib_through_cfgrib(tmp_path: Path) -> None:
     with open(path, "wb") as fh:
         for i, field in enumerate(values):
             h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
-            for key, val in dict(Ni=8, Nj=4, iDirectionIncrementInDegrees=1.0,
-                                 jDirectionIncrementInDegrees=1.0,
-                                 latitudeOfFirstGridPointInDegrees=3.0,
-                                 latitudeOfLastGridPointInDegrees=0.0,
-                                 longitudeOfFirstGridPointInDegrees=0.0,
-                                 longitudeOfLastGridPointInDegrees=7.0, dataTime=600 * i,
-                                 shortName="2t", bitsPerValue=24).items():
+            for key, val in dict(
+                Ni=8,
+                Nj=4,
+                iDirectionIncrementInDegrees=1.0,
+                jDirectionIncrementInDegrees=1.0,
+                latitudeOfFirstGridPointInDegrees=3.0,
+                latitudeOfLastGridPointInDegrees=0.0,
+                longitudeOfFirstGridPointInDegrees=0.0,
+                longitudeOfLastGridPointInDegrees=7.0,
+                dataTime=600 * i,
+                shortName="2t",
+                bitsPerValue=24,
+            ).items():
                 eccodes.codes_set(h, key, val)
             eccodes.codes_set_values(h, field.ravel())
             eccodes.codes_write(h, fh)

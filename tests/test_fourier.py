@@ -159,3 +159,13 @@ def test_radial_power_spectrum_white_noise_and_planted_wave() -> None:
     _, p = radial_power_spectrum(wave)
     assert p.argmax().item() == 8
     assert p[torch.arange(17) != 8].abs().max() < 1e-20
+
+
+def test_non_contiguous_and_empty_inputs() -> None:
+    x = torch.randn(2, 3, 8, 6, generator=_gen(4), dtype=torch.float64)
+    xt = x.transpose(-1, -2)
+    torch.testing.assert_close(real_fourier2(xt), real_fourier2(xt.contiguous()))
+    torch.testing.assert_close(inverse_real_fourier2(xt), inverse_real_fourier2(xt.contiguous()))
+    torch.testing.assert_close(real_fourier(x[..., ::2]), real_fourier(x[..., ::2].contiguous()))
+    for fn in (real_fourier, inverse_real_fourier, real_fourier2, inverse_real_fourier2):
+        assert fn(torch.zeros(0, 1, 8, 8)).shape == (0, 1, 8, 8)

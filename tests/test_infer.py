@@ -331,3 +331,17 @@ def test_cli_interrupted_write_leaves_no_file(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(xr.Dataset, "to_netcdf", interrupted)
     assert _run(tmp_path) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nc", "model.pt"]
+
+
+def test_cli_target_grid(tmp_path: Path, capsys) -> None:
+    lat, lon = np.linspace(-50.0, 50.0, 16), np.linspace(1.0, 47.0, 24)
+    xr.Dataset(coords={"latitude": ("latitude", lat, {"standard_name": "latitude"}),
+                       "longitude": ("longitude", lon)}).to_netcdf(tmp_path / "grid.nc")
+    assert _run(tmp_path, "--target-grid", str(tmp_path / "grid.nc")) == 0
+    with xr.open_dataset(tmp_path / "out.nc") as ds:
+        assert ds["t2m"].dims == ("time", "member", "latitude", "longitude")
+        np.testing.assert_allclose(ds["latitude"].values, lat)
+        np.testing.assert_allclose(ds["longitude"].values, lon)
+    xr.Dataset(coords={"lat": lat[:8], "lon": lon}).to_netcdf(tmp_path / "small.nc")
+    assert _run(tmp_path, "--target-grid", str(tmp_path / "small.nc"), name="o2.nc") == 2
+    assert "is 8x24 but the output is 16x24" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from weather_sr.config import RunConfig, config_to_yaml, load_config
 from weather_sr.errors import UserError
 from weather_sr.model import DownscalingModel
 from weather_sr.train import Trainer, TrainingDivergedError, train
-from weather_sr.trainkit import EMA, StreamBatchSampler, lr_at
+from weather_sr.trainkit import EMA, StreamBatchSampler, lr_at, resolve_precision
 
 torch.set_num_threads(1)
 
@@ -146,7 +146,7 @@ def test_checkpoint_loading_is_safe(tmp_path: Path) -> None:
         load_checkpoint(evil)
     assert not marker.exists()  # the payload did not run
     raw = tmp_path / "raw.pkl"
-    raw.write_bytes(pickle.dumps(Payload()))
+    raw.write_bytes(pickle.dumps(Payload(), protocol=2))
     with pytest.raises(UserError):
         load_checkpoint(raw)
     assert not marker.exists()
@@ -230,6 +230,19 @@ def test_cli_end_to_end(data_path: Path, tmp_path: Path) -> None:
     assert any((run / "tensorboard").iterdir())
     assert (run / "checkpoints" / "best.pt").is_file()
     assert main(["train", "--config", str(cfg_file), "--run-dir", str(run)]) == 2  # exists
+    # --resume without --config continues with the run's own config.yaml
+    assert (
+        main(["train", "--run-dir", str(run), "--resume", "--no-progress", "training.steps=3"]) == 0
+    )
+    assert load_checkpoint(run / "checkpoints" / "step_00000003.pt")["step"] == 3
+
+
+def test_precision_choice() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) is None and resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    with pytest.raises(UserError, match="fp16 is for GPUs"):
+        resolve_precision("fp16", cpu)
 
 
 def test_lr_schedule_closed_form() -> None:

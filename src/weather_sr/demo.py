@@ -57,7 +57,7 @@ class DemoBudget:
 FULL = DemoBudget(steps=600, batch=8, base_channels=32, channel_mults=(1, 2, 2),
                   patch_size=64, members=8, sampler_steps=20, max_fields=None, val_every=200)
 QUICK = DemoBudget(steps=4, batch=2, base_channels=8, channel_mults=(1, 2),
-                   patch_size=32, members=2, sampler_steps=3, max_fields=2, val_every=2)
+                   patch_size=32, members=2, sampler_steps=3, max_fields=2, val_every=4)
 
 RUNS: dict[str, dict[str, Any]] = {
     "regression": {"model.kind": "regression", "diffusion.target": "residual"},
@@ -81,6 +81,7 @@ def run_overrides(name: str, budget: DemoBudget, regression_ckpt: Path | None,
         "training.device": device,
         "model.base_channels": budget.base_channels,
         "model.channel_mults": list(budget.channel_mults),
+        "model.head_channels": budget.base_channels,
         "data.patch_size": budget.patch_size,
         "output.tensorboard": False,
         **RUNS[name],

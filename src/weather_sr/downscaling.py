@@ -40,6 +40,7 @@ class Prepared:
     times: np.ndarray | None
     input_members: np.ndarray | None
     long_names: list[str]
+    aux: dict[str, xr.DataArray] | None = None  # 2-D lat/lon, grid mapping (HR input only)
 
 
 def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
@@ -88,6 +89,7 @@ def prepare_input(
     check_channels([str(c) for c in fields["channel"].values], list(fields.attrs["units"]),
                    channels, units, where, names=not lr_vars)
     long_names = _long_names(path, variables, len(channels))
+    aux = None
     grid = data.grid_of(fields)
     values = np.asarray(fields.values, dtype=np.float32)
     if coarsen_input:
@@ -97,6 +99,8 @@ def prepare_input(
         lr = data.coarsen(torch.from_numpy(values), s, lat).numpy()
         out_grid = OutputGrid(grid.lat[:h], grid.lon[:w], grid.lat_name, grid.lon_name,
                               grid.lat_attrs, grid.lon_attrs)
+        if target_grid is None:
+            aux = _aux_coords(path, variables[0], out_grid)
     else:
         lr = values
         out_grid = hr_grid_from_lr(grid.lat, grid.lon, s, lat_name=grid.lat_name,
@@ -106,7 +110,28 @@ def prepare_input(
         out_grid = read_target_grid(target_grid, lr.shape[2] * s, lr.shape[3] * s)
     times = fields["time"].values if "time" in fields.coords else None
     members = fields["member"].values if "member" in fields.coords else None
-    return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names)
+    return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names, aux)
+
+
+def _aux_coords(
+    path: str | os.PathLike[str], variable: str, grid: OutputGrid
+) -> dict[str, xr.DataArray] | None:
+    """2-D auxiliary coordinates (e.g. latitude/longitude of a projected grid) on the output grid
+    and the CF grid-mapping variable of an HR input, to carry into the output; None if absent."""
+    dims = (grid.lat_name, grid.lon_name)
+    try:
+        with xr.open_dataset(path) as ds:
+            if variable not in ds or not set(dims) <= set(ds.dims):
+                return None
+            sel = {grid.lat_name: grid.lat, grid.lon_name: grid.lon}
+            aux = {str(k): v.sel(sel).load() for k, v in ds.coords.items()
+                   if set(v.dims) == set(dims)}
+            mapping = str(ds[variable].attrs.get("grid_mapping", ""))
+            if mapping in ds.variables:
+                aux[f"grid_mapping:{mapping}"] = ds[mapping].load()
+    except (OSError, ValueError, KeyError):
+        return None
+    return aux or None
 
 
 def _long_names(path: str | os.PathLike[str], variables: Sequence[str], n: int) -> list[str]:
@@ -162,6 +187,13 @@ def downscale(
                        units=list(meta.get("units") or []) or [""] * fields.shape[2],
                        long_names=prep.long_names, times=prep.times,
                        input_members=prep.input_members, attrs=attrs)
+    for name, value in (prep.aux or {}).items():
+        if name.startswith("grid_mapping:"):
+            ds[name.split(":", 1)[1]] = value
+            for var in meta["channels"]:
+                ds[var].attrs["grid_mapping"] = name.split(":", 1)[1]
+        else:
+            ds = ds.assign_coords({name: value.drop_vars(list(value.coords), errors="ignore")})
     return write_dataset(ds, output, overwrite=overwrite)
 
 

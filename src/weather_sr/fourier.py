@@ -37,25 +37,11 @@ __all__ = [
 
 R2 = math.sqrt(2.0)
 
-# A block (dst, src, scale): F_R entries ``dst`` (a slice along the axis) are ``scale`` times the
-# spectrum entries ``src``. Rows (outer axis) index the complex spectrum ``[k, part]`` (part 0 =
-# Re, 1 = Im): interleaving them needs strided row slices. Columns (last axis) index the
-# ``view_as_real(...).flatten(-2)`` buffer ``[Re0, Im0, Re1, Im1, ...]`` of length 2 (n//2 + 1),
-# where the F_R order is that buffer without Im0 (and, for even n, without the Nyquist Im).
-_RowBlock = tuple[slice, slice, int, float]
+# A column block (dst, src, scale): F_R entries ``dst`` (a slice of the last axis) are ``scale``
+# times the entries ``src`` of the ``view_as_real(rfft(x)).flatten(-2)`` buffer
+# ``[Re0, Im0, Re1, Im1, ...]`` (length 2 (n//2 + 1)); F_R's order is that buffer without Im0
+# (and, for even n, without the Nyquist Im).
 _ColBlock = tuple[slice, slice, float]
-
-
-@functools.lru_cache(maxsize=128)
-def _row_blocks(n: int) -> tuple[_RowBlock, ...]:
-    k = (n - 1) // 2  # number of (cos, sin) pairs
-    blocks: list[_RowBlock] = [(slice(0, 1), slice(0, 1), 0, 1.0)]
-    if k > 0:
-        blocks.append((slice(1, 2 * k, 2), slice(1, k + 1), 0, R2))
-        blocks.append((slice(2, 2 * k + 1, 2), slice(1, k + 1), 1, R2))
-    if n % 2 == 0:
-        blocks.append((slice(n - 1, n), slice(n // 2, n // 2 + 1), 0, 1.0))
-    return tuple(blocks)
 
 
 @functools.lru_cache(maxsize=128)
@@ -104,33 +90,78 @@ def _inv_last(c: Tensor) -> Tensor:
 
 
 def _fwd_2d(x: Tensor) -> Tensor:
-    """2-D F_R on the last two dims. [..., H, W] -> [..., H, W].
+    """2-D F_R on the last two dims from one ``rfft2``. [..., H, W] -> [..., H, W].
 
-    rfft along W, keep the whole interleaved buffer (real, [..., H, 2 (W//2 + 1)]), rfft along H,
-    then one scaled strided copy per (row block, column block) into the output.
+    With B = rfft2(x) (rows k_y = 0..H-1, columns k_x = 0..W/2), U = B[k] and V = B[H - k],
+    the F_R rows of the pair k are the column-interleaved complex rows U + V (cos_y row) and
+    -i (U - V) (sin_y row); the DC (and Nyquist) row is sqrt(2) B[k]. Then the DC (and Nyquist)
+    column is divided by sqrt(2). Every op reads and writes whole rows (no transposes), which
+    is what keeps this within a small factor of ``rfft2`` itself.
     """
     h, w = x.shape[-2:]
-    cols = torch.view_as_real(torch.fft.rfft(x, dim=-1, norm="ortho")).flatten(-2)
-    spec = torch.view_as_real(torch.fft.rfft(cols, dim=-2, norm="ortho"))  # [..., H2, 2 W2, 2]
+    kh, n_odd, n_even = (h - 1) // 2, w // 2, (w - 1) // 2
+    bf = torch.view_as_real(torch.fft.rfft2(x, norm="ortho")).flatten(-2)  # [..., H, 2 W2]
     out = x.new_empty(x.shape)
-    for rdst, rsrc, part, rscale in _row_blocks(h):
-        for cdst, csrc, cscale in _col_blocks(w):
-            _scaled_copy(out[..., rdst, cdst], spec[..., rsrc, csrc, part], rscale * cscale)
+    for r_out, r_b in _edge_rows(h):
+        torch.mul(bf[..., r_b, 0], R2, out=out[..., r_out, 0])
+        torch.mul(bf[..., r_b, 2 : w + 1], R2, out=out[..., r_out, 1:])
+    if kh > 0:
+        u = bf[..., 1 : kh + 1, :]
+        v = bf[..., h - kh :, :].flip(-2)
+        rc, rs = out[..., 1 : 2 * kh : 2, :], out[..., 2 : 2 * kh + 1 : 2, :]
+        torch.add(u[..., 0], v[..., 0], out=rc[..., 0])
+        torch.add(u[..., 2 : w + 1], v[..., 2 : w + 1], out=rc[..., 1:])
+        torch.sub(u[..., 1], v[..., 1], out=rs[..., 0])
+        odd, even = slice(3, 3 + 2 * n_odd, 2), slice(2, 2 + 2 * n_even, 2)
+        torch.sub(u[..., odd], v[..., odd], out=rs[..., 1::2])  # Re(-i D) = Im D
+        torch.sub(v[..., even], u[..., even], out=rs[..., 2::2])  # Im(-i D) = -Re D
+    out[..., 0].mul_(1.0 / R2)
+    if w % 2 == 0:
+        out[..., w - 1].mul_(1.0 / R2)
     return out
 
 
 def _inv_2d(c: Tensor) -> Tensor:
-    """Inverse of :func:`_fwd_2d`. [..., H, W] -> [..., H, W]."""
+    """Inverse of :func:`_fwd_2d` through one ``irfft2``. [..., H, W] -> [..., H, W].
+
+    Builds B' = 2 B row by row (U' = P + i S, V' = P - i S from the cos_y row P and the sin_y
+    row S of each pair; sqrt(2) times the DC/Nyquist rows), then x = irfft2(B') / 2.
+    """
     h, w = c.shape[-2:]
-    spec = c.new_empty((*c.shape[:-2], h // 2 + 1, 2 * (w // 2 + 1), 2))
-    spec[..., _zero_imag_cols(w), :] = 0.0
-    spec[..., [0, h // 2] if h % 2 == 0 else [0], :, 1] = 0.0  # Im of the DC (Nyquist) row
-    for rdst, rsrc, part, rscale in _row_blocks(h):
-        for cdst, csrc, cscale in _col_blocks(w):
-            _scaled_copy(spec[..., rsrc, csrc, part], c[..., rdst, cdst], 1.0 / (rscale * cscale))
-    cols = torch.fft.irfft(torch.view_as_complex(spec), n=h, dim=-2, norm="ortho")
-    cols = torch.view_as_complex(cols.contiguous().unflatten(-1, (w // 2 + 1, 2)))
-    return torch.fft.irfft(cols, n=w, dim=-1, norm="ortho")
+    kh, kw = (h - 1) // 2, (w - 1) // 2
+    bf = c.new_empty((*c.shape[:-2], h, 2 * (w // 2 + 1)))
+    for r_out, r_b in _edge_rows(h):
+        torch.mul(c[..., r_out, 0], 2.0, out=bf[..., r_b, 0])
+        torch.mul(c[..., r_out, 1:], R2, out=bf[..., r_b, 2 : w + 1])
+        bf[..., r_b, 1] = 0.0
+        if w % 2 == 0:
+            bf[..., r_b, w] *= R2  # Nyquist column: 2 c, not sqrt(2) c
+            bf[..., r_b, w + 1] = 0.0
+    if kh > 0:
+        cc, cs = c[..., 1 : 2 * kh : 2, :], c[..., 2 : 2 * kh + 1 : 2, :]
+        u = bf[..., 1 : kh + 1, :]
+        v = torch.empty_like(u)
+        re_c, im_c = cc[..., 1 : 2 * kw : 2], cc[..., 2 : 2 * kw + 1 : 2]
+        re_s, im_s = cs[..., 1 : 2 * kw : 2], cs[..., 2 : 2 * kw + 1 : 2]
+        re, im = slice(2, 2 + 2 * kw, 2), slice(3, 3 + 2 * kw, 2)
+        torch.sub(re_c, im_s, out=u[..., re])
+        torch.add(im_c, re_s, out=u[..., im])
+        torch.add(re_c, im_s, out=v[..., re])
+        torch.sub(im_c, re_s, out=v[..., im])
+        cols = [0] if w % 2 else [0, w - 1]
+        for col, slot in zip(cols, [0, w][: len(cols)], strict=True):
+            torch.mul(cc[..., col], R2, out=u[..., slot])
+            torch.mul(cs[..., col], R2, out=u[..., slot + 1])
+            torch.mul(cc[..., col], R2, out=v[..., slot])
+            torch.mul(cs[..., col], -R2, out=v[..., slot + 1])
+        bf[..., h - kh :, :] = v.flip(-2)
+    spec = torch.view_as_complex(bf.unflatten(-1, (w // 2 + 1, 2)))
+    return torch.fft.irfft2(spec, s=(h, w), norm="ortho").mul_(0.5)
+
+
+def _edge_rows(h: int) -> list[tuple[int, int]]:
+    """(F_R row, rfft2 row) of the rows without a sin partner: DC, and Nyquist for even H."""
+    return [(0, 0), (h - 1, h // 2)] if h % 2 == 0 else [(0, 0)]
 
 
 class _RealFourier(torch.autograd.Function):
@@ -139,6 +170,8 @@ class _RealFourier(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, dim: int) -> Tensor:
         ctx.dim = dim
+        if x.numel() == 0:  # MKL rejects empty transforms
+            return x.new_empty(x.shape)
         return _fwd_last(x.movedim(dim, -1)).movedim(-1, dim)
 
     @staticmethod
@@ -150,6 +183,8 @@ class _InverseRealFourier(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, c: Tensor, dim: int) -> Tensor:
         ctx.dim = dim
+        if c.numel() == 0:
+            return c.new_empty(c.shape)
         return _inv_last(c.movedim(dim, -1)).movedim(-1, dim)
 
     @staticmethod
@@ -160,7 +195,7 @@ class _InverseRealFourier(torch.autograd.Function):
 class _RealFourier2(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        return _fwd_2d(x)
+        return _fwd_2d(x) if x.numel() else x.new_empty(x.shape)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
@@ -170,7 +205,7 @@ class _RealFourier2(torch.autograd.Function):
 class _InverseRealFourier2(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, c: Tensor) -> Tensor:
-        return _inv_2d(c)
+        return _inv_2d(c) if c.numel() else c.new_empty(c.shape)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:

@@ -86,13 +86,14 @@ def _sampler_kwargs(fn: Callable[..., Tensor], steps: int, eta: float) -> dict[s
 def sample_pairs(
     denoiser: Denoiser, y: Tensor, schedule: Any, pairs: Sequence[tuple[int, int]], *,
     channels: int, options: SamplingOptions, progress: Progress | None = None,
-    field_offset: int = 0,
+    field_offset: int = 0, device: torch.device | str | None = None,
 ) -> Tensor:
     """Sample x0 for each (field, member) pair.
 
     Args:
         denoiser: ``(x_t [B, C, H, W], y [B, Cy, H, W], t [B]) -> eps`` (already tiled if wanted).
-        y: network conditions ``[N, Cy, H, W]`` (any device; chunks move to ``y.device``).
+        y: network conditions ``[N, Cy, H, W]`` (may stay on the CPU: each chunk is moved to
+            ``device``, default ``y.device``, where the sampler then runs).
         pairs: (field, member) with field indexing ``y``; seeds use ``field + field_offset``.
 
     Returns:
@@ -111,8 +112,9 @@ def sample_pairs(
     for start in range(0, len(pairs), chunk):
         part = list(pairs[start : start + chunk])
         gens = pair_generators(options.seed, [(f + field_offset, m) for f, m in part])
-        y_chunk = y[[f for f, _ in part]]
-        x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, y.device, y.dtype)
+        y_chunk = y[[f for f, _ in part]].to(device or y.device)
+        x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, y_chunk.device,
+                                        y_chunk.dtype)
         x0 = fn(denoiser, y_chunk, schedule, x_T=x_T, generator=gens,
                 progress=_scaled(progress, len(part)), **kwargs)
         out[start : start + len(part)] = x0.detach().float().cpu()
@@ -179,11 +181,11 @@ def sample_ensemble(
         c = cond[s : s + options.batch_size].to(device)
         b = model_base(model, c, options)
         bases.append(b.float().cpu())
-        conds.append(model.condition(c, b))
+        conds.append(model.condition(c, b).cpu())
     base = torch.cat(bases)
     y = torch.cat(conds)
     pairs = [(f, k) for f in range(n) for k in range(m)]
     x0 = sample_pairs(make_denoiser(model, options), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
-                      field_offset=field_offset)
+                      field_offset=field_offset, device=device)
     return x0.view(n, m, *x0.shape[1:]) + base[:, None]

@@ -190,6 +190,8 @@ def build_dataset(
         grid.lon_name: (grid.lon_name, np.asarray(grid.lon), lon_attrs),
     }
     time_attrs = {"standard_name": "time", "long_name": "time", "axis": "T"}
+    if times is not None and not np.issubdtype(np.asarray(times).dtype, np.datetime64):
+        time_attrs = {"long_name": "index of the input field"}  # the input had no time axis
     if times is not None:
         coords["time"] = (first, np.asarray(times), time_attrs)
     if input_members is not None:

@@ -116,38 +116,34 @@ def _psd(results: Mapping[str, Mapping[str, Any]], key: str, channel: str) -> tu
     return first["psd"]["freq"][channel], first["psd"][key][channel]
 
 
-def findings(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Plain statements comparing methods on the channel-mean scores, wins and losses alike."""
-    mean = {name: r["mean"] for name, r in results.items()}
-    lines: list[str] = []
-    bicubic = mean.get("bicubic")
+def findings(results: Mapping[str, Mapping[str, Any]], channel: str) -> list[str]:
+    """Plain statements comparing the methods on one channel, wins and losses alike."""
+    scores = {name: r["metrics"][channel] for name, r in results.items()}
     deterministic = [n for n, r in results.items() if r["kind"] == "deterministic"]
-    best_rmse = min(deterministic, key=lambda n: mean[n]["rmse"]) if deterministic else None
+    trained = [n for n in deterministic if n not in BASELINES]
+    lines: list[str] = []
     for name, result in results.items():
         if result["kind"] != "ensemble":
             continue
-        m = mean[name]
-        if bicubic is not None:
-            verdict = "beats" if m["rmse"] < bicubic["rmse"] else "does NOT beat"
-            lines.append(f"{name}: ensemble-mean RMSE {m['rmse']:.4g} {verdict} bicubic "
-                         f"({bicubic['rmse']:.4g}).")
-        if best_rmse is not None and best_rmse != "bicubic":
-            other = mean[best_rmse]
-            verdict = "beats" if m["rmse"] < other["rmse"] else "does NOT beat"
-            lines.append(f"{name}: ensemble-mean RMSE {verdict} the best deterministic method "
-                         f"{best_rmse} ({other['rmse']:.4g}).")
-        for ref in ["bicubic", *[n for n in deterministic if n not in BASELINES]]:
-            if ref in mean and mean[ref].get("lsd_high"):
-                ratio = m["member_lsd_high"] / mean[ref]["lsd_high"]
-                lines.append(f"{name}: member LSD in the upper half of frequencies is "
-                             f"{ratio:.2f}x that of {ref} (target <= 0.5).")
+        m = scores[name]
+        for ref in ["bicubic", *trained]:
+            if ref not in scores:
+                continue
+            r = scores[ref]
+            verdict = "beats" if m["rmse"] < r["rmse"] else "does NOT beat"
+            lines.append(f"{channel}, {name}: ensemble-mean RMSE {m['rmse']:.4g} {verdict} "
+                         f"{ref} ({r['rmse']:.4g}).")
+            if r.get("lsd_high") and m.get("member_lsd_high") is not None:
+                ratio = m["member_lsd_high"] / r["lsd_high"]
+                verdict = "meets" if ratio <= 0.5 else "misses"
+                lines.append(f"{channel}, {name}: member LSD (upper half of frequencies) is "
+                             f"{ratio:.2f}x that of {ref}; {verdict} the target <= 0.5.")
         ssr = m.get("spread_skill")
         if ssr is not None:
             state = "calibrated" if 0.8 <= ssr <= 1.2 else (
                 "under-dispersive" if ssr < 0.8 else "over-dispersive")
-            lines.append(f"{name}: spread/skill {ssr:.2f} ({state}; target 0.8-1.2).")
+            lines.append(f"{channel}, {name}: spread/skill {ssr:.2f} ({state}; target 0.8-1.2).")
     return lines
-
 
 
 def write_report(
@@ -185,7 +181,9 @@ def write_report(
     ]
     for channel, unit in zip(data.channels, data.units, strict=True):
         lines += ["", f"## {channel} [{unit}]", "", channel_table(results, channel)]
-    lines += ["", "## Findings", "", *[f"- {s}" for s in findings(results)], "", "## Figures", ""]
+    lines += ["", "## Findings", ""]
+    lines += [f"- {s}" for channel in data.channels for s in findings(results, channel)]
+    lines += ["", "## Figures", ""]
     lines += [f"![{f}]({f})" for f in figures]
     path = out / "report.md"
     with atomic_output(path, overwrite=True) as tmp:

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+# tile starts in y and x, tile height and width, windows [ny, th] and [nx, tw], weight sum [H, W]
+Layout = tuple[list[int], list[int], int, int, Tensor, Tensor, Tensor]
 
 
 def tile_starts(n: int, tile: int, overlap: int, *, periodic: bool = False) -> list[int]:
@@ -110,11 +113,10 @@ class TiledDenoiser:
         self.max_batch = max_batch
         self.calls = 0
         self.max_input_numel = 0
-        self._layout_cache: dict[tuple[int, int], tuple[list[int], list[int], int, int, Tensor,
-                                                        Tensor, Tensor]] = {}
+        self._device_cache: dict[tuple[Any, ...], tuple[Tensor, Tensor, Tensor]] = {}
+        self._layout_cache: dict[tuple[int, int], Layout] = {}
 
-    def _layout(self, h: int, w: int) -> tuple[list[int], list[int], int, int, Tensor, Tensor,
-                                                 Tensor]:
+    def _layout(self, h: int, w: int) -> Layout:
         """Tile starts, tile sizes, 1-D windows per tile and the blended weight sum ``[H, W]``."""
         if (h, w) in self._layout_cache:
             return self._layout_cache[(h, w)]
@@ -170,11 +172,23 @@ class TiledDenoiser:
             eps = self._chunked(xb, yb, t.repeat(len(group)))
             if out is None:
                 out = eps.new_zeros((b, eps.shape[1], h, w + tw))
+                wy_d, wx_d, inv_total = self._weights_on(h, w, eps, wy, wx, total)
             for k, (i, j) in enumerate(group):
-                win = (wy[i, :, None] * wx[j, None, :]).to(eps.dtype).to(eps.device)
+                win = wy_d[i, :, None] * wx_d[j, None, :]
                 out[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] += eps[k * b : (k + 1) * b] * win
         assert out is not None
-        return _fold(out, w) / total.to(out.dtype).to(out.device)
+        return _fold(out, w) * inv_total
+
+    def _weights_on(
+        self, h: int, w: int, like: Tensor, wy: Tensor, wx: Tensor, total: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Windows and 1 / weight sum in ``like``'s dtype and device (cached: no copy per step)."""
+        key = (h, w, like.dtype, like.device)
+        if key not in self._device_cache:
+            self._device_cache[key] = (wy.to(like.device, like.dtype),
+                                       wx.to(like.device, like.dtype),
+                                       (1.0 / total).to(like.device, like.dtype))
+        return self._device_cache[key]
 
     def _chunked(self, x: Tensor, y: Tensor, t: Tensor) -> Tensor:
         """Network on ``x [N, C, h, w]`` in chunks of at most ``max_batch`` samples."""

@@ -126,6 +126,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name == "fp16" and device.type == "cpu":
+        raise UserError(
+            "training.precision = fp16 is for GPUs (float16 autocast on CPU is very "
+            "slow): use bf16 or fp32 on CPU"
+        )
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 

@@ -99,7 +99,7 @@ class ResBlock(nn.Module):
         self.conv1 = PadConv2d(cin, cout, padding=padding)
         self.emb = nn.Linear(emb_dim, 2 * cout)
         self.norm2 = nn.GroupNorm(min(groups, cout), cout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = PadConv2d(cout, cout, padding=padding)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from weather_sr.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML run config (default: all defaults)")
+    parser.add_argument(
+        "--config",
+        "-c",
+        help="YAML run config, or 'sample' (default: with --resume the run's config.yaml)",
+    )
     parser.add_argument("--run-dir", help="run folder (default: output.run_dir of the config)")
     parser.add_argument(
         "--resume",
@@ -43,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise UserError(f"override {bad[0]!r} must look like section.key=value")
-    cfg = load_config(args.config, args.overrides)
+    config = args.config
+    if config is None and args.resume and args.run_dir:
+        saved = Path(args.run_dir) / "config.yaml"
+        config = saved if saved.is_file() else None  # resume with the run's own config
+    cfg = load_config(config, args.overrides)
     if args.run_dir:
         cfg.output.run_dir = args.run_dir
     if args.dry_run:

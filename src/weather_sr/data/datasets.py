@@ -101,7 +101,7 @@ class PairDataset(Dataset):
         best: tuple[float, int, slice, slice, np.ndarray] | None = None
         tries = MAX_TRIES if self.random and self.min_valid_fraction > 0 else 1
         for attempt in range(tries):
-            if attempt >= tries // 2 or (self.patch_size is None and attempt > 0):
+            if attempt > 0 and (attempt >= tries // 2 or self.patch_size is None):
                 k = int(torch.randint(0, len(self.samples), (1,), generator=g))
             ys, xs = self._window(g)
             hr = self.source.hr_window(int(self.samples[k]), ys, xs)

@@ -80,25 +80,28 @@ def _netcdf4_missing() -> bool:
 def _open_one(path: Path, engine: str, variables: Sequence[str]) -> xr.Dataset:
     """Open one file lazily; a GRIB file with several hypercubes is split by cfgrib, merged."""
     if engine != "cfgrib":
-        return xr.open_dataset(path, engine=engine, chunks={})
+        return xr.open_dataset(path, engine=engine, chunks=None)
     kwargs = {"indexpath": ""}  # never write .idx files beside the user's data
     try:
-        return xr.open_dataset(path, engine="cfgrib", chunks={}, backend_kwargs=kwargs)
+        return xr.open_dataset(path, engine="cfgrib", chunks=None, backend_kwargs=kwargs)
     except Exception as exc:
         if "DatasetBuildError" not in type(exc).__name__:
             raise
     import cfgrib
 
-    parts = cfgrib.open_datasets(str(path), backend_kwargs=kwargs, chunks={})
+    parts = cfgrib.open_datasets(str(path), backend_kwargs=kwargs)
     wanted = [ds for ds in parts if any(v in ds.data_vars for v in variables)] or parts
     return xr.merge(wanted, compat="override", join="exact")
 
 
-def open_dataset(path: PathSpec, variables: Sequence[str] = ()) -> tuple[xr.Dataset, list[Path]]:
-    """Open ``path`` (file, Zarr folder, glob or list) lazily with dask; return it and its files.
+def open_dataset(
+    path: PathSpec, variables: Sequence[str] = (), sample_dims: Sequence[str] = ()
+) -> tuple[xr.Dataset, list[Path]]:
+    """Open ``path`` (file, Zarr folder, glob or list) lazily; return it and its files.
 
-    Several files are combined with ``xarray.open_mfdataset`` (``combine="by_coords"``), which
-    concatenates them along time when they hold consecutive times.
+    One file is opened without dask (lazily indexed: the caller chunks it, so a read touches only
+    its slice). Several files are combined with ``xarray.open_mfdataset`` (``combine="by_coords"``,
+    usually along time), chunked by 1 along the dims of the first file named in ``sample_dims``.
     """
     paths = resolve_paths(path)
     engines = {detect_engine(p) for p in paths}
@@ -111,8 +114,11 @@ def open_dataset(path: PathSpec, variables: Sequence[str] = ()) -> tuple[xr.Data
         if len(paths) == 1:
             return _open_one(paths[0], engine, variables), paths
         kwargs = {"indexpath": ""} if engine == "cfgrib" else None
+        names = {d.lower() for d in sample_dims}
+        with _open_one(paths[0], engine, variables) as first:
+            chunks = {str(d): 1 for d in first.dims if str(d).lower() in names}
         ds = xr.open_mfdataset(
-            paths, engine=engine, combine="by_coords", chunks={}, backend_kwargs=kwargs
+            paths, engine=engine, combine="by_coords", chunks=chunks, backend_kwargs=kwargs
         )
         return ds, paths
     except UserError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import dask.array as dask_array
 import numpy as np
 import xarray as xr
 
@@ -25,7 +26,7 @@ from weather_sr.data.files import PathSpec, open_dataset
 from weather_sr.errors import UserError
 
 DIM_NAMES: dict[str, tuple[str, ...]] = {
-    "time": ("time", "t", "valid_time", "date", "datetime"),
+    "time": ("time", "t", "valid_time", "date", "datetime", "step", "lead_time"),
     "member": ("number", "member", "realization", "ensemble", "ens", "ensemble_member"),
     "level": ("level", "isobaricinhpa", "plev", "pressure", "pressure_level", "lev", "levels"),
     "lat": ("lat", "latitude", "y", "rlat", "nav_lat", "south_north", "grid_latitude"),
@@ -80,6 +81,15 @@ def _standardise_variable(ds: xr.Dataset, var: str, where: str) -> xr.DataArray:
     roles = classify_dims(da, f"{where}, variable {var}")
     extra = [d for d in da.dims if d not in roles.values()]
     da = da.isel({d: 0 for d in extra}, drop=True)
+    if not isinstance(da.data, dask_array.Array):  # one chunk per sample: reads touch one field
+        da = da.chunk({roles[r]: 1 for r in ("time", "member") if r in roles})
+    if (
+        roles.get("time") == "step"
+        and "valid_time" in da.coords
+        and da["valid_time"].dims == ("step",)
+    ):
+        da = da.drop_vars("time", errors="ignore").assign_coords(step=da["valid_time"].values)
+        da = da.drop_vars("valid_time")  # forecast steps of one run: valid time is the time axis
     rename = {roles["lat"]: "y", roles["lon"]: "x"}
     for role in ("time", "member", "level"):
         if role in roles:
@@ -195,7 +205,7 @@ def open_fields(path: PathSpec, variables: Sequence[str], *, load: bool = False)
     """
     if isinstance(variables, str):
         variables = [variables]
-    ds, paths = open_dataset(path, variables)
+    ds, paths = open_dataset(path, variables, DIM_NAMES["time"] + DIM_NAMES["member"])
     where = f"data file {paths[0]}" + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")
     da = standardise(ds, variables, where)
     da.attrs["source"] = [str(p) for p in paths]

@@ -50,7 +50,10 @@ class LazyFields:
 def _read(values: np.ndarray | LazyFields, i: int, ys: slice, xs: slice) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values[i, :, ys, xs]
-    return np.asarray(values.get().isel(sample=i, y=ys, x=xs).values)
+    # one small window: the synchronous scheduler avoids dask thread pools, which do not
+    # survive the fork of DataLoader workers
+    window = values.get().isel(sample=i, y=ys, x=xs).data
+    return np.asarray(window.compute(scheduler="synchronous"))
 
 
 def _span(idx: np.ndarray) -> slice:

@@ -85,5 +85,5 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], overwrite: bool =
 def write_zarr(ds: xr.Dataset, path: str | os.PathLike[str], overwrite: bool = True) -> Path:
     """Write ``ds`` to a Zarr folder atomically; return the path."""
     with atomic_output(path, overwrite=overwrite, what="Zarr store") as tmp:
-        ds.to_zarr(tmp, mode="w")
+        ds.to_zarr(tmp, mode="w", zarr_format=2)  # v2: consolidated metadata without a warning
     return Path(path)

@@ -1,0 +1,162 @@
+"""Evaluation: split loading, baselines, findings, the evaluate command end to end, the demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from weather_sr.cli import main
+from weather_sr.config import load_config
+from weather_sr.data import build_datasets, coarsen, synthetic_dataset, upsample, write_netcdf
+from weather_sr.evaluation import baseline_predictions, load_split, method_name, score
+from weather_sr.report import channel_table, findings
+from weather_sr.train import train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "fields.nc"
+    return write_netcdf(synthetic_dataset(20, 32, 32, variables=("t2m", "z"), seed=5), path)
+
+
+@pytest.fixture(scope="module")
+def bundle(data_path: Path):
+    return build_datasets(data_path, ["t2m", "z"], scale_factor=4, patch_size=16)
+
+
+def tiny_overrides(data_path: Path, *extra: str) -> list[str]:
+    return [
+        f"data.path={data_path}", "data.variables=[t2m, z]", "data.scale_factor=4",
+        "data.patch_size=16", "model.base_channels=8", "model.channel_mults=[1, 2]",
+        "model.num_res_blocks=1", "model.head_channels=8", "diffusion.timesteps=50",
+        "training.batch_size=2", "training.steps=2", "training.warmup_steps=1",
+        "training.val_every=100", "training.checkpoint_every=100", "training.val_images=0",
+        "training.precision=fp32", "output.tensorboard=false", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    reg = train(load_config(None, tiny_overrides(data_path, "model.kind=regression")),
+                root / "reg", progress=False)
+    dif = train(load_config(None, tiny_overrides(
+        data_path, "diffusion.target=regression_residual",
+        f"diffusion.regression_checkpoint={reg.checkpoint}")), root / "dif", progress=False)
+    return {"regression": Path(reg.checkpoint), "diffusion": Path(dif.checkpoint)}
+
+
+def test_split_holds_truth_and_block_mean_lr(bundle) -> None:
+    data = load_split(bundle, "test")
+    n = len(bundle.test)
+    assert data.truth.shape == (n, 2, 32, 32) and data.lr.shape == (n, 2, 8, 8)
+    np.testing.assert_allclose(
+        data.lr, coarsen(torch.from_numpy(data.truth).double(), 4).numpy(), rtol=0, atol=1e-4
+    )
+    item = bundle.test[0]  # the dataset's normalised truth is the same field
+    np.testing.assert_allclose(
+        bundle.normalizer.denormalise(item["hr"].double().numpy()), data.truth[0], atol=1e-3
+    )
+    assert data.mask.min() == 1.0 and data.channels == ["t2m", "z"]
+
+
+def test_baselines_are_interpolations_of_the_lr(bundle) -> None:
+    data = load_split(bundle, "test", max_fields=2)
+    base = baseline_predictions(data)
+    assert set(base) == {"nearest", "bilinear", "bicubic"}
+    lr = torch.from_numpy(data.lr)
+    np.testing.assert_array_equal(base["nearest"], np.repeat(np.repeat(data.lr, 4, 2), 4, 3))
+    np.testing.assert_allclose(base["bicubic"], upsample(lr, 4, "bicubic", True).numpy())
+    # block means of the nearest baseline give back the LR field exactly (conservative)
+    np.testing.assert_allclose(coarsen(torch.from_numpy(base["nearest"]), 4).numpy(), data.lr,
+                               rtol=1e-6)
+
+
+def test_score_of_the_truth_is_perfect(bundle) -> None:
+    data = load_split(bundle, "test", max_fields=2)
+    result = score(data, data.truth)
+    for channel in data.channels:
+        assert result["metrics"][channel]["rmse"] == pytest.approx(0.0, abs=1e-9)
+        assert result["metrics"][channel]["lsd"] == pytest.approx(0.0, abs=1e-9)
+
+
+def _result(kind: str, rmse: float, lsd_high: float, **extra: float) -> dict:
+    metrics = {"rmse": rmse, "lsd_high": lsd_high, **extra}
+    return {"kind": kind, "metrics": {"t": metrics}}
+
+
+def test_findings_state_wins_and_losses() -> None:
+    results = {
+        "bicubic": _result("deterministic", 2.0, 10.0),
+        "regression": _result("deterministic", 1.0, 8.0),
+        "diff": _result("ensemble", 1.5, 9.0, member_lsd_high=4.0, spread_skill=0.6),
+    }
+    text = "\n".join(findings(results, "t"))
+    assert "RMSE 1.5 beats bicubic (2)" in text
+    assert "RMSE 1.5 does NOT beat regression (1)" in text
+    assert "0.40x that of bicubic; meets" in text and "0.50x that of regression; meets" in text
+    assert "spread/skill 0.60 (under-dispersive" in text
+    table = channel_table(results, "t")
+    assert table.count("\n") == 4 and "| diff | 1.5 |" in table
+
+
+def test_method_names_are_unique(tmp_path: Path) -> None:
+    class M:
+        kind = "diffusion"
+
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert method_name(path, M(), []) == "run"
+    assert method_name(path, M(), ["run"]) == "run-2"
+
+
+def test_evaluate_command_writes_report(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    args = ["evaluate", "--checkpoint", str(checkpoints["regression"]), "--checkpoint",
+            str(checkpoints["diffusion"]), "--out", str(out), "--members", "3", "--steps", "2",
+            "--max-fields", "2", "--device", "cpu"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    results = metrics["results"]
+    assert set(results) == {"nearest", "bilinear", "bicubic", "reg", "dif"}
+    assert results["dif"]["kind"] == "ensemble" and results["dif"]["n_members"] == 3
+    assert results["reg"]["kind"] == "deterministic"
+    assert metrics["settings"]["members"] == 3 and metrics["settings"]["n_fields"] == 2
+    report = (out / "report.md").read_text()
+    assert "## t2m [K]" in report and "| dif |" in report and "## Findings" in report
+    for png in ("panels_t2m.png", "psd_z.png", "rank_histogram_dif.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # an existing report folder is not replaced without --overwrite
+    before = (out / "report.md").stat().st_mtime_ns
+    assert main(args) == 2
+    assert (out / "report.md").stat().st_mtime_ns == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]
+
+
+def test_evaluate_refuses_bad_options(checkpoints: dict[str, Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["evaluate", "--checkpoint", str(checkpoints["diffusion"]), "--out",
+            str(tmp_path / "r")]
+    for extra, word in ((["--members", "1"], "--members"), (["--sampler", "euler"], "--sampler"),
+                        (["--steps", "0"], "--steps")):
+        assert main([*base, *extra]) == 2
+        assert word in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_the_ablation_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    results = json.loads((out / "report" / "metrics.json").read_text())["results"]
+    expected = {"nearest", "bilinear", "bicubic", "regression", "diffusion_lam0",
+                "diffusion_lam1_w1", "diffusion_lam1_radial"}
+    assert set(results) == expected
+    report = (out / "report" / "report.md").read_text()
+    assert "trains exactly what λ = 0 trains" in report
+    assert main(["demo", "--quick", "--out", str(out)]) == 2  # exists, no --overwrite
