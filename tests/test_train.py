@@ -276,3 +276,54 @@ def test_stream_sampler_shards_and_covers() -> None:
     later = StreamBatchSampler(n, b, seed=1, start=2, stop=4, rank=1, world_size=2)
     assert list(later) == [ranks[1].batch(2), ranks[1].batch(3)]  # resumable by step
     assert len(batches) == 8
+
+
+def _nan_at(steps: set[int], snapshots: dict[int, list[torch.Tensor]]):
+    """Callback: from step 1 on, the training loss is NaN at the given ``trainer.step`` values;
+    records the weights after every step."""
+
+    def callback(trainer: Trainer) -> None:
+        snapshots[trainer.step] = [p.detach().clone() for p in trainer.net.parameters()]
+        if trainer.step == 1:
+            original = trainer.loss
+
+            def loss(model, batch, generator):
+                out = original(model, batch, generator)
+                if model is trainer.model and trainer.step in steps:
+                    return (out[0] * float("nan"), *out[1:])
+                return out
+
+            trainer.loss = loss
+
+    return callback
+
+
+def test_nonfinite_loss_skip_mode_counts_and_limits(
+    data_path: Path, bundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tiny(data_path, "training.on_nonfinite=skip", "training.max_nonfinite_skips=2",
+               "training.log_every=1")
+    weights: dict[int, list[torch.Tensor]] = {}
+    result = train(cfg, tmp_path / "skip", progress=False, bundle=bundle,
+                   callback=_nan_at({2, 4}, weights))
+    assert result.status == "finished" and result.step == 6
+    assert load_checkpoint(result.checkpoint)["nonfinite_skips"] == 2
+    for skipped in (3, 5):  # the update of a skipped step is dropped: weights unchanged
+        for a, b in zip(weights[skipped - 1], weights[skipped], strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(weights[3], weights[4], strict=True))
+    err = capsys.readouterr().err
+    assert "NaN/Inf at step 3: update skipped (1 of at most" in err
+    assert "NaN/Inf at step 5: update skipped (2 of at most" in err
+    with (tmp_path / "skip" / "metrics.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+    assert [int(r["step"]) for r in rows] == [1, 2, 4, 6]  # no loss row for skipped steps
+    assert [float(r["nonfinite_skips"]) for r in rows] == [0, 0, 1, 2]
+    # a third non-finite step exceeds training.max_nonfinite_skips = 2: the run stops
+    with pytest.raises(TrainingDivergedError, match="at step 6 after 2 skipped steps"):
+        train(cfg, tmp_path / "limit", progress=False, bundle=bundle,
+              callback=_nan_at({2, 3, 5}, {}))
+    assert load_checkpoint(tmp_path / "limit" / "checkpoints" / "step_00000005.pt")["step"] == 5
+    with pytest.raises(TrainingDivergedError, match=r"at step 3; .*training\.on_nonfinite=skip"):
+        train(tiny(data_path), tmp_path / "stop", progress=False, bundle=bundle,
+              callback=_nan_at({2}, {}))

@@ -29,6 +29,9 @@ FORMAT = "weather-sr-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED = ("step", "model", "ema", "config", "channels")
 STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+# temp files of atomic_output (".step_00000012.pt.x1y2z3.tmp"): a writer killed by SIGKILL or a
+# power cut leaves one behind; it is never taken for a checkpoint (STEP_FILE does not match)
+STALE_TEMP = re.compile(r"^\.(step_\d{8}|best)\.pt\..+\.tmp$")
 
 
 def plain(obj: Any) -> Any:
@@ -65,20 +68,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsafe:
+            raise UserError(
+                f"checkpoint {path} refers to {unsafe.group(1)} (code, not data) and was refused: "
+                "loading it could run code; use checkpoints written by weather-sr train"
+            ) from None
         raise UserError(
-            f"checkpoint {path} contains objects other than tensors and plain data and was "
-            f"refused (it could run code when loaded): {first}"
+            f"checkpoint {path} is not a weather-sr checkpoint (not a PyTorch file, or corrupted):"
+            " give a .pt file written by weather-sr train"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"checkpoint {path} is truncated or corrupted: {first}") from None
+        text = str(error).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+        raise UserError(
+            f"checkpoint {path} is truncated or corrupted ({first}): use another checkpoint, "
+            "e.g. the previous step_*.pt of the run"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a weather-sr training checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
         raise UserError(
             f"checkpoint {path} has format version {payload.get('format_version')}, this "
-            f"weather-sr ({__version__}) reads version {FORMAT_VERSION}"
+            f"weather-sr ({__version__}) reads version {FORMAT_VERSION}: use the weather-sr "
+            f"version that wrote it ({payload.get('package_version')}) or train again"
         )
     missing = [k for k in REQUIRED if k not in payload]
     if missing:
@@ -88,9 +101,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def model_from_payload(payload: dict[str, Any], *, ema: bool = True, source: str = "checkpoint"):
     """Rebuild a ``DownscalingModel`` (CPU) from a loaded checkpoint payload."""
+    from weather_sr.config import config_from_dict, config_to_dict
     from weather_sr.model import DownscalingModel, build_unet
 
-    cfg = payload["config"]
+    if not isinstance(payload["config"], dict):
+        raise UserError(f"{source}: the checkpoint's config is not a mapping: it is corrupted")
+    # the saved config is validated like a user's: an incompatible version or a hand-edited
+    # checkpoint gives a UserError naming the key instead of a KeyError deep inside
+    cfg = config_to_dict(config_from_dict(payload["config"], source=f"{source} (its config)"))
     kind = cfg["model"]["kind"]
     target = cfg["diffusion"]["target"]
     channels = len(payload["channels"])
@@ -98,7 +116,11 @@ def model_from_payload(payload: dict[str, Any], *, ema: bool = True, source: str
     reg = payload.get("regression")
     regression = None
     if reg is not None:
-        reg_net = build_unet(reg["model_config"], reg["channels"], reg["channels"], periodic)
+        try:
+            reg_net = build_unet(reg["model_config"], reg["channels"], reg["channels"], periodic)
+        except (KeyError, TypeError, ValueError) as error:
+            raise UserError(f"{source}: its regression base is incomplete or from an incompatible "
+                            f"version ({type(error).__name__}: {error})") from None
         _load_state(reg_net, reg["state"], source + " (regression base)")
         regression = DownscalingModel(
             reg_net, kind="regression", target=reg["target"], channels=reg["channels"]
@@ -138,7 +160,7 @@ def model_from_payload(payload: dict[str, Any], *, ema: bool = True, source: str
 def _load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     try:
         net.load_state_dict(state)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, AttributeError) as error:
         first = str(error).strip().splitlines()[0]
         raise UserError(f"{source}: weights do not fit the model in its config: {first}") from None
 
@@ -193,6 +215,16 @@ class CheckpointManager:
     def latest(self) -> Path | None:
         files = self.steps()
         return files[-1] if files else None
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete temp files left by a killed writer (call only when no other process writes
+        this run, e.g. on --resume); returns what was removed."""
+        if not self.dir.is_dir():
+            return []
+        stale = [p for p in self.dir.iterdir() if STALE_TEMP.match(p.name)]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     @property
     def best(self) -> Path:

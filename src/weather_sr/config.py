@@ -100,6 +100,9 @@ class TrainingConfig:
     val_images: int = 2
     checkpoint_every: int = 200
     keep_last: int = 3
+    # a NaN/Inf loss or gradient: stop (keeping the last good checkpoint) or skip the update
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_skips: int = 10  # with skip: stop after this many skipped steps in the run
 
 
 @dataclass
@@ -210,7 +213,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as error:
-            raise UserError(f"override {item!r}: value is not valid YAML ({error})") from None
+            raise UserError(f"override {item!r}: value is not valid YAML ({_yaml_problem(error)})"
+                            ) from None
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -220,6 +224,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = child
         node[parts[-1]] = value
     return raw
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what PyYAML found wrong and where (its own message spans several lines)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -246,7 +257,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except FileNotFoundError:
             raise UserError(f"config file {path} does not exist") from None
         except yaml.YAMLError as error:
-            raise UserError(f"config file {path} is not valid YAML: {error}") from None
+            raise UserError(
+                f"config file {path} is not valid YAML ({_yaml_problem(error)}): fix the file"
+            ) from None
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not a text file"
+            raise UserError(f"config file {path} cannot be read ({reason})") from None
         if not isinstance(raw, dict):
             raise UserError(f"config file {path} must contain a mapping of sections")
     if overrides:
@@ -351,5 +367,5 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     )
     for name in ("log_every", "val_every", "checkpoint_every", "keep_last"):
         r(getattr(t, name) >= 1, f"training.{name} = {getattr(t, name)} must be >= 1")
-    for name in ("num_workers", "val_batches", "val_images"):
+    for name in ("num_workers", "val_batches", "val_images", "max_nonfinite_skips"):
         r(getattr(t, name) >= 0, f"training.{name} = {getattr(t, name)} must be >= 0")

@@ -54,8 +54,8 @@ class DemoBudget:
     val_every: int
 
 
-FULL = DemoBudget(steps=600, batch=8, base_channels=32, channel_mults=(1, 2, 2),
-                  patch_size=64, members=8, sampler_steps=20, max_fields=None, val_every=200)
+FULL = DemoBudget(steps=1200, batch=8, base_channels=16, channel_mults=(1, 2, 2),
+                  patch_size=32, members=8, sampler_steps=20, max_fields=None, val_every=400)
 QUICK = DemoBudget(steps=4, batch=2, base_channels=8, channel_mults=(1, 2),
                    patch_size=32, members=2, sampler_steps=3, max_fields=2, val_every=4)
 

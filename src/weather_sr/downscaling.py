@@ -154,6 +154,8 @@ def downscale(
     """The whole ``weather-sr downscale``; returns the output path."""
     from weather_sr.model import DownscalingModel
 
+    if Path(output).is_dir():  # --overwrite would replace the whole folder by one file
+        raise UserError(f"output {output} is a folder: give the name of a .nc file")
     check_output_path(output, overwrite)  # fail before sampling, not after
     dev = select_device(device)
     model = DownscalingModel.from_checkpoint(checkpoint, dev)

@@ -86,7 +86,9 @@ def read_target_grid(path: str | os.PathLike[str], h: int, w: int) -> OutputGrid
     try:
         ds = xr.open_dataset(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"--target-grid {path}: unreadable ({exc}): give a NetCDF file") from exc
+        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"--target-grid {path}: unreadable ({reason}): give a NetCDF file"
+                        ) from exc
     with ds:
         lat_name = _find_coord(ds, LAT_NAMES, "latitude")
         lon_name = _find_coord(ds, LON_NAMES, "longitude")

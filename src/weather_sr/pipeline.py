@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weather_sr.atomic import atomic_output
+from weather_sr.atomic import atomic_output, check_output_path
 from weather_sr.config import config_from_dict
 from weather_sr.data import DataBundle, build_datasets
 from weather_sr.errors import UserError
 from weather_sr.evaluation import (
     EvalSet,
     baseline_predictions,
+    check_compatible,
     load_split,
     method_name,
     model_prediction,
@@ -74,8 +75,11 @@ def evaluate_checkpoints(
     """
     if not checkpoints:
         raise UserError("give at least one --checkpoint")
+    check_output_path(out, overwrite, what="report folder")  # fail before sampling, not after
     models = [DownscalingModel.from_checkpoint(c, device) for c in checkpoints]
     data = load_split(bundle_for(models[0], data_path), split, max_fields)
+    for path, model in zip(checkpoints, models, strict=True):
+        check_compatible(model, data, str(path))  # every checkpoint, before any sampling
     predictions: dict[str, np.ndarray] = dict(baseline_predictions(data))
     logs: dict[str, Path] = {}
     for k, (path, model) in enumerate(zip(checkpoints, models, strict=True)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,7 @@ class Trainer:
         self.stop_requested = False  # set by a signal on this rank
         self.stop_agreed = False  # any rank asked to stop (agreed at the last step)
         self.saved_step = -1
+        self.nonfinite_skips = 0  # steps dropped for a NaN/Inf loss (training.on_nonfinite: skip)
         self._weights: dict[tuple[int, int], torch.Tensor] = {}
 
     # -------------------------------------------------------------- setup helpers
@@ -135,6 +137,12 @@ class Trainer:
             raise UserError(
                 f"diffusion.regression_checkpoint {path} was trained on channels "
                 f"{payload['channels']}, this run uses {self.bundle.channels}"
+            )
+        units = list(payload.get("units") or self.bundle.units)
+        if units != list(self.bundle.units):
+            raise UserError(
+                f"diffusion.regression_checkpoint {path} was trained on units {units}, this run "
+                f"uses {list(self.bundle.units)}: use data in the same units"
             )
         model = model_from_payload(payload, ema=True, source=str(path))
         model.to(self.info.device).eval().net.requires_grad_(False)
@@ -228,6 +236,7 @@ class Trainer:
             "interpolation": b.interpolation,
             "grid": plain(grid),
             "best_val": self.best_val,
+            "nonfinite_skips": self.nonfinite_skips,
             "regression": getattr(self, "_regression_payload", None),
         }
 
@@ -247,6 +256,17 @@ class Trainer:
                     f"--resume: {section}{'.' + key if key else ''} differs from the "
                     f"checkpoint {source}; resume with the same model settings"
                 )
+        b = self.bundle
+        for what, a, b_ in [
+            ("channels", list(payload["channels"]), list(b.channels)),
+            ("units", list(payload.get("units") or b.units), list(b.units)),
+            ("scale factor", payload.get("scale_factor", b.scale_factor), b.scale_factor),
+        ]:
+            if a != b_:
+                raise UserError(
+                    f"--resume: the data's {what} {b_} differ from the checkpoint {source} "
+                    f"({a}); resume with the same data settings"
+                )
         self.net.load_state_dict(payload["model"])
         self.ema.load_state_dict(payload["ema"])
         self.opt.load_state_dict(payload["optimizer"])
@@ -254,6 +274,7 @@ class Trainer:
             self.scaler.load_state_dict(payload["grad_scaler"])
         set_rng_state(payload["rng"])
         self.step, self.best_val = int(payload["step"]), payload.get("best_val")
+        self.nonfinite_skips = int(payload.get("nonfinite_skips") or 0)
 
     # -------------------------------------------------------------- one step
 
@@ -283,13 +304,9 @@ class Trainer:
         bad_loss = not bool(torch.isfinite(sums).all())
         bad_grad = not math.isfinite(gnorm) and self.amp != torch.float16
         flags = D.any_flag(info, bad_loss or bad_grad), D.any_flag(info, self.stop_requested)
-        if flags[0]:
-            what = "loss" if bad_loss else "gradient norm"
-            raise TrainingDivergedError(
-                f"training diverged: the {what} is NaN/Inf at step "
-                f"{self.step + 1}; lower training.lr or use precision fp32"
-            )
         self.stop_agreed = flags[1]
+        if flags[0]:
+            return self._nonfinite("loss" if bad_loss else "gradient norm")
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
@@ -302,7 +319,32 @@ class Trainer:
             "loss_f": out[2],
             "grad_norm": gnorm,
             "lr": self.opt.param_groups[0]["lr"],
+            "nonfinite_skips": float(self.nonfinite_skips),
         }
+
+    def _nonfinite(self, what: str) -> dict[str, float]:
+        """A NaN/Inf loss or gradient: stop (TrainingDivergedError, the weights are still those of
+        the last good step) or, with ``training.on_nonfinite: skip``, drop this step's update and
+        count it, up to ``training.max_nonfinite_skips`` times in the run."""
+        t = self.cfg.training
+        where = f"the {what} is NaN/Inf at step {self.step + 1}"
+        if t.on_nonfinite == "skip" and self.nonfinite_skips < t.max_nonfinite_skips:
+            self.nonfinite_skips += 1
+            self.opt.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():
+                self.scaler.update()  # unscale_ was called: reset the scaler for the next step
+            self.step += 1
+            if self.info.is_main:
+                print(f"weather-sr train: {where}: update skipped ({self.nonfinite_skips} of at "
+                      f"most training.max_nonfinite_skips = {t.max_nonfinite_skips})",
+                      file=sys.stderr)
+            return {"nonfinite_skips": float(self.nonfinite_skips)}
+        limit = (f" after {self.nonfinite_skips} skipped steps (training.max_nonfinite_skips)"
+                 if t.on_nonfinite == "skip" else "")
+        raise TrainingDivergedError(
+            f"training diverged: {where}{limit}; lower training.lr or use precision fp32"
+            + ("" if t.on_nonfinite == "skip" else ", or set training.on_nonfinite=skip")
+        )
 
     # -------------------------------------------------------------- validation
 
@@ -362,14 +404,19 @@ def train(
     from weather_sr.train_loop import run_training
 
     run_dir = Path(run_dir or cfg.output.run_dir)
-    info = D.setup(cfg.training.device)
     try:
-        prepare_run_dir(run_dir, resume, overwrite, info)
+        info = D.setup(cfg.training.device)
+    except UserError as error:  # select_device names --device; here it is the config key
+        raise UserError(str(error).replace("--device", "training.device")) from None
+    try:
+        prepare_run_dir(run_dir, resume, overwrite, info, create=False)
         if bundle is None:
             from weather_sr.data import build_datasets
 
             bundle = build_datasets(**data_kwargs(cfg))
         trainer = Trainer(cfg, run_dir, info, bundle)
+        # only now, with data and model checked, is the run folder created (or wiped)
+        prepare_run_dir(run_dir, resume, overwrite, info)
         return run_training(trainer, resume, progress, callback)
     finally:
         D.teardown(info)

@@ -13,11 +13,19 @@ from weather_sr import distributed as D
 from weather_sr.atomic import atomic_output
 from weather_sr.errors import UserError
 
-FIELDS = ["step", "split", "loss", "loss_x", "loss_f", "lr", "grad_norm", "seconds"]
+FIELDS = [
+    "step", "split", "loss", "loss_x", "loss_f", "lr", "grad_norm", "seconds", "nonfinite_skips",
+]
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, info: D.DistInfo) -> None:
-    """Refuse to clobber an existing run unless --overwrite (wipe) or --resume (continue)."""
+def prepare_run_dir(
+    run_dir: Path, resume: bool, overwrite: bool, info: D.DistInfo, create: bool = True
+) -> None:
+    """Refuse to clobber an existing run unless --overwrite (wipe) or --resume (continue).
+
+    ``create=False`` only checks (nothing is created or wiped), so that training can check its
+    data and model before it touches an existing run folder.
+    """
     exists = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
     message = None
     if resume and overwrite:
@@ -32,13 +40,15 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, info: D.DistIn
     elif run_dir.exists() and not run_dir.is_dir():
         message = f"run folder {run_dir} is a file: choose another --run-dir"
     D.barrier(info)  # every rank has looked before rank 0 changes anything
-    if message is None and info.is_main:
+    if message is None and info.is_main and create:
         if overwrite and run_dir.is_dir():
             shutil.rmtree(run_dir)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            message = f"cannot create run folder {run_dir}: {error.strerror}"
+            message = (
+                f"cannot create run folder {run_dir}: {error.strerror}: choose another --run-dir"
+            )
     D.broadcast_error(info, message)
 
 

@@ -105,6 +105,8 @@ def _resume(trainer: Trainer) -> None:
     if latest is None:
         raise UserError(f"--resume: no checkpoint in {trainer.ckpt.dir}")
     trainer.restore(load_checkpoint(latest, map_location="cpu"), str(latest))
+    if trainer.info.is_main:
+        trainer.ckpt.remove_stale_temps()  # half-written files of a killed run
     if trainer.step >= trainer.cfg.training.steps:
         raise UserError(
             f"--resume: {latest} is at step {trainer.step}, training.steps = "
@@ -150,14 +152,16 @@ def run_training(
                     if trainer.saved_step != trainer.step:  # the weights are still the good ones
                         last_saved = _save(trainer) or last_saved
                     raise
-                window.append(metrics)
+                if "loss" in metrics:  # a skipped non-finite step has no loss to log
+                    window.append(metrics)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 step = trainer.step
-                if step % t.log_every == 0 or step == t.steps:
+                if window and (step % t.log_every == 0 or step == t.steps):
                     mean = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
                     mean = {k: D.mean_scalar(info, v) for k, v in mean.items()}
                     mean["seconds"] = time.perf_counter() - tic
+                    mean["nonfinite_skips"] = float(trainer.nonfinite_skips)  # a count, not a mean
                     logger.log(step, "train", mean)
                     window = []
                 best = False

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from weather_sr.errors import UserError
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_output",
@@ -20,7 +22,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weather_sr.atomic import check_output_path
     from weather_sr.demo import run_demo
+    from weather_sr.devices import select_device
+    from weather_sr.sampling import SAMPLERS
+
+    # every option is checked before the demo creates --out and spends minutes training
+    if args.sampler not in SAMPLERS:
+        raise UserError(f"option --sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    select_device(args.device)
+    check_output_path(args.out, args.overwrite, what="demo folder")
 
     run_demo(args.out, quick=args.quick, device=args.device, overwrite=args.overwrite,
              sampler=args.sampler)

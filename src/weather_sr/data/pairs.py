@@ -71,7 +71,10 @@ def upsample(
     mode = check_interpolation(interpolation)
     m = MARGIN
     x = F.pad(lr, (0, 0, m, m), mode="replicate")
-    x = F.pad(x, (m, m, 0, 0), mode="circular" if periodic else "replicate")
+    if periodic:  # wrap by index: also right when the field is narrower than the margin
+        x = x[..., torch.arange(-m, lr.shape[-1] + m, device=lr.device) % lr.shape[-1]]
+    else:
+        x = F.pad(x, (m, m, 0, 0), mode="replicate")
     return _interp(x, s, mode)[..., m * s : -m * s, m * s : -m * s]
 
 
