@@ -95,13 +95,17 @@ def test_findings_state_wins_and_losses() -> None:
     results = {
         "bicubic": _result("deterministic", 2.0, 10.0),
         "regression": _result("deterministic", 1.0, 8.0),
-        "diff": _result("ensemble", 1.5, 9.0, member_lsd_high=4.0, spread_skill=0.6),
+        "diff": _result("ensemble", 1.5, 9.0, member_lsd_high=4.0, spread_skill=0.6, crps=0.9),
     }
+    results["bicubic"]["metrics"]["t"]["mae"] = 1.2
+    results["regression"]["metrics"]["t"]["mae"] = 0.8
     text = "\n".join(findings(results, "t"))
     assert "RMSE 1.5 beats bicubic (2)" in text
     assert "RMSE 1.5 does NOT beat regression (1)" in text
     assert "0.40x that of bicubic; meets" in text and "0.50x that of regression; meets" in text
     assert "spread/skill 0.60 (under-dispersive" in text
+    assert "CRPS 0.9 beats the CRPS (= MAE) of bicubic (1.2)" in text
+    assert "CRPS 0.9 does NOT beat the CRPS (= MAE) of regression (0.8)" in text
     table = channel_table(results, "t")
     assert table.count("\n") == 4 and "| diff | 1.5 |" in table
 

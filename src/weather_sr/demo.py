@@ -64,7 +64,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "diffusion_lam0": {"diffusion.lam": 0.0},
     "diffusion_lam1_w1": {"diffusion.lam": 1.0, "diffusion.weight": "none"},
     "diffusion_lam1_radial": {"diffusion.lam": 1.0, "diffusion.weight": "radial",
-                              "diffusion.gamma": 4.0, "diffusion.power": 2.0},
+                              "diffusion.gamma": 1.0, "diffusion.power": 2.0},
 }
 
 

@@ -49,9 +49,9 @@ def _progress_bar(total: int, label: str) -> tuple[Any, Any]:
     bar = tqdm(total=total, desc=label, unit="eval", leave=False, dynamic_ncols=True)
 
     def update(i: int, n: int) -> None:
-        bar.total = n
-        bar.n = i
-        bar.refresh()
+        if (i, n) != (bar.n, bar.total):  # the sampler reports once per chunk of samples
+            bar.total, bar.n = n, i
+            bar.refresh()
 
     return bar, update
 

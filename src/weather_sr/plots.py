@@ -72,13 +72,15 @@ def plot_panels(
     vmin: float | None = None,
     vmax: float | None = None,
     dpi: int = 100,
+    axis_labels: tuple[str, str] = ("longitude (°)", "latitude (°)"),
 ) -> Figure:
     """Panels of fields ``{name: [H_i, W_i]}`` (LR, bicubic, ..., truth) on ONE colour scale.
 
     All panels share one ``Normalize`` (default: min and max of all finite values pooled) and
     one colourbar labelled with ``units``. Fields may have different resolutions (the LR field):
     all are drawn over the same domain, given by the HR ``lat [H]`` and ``lon [W]`` centres when
-    both are given (axes in degrees, north up), else in pixel indices of each field.
+    both are given (north up; ``axis_labels`` name the axes, e.g. projected x/y in km), else in
+    pixel indices of each field.
     """
     if not fields:
         raise UserError("plot_panels: no field to draw")
@@ -111,8 +113,8 @@ def plot_panels(
         )
         ax.set_title(name)
         if extent is not None:
-            ax.set_xlabel("longitude (°)")
-            ax.set_ylabel("latitude (°)")
+            ax.set_xlabel(axis_labels[0])
+            ax.set_ylabel(axis_labels[1])
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.colorbar(image, ax=list(axes.flat[:n]), label=units, shrink=0.9)

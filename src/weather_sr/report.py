@@ -71,8 +71,11 @@ def make_figures(
 ) -> list[str]:
     """Panels of the first field, PSD curves and rank histograms per channel, training curves."""
     figures: list[str] = []
-    lat = data.lat if data.lat_is_degrees else None
-    lon = data.lon if data.lat_is_degrees else None
+    lat, lon, labels = data.lat, data.lon, ("longitude (°)", "latitude (°)")
+    if not data.lat_is_degrees:  # projected grid: y/x coordinates, in km when given in metres
+        factor = 1e-3 if np.nanmax(np.abs(data.lon)) > 1e4 else 1.0
+        lat, lon = data.lat * factor, data.lon * factor
+        labels = ("x (km)", "y (km)") if factor != 1.0 else ("x", "y")
     for c, channel in enumerate(data.channels):
         lr_up = np.kron(data.lr[0, c], np.ones((data.scale_factor, data.scale_factor)))
         panels: dict[str, np.ndarray] = {"LR": lr_up}
@@ -87,8 +90,10 @@ def make_figures(
         panels["truth"] = data.truth[0, c]
         when = f" {data.times[0]}" if data.times else ""
         name = f"panels_{channel}.png"
+        truth = data.truth[0, c]  # colour scale of the truth, so one wild member cannot flatten it
         plot_panels(panels, title=f"{channel}{when} ({data.split} field 1)",
-                    units=data.units[c], lat=lat, lon=lon, path=out / name)
+                    units=data.units[c], lat=lat, lon=lon, path=out / name, axis_labels=labels,
+                    vmin=float(np.nanmin(truth)), vmax=float(np.nanmax(truth)))
         figures.append(name)
         spectra = {"truth": _psd(results, "truth", channel)}
         for method, result in results.items():
@@ -133,6 +138,10 @@ def findings(results: Mapping[str, Mapping[str, Any]], channel: str) -> list[str
             verdict = "beats" if m["rmse"] < r["rmse"] else "does NOT beat"
             lines.append(f"{channel}, {name}: ensemble-mean RMSE {m['rmse']:.4g} {verdict} "
                          f"{ref} ({r['rmse']:.4g}).")
+            if m.get("crps") is not None and r.get("mae") is not None:
+                verdict = "beats" if m["crps"] < r["mae"] else "does NOT beat"
+                lines.append(f"{channel}, {name}: CRPS {m['crps']:.4g} {verdict} the CRPS (= MAE) "
+                             f"of {ref} ({r['mae']:.4g}).")
             if r.get("lsd_high") and m.get("member_lsd_high") is not None:
                 ratio = m["member_lsd_high"] / r["lsd_high"]
                 verdict = "meets" if ratio <= 0.5 else "misses"
