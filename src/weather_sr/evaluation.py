@@ -164,13 +164,17 @@ def score(data: EvalSet, prediction: np.ndarray, seed: int = 0) -> dict[str, Any
     )
 
 
+def run_folder(checkpoint: str | Path) -> Path:
+    """The training run folder of a checkpoint (``RUN/checkpoints/x.pt`` or ``RUN/x.pt``)."""
+    folder = Path(checkpoint).parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def method_name(checkpoint: str | Path, model: DownscalingModel, taken: Sequence[str]) -> str:
     """A short unique label for a checkpoint: its run folder's name (or the file's stem)."""
     path = Path(checkpoint)
-    name = path.parent.name if path.parent.name not in ("", "checkpoints") else path.stem
-    if path.parent.name == "checkpoints":
-        name = path.parent.parent.name
-    name = name or model.kind
+    in_run = path.parent.name == "checkpoints"
+    name = run_folder(path).name or ("" if in_run else path.stem) or model.kind
     base, k = name, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1

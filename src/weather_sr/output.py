@@ -23,6 +23,7 @@ import xarray as xr
 
 from weather_sr import __version__
 from weather_sr.atomic import atomic_output
+from weather_sr.data.pairs import hr_coordinate
 from weather_sr.errors import UserError
 
 LAT_ATTRS = {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
@@ -43,22 +44,6 @@ class OutputGrid:
     lon_name: str = "lon"
     lat_attrs: dict[str, Any] = field(default_factory=dict)
     lon_attrs: dict[str, Any] = field(default_factory=dict)
-
-
-def hr_coordinate(lr: np.ndarray, scale_factor: int) -> np.ndarray:
-    """LR cell centres ``[n]`` -> HR sub-cell centres ``[n * s]`` (works for uneven spacing).
-
-    Each LR cell spans from halfway to its left neighbour to halfway to its right one (the end
-    cells mirror their inner half-width); it is split into ``s`` equal sub-cells.
-    """
-    c = np.asarray(lr, dtype=np.float64)
-    s = int(scale_factor)
-    if c.size == 1:
-        return np.repeat(c, s)
-    mid = 0.5 * (c[1:] + c[:-1])
-    edges = np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
-    frac = (np.arange(s) + 0.5) / s
-    return (edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * frac[None, :]).reshape(-1)
 
 
 def hr_grid_from_lr(

@@ -26,6 +26,7 @@ from weather_sr.evaluation import (
     load_split,
     method_name,
     model_prediction,
+    run_folder,
     score,
 )
 from weather_sr.infer import SamplingOptions
@@ -89,9 +90,7 @@ def evaluate_checkpoints(
             predictions[name] = model_prediction(
                 model, data, options, device=device, source=str(path), progress=update
             )
-        run_dir = Path(path).parent
-        run_dir = run_dir.parent if run_dir.name == "checkpoints" else run_dir
-        logs[name] = run_dir / "metrics.csv"
+        logs[name] = run_folder(path) / "metrics.csv"
     results = {name: score(data, pred, options.seed) for name, pred in predictions.items()}
     settings = _settings(data, options, data_path or models[0].meta["config"]["data"]["path"],
                          checkpoints, models)

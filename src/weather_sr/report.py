@@ -77,25 +77,17 @@ def make_figures(
         lat, lon = data.lat * factor, data.lon * factor
         labels = ("x (km)", "y (km)") if factor != 1.0 else ("x", "y")
     for c, channel in enumerate(data.channels):
-        lr_up = np.kron(data.lr[0, c], np.ones((data.scale_factor, data.scale_factor)))
-        panels: dict[str, np.ndarray] = {"LR": lr_up}
-        for name, pred in predictions.items():
-            if pred.ndim == 5:
-                panels[f"{name} member 1"] = pred[0, 0, c]
-                if pred.shape[1] > 1:
-                    panels[f"{name} member 2"] = pred[0, 1, c]
-                panels[f"{name} mean"] = pred[0, :, c].mean(axis=0)
-            else:
-                panels[name] = pred[0, c]
-        panels["truth"] = data.truth[0, c]
+        truth = data.truth[0, c]
         when = f" {data.times[0]}" if data.times else ""
         name = f"panels_{channel}.png"
-        truth = data.truth[0, c]  # colour scale of the truth, so one wild member cannot flatten it
-        plot_panels(panels, title=f"{channel}{when} ({data.split} field 1)",
-                    units=data.units[c], lat=lat, lon=lon, path=out / name, axis_labels=labels,
+        # colour scale of the truth, so that one wild member cannot flatten every panel
+        plot_panels(_panel_fields(data, predictions, c), title=f"{channel}{when} "
+                    f"({data.split} field 1)", units=data.units[c], lat=lat, lon=lon,
+                    path=out / name, axis_labels=labels,
                     vmin=float(np.nanmin(truth)), vmax=float(np.nanmax(truth)))
         figures.append(name)
-        spectra = {"truth": _psd(results, "truth", channel)}
+        first = next(iter(results.values()))
+        spectra = {"truth": (first["psd"]["freq"][channel], first["psd"]["truth"][channel])}
         for method, result in results.items():
             key = "member" if result["kind"] == "ensemble" else "prediction"
             label = f"{method} (members)" if key == "member" else method
@@ -116,9 +108,21 @@ def make_figures(
     return figures
 
 
-def _psd(results: Mapping[str, Mapping[str, Any]], key: str, channel: str) -> tuple[Any, Any]:
-    first = next(iter(results.values()))
-    return first["psd"]["freq"][channel], first["psd"][key][channel]
+def _panel_fields(data: EvalSet, predictions: Mapping[str, np.ndarray], c: int
+                  ) -> dict[str, np.ndarray]:
+    """Fields of the first test field, channel c: LR, each method (two members and the mean of
+    an ensemble), truth. The LR field keeps its own grid; plot_panels spreads it over the domain."""
+    panels: dict[str, np.ndarray] = {"LR": data.lr[0, c]}
+    for name, pred in predictions.items():
+        if pred.ndim == 5:
+            panels[f"{name} member 1"] = pred[0, 0, c]
+            if pred.shape[1] > 1:
+                panels[f"{name} member 2"] = pred[0, 1, c]
+            panels[f"{name} mean"] = pred[0, :, c].mean(axis=0)
+        else:
+            panels[name] = pred[0, c]
+    panels["truth"] = data.truth[0, c]
+    return panels
 
 
 def findings(results: Mapping[str, Mapping[str, Any]], channel: str) -> list[str]:

@@ -28,10 +28,10 @@ def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
     from weather_sr.infer import SamplingOptions
     from weather_sr.sampling import SAMPLERS
 
-    if args.members < 1:
-        raise UserError(f"option --members {args.members}: give at least 1")
     if args.members < 2:
-        raise UserError("option --members 1: ensemble scores (CRPS, spread) need at least 2")
+        raise UserError(
+            f"option --members {args.members}: ensemble scores (CRPS, spread) need at least 2"
+        )
     if args.steps < 1:
         raise UserError(f"option --steps {args.steps}: give at least 1")
     if args.sampler not in SAMPLERS:

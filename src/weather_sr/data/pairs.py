@@ -106,14 +106,29 @@ def block_centres(coord: np.ndarray, scale_factor: int) -> np.ndarray:
     return c.reshape(-1, scale_factor).mean(axis=1)
 
 
+def hr_coordinate(lr: np.ndarray, scale_factor: int) -> np.ndarray:
+    """LR cell centres ``[n]`` -> HR sub-cell centres ``[n * s]`` (works for uneven spacing).
+
+    Each LR cell spans from halfway to its left neighbour to halfway to its right one (the end
+    cells mirror their inner half-width); it is split into ``s`` equal sub-cells. On a uniform
+    axis this inverts :func:`block_centres`.
+    """
+    c = np.asarray(lr, dtype=np.float64)
+    s = int(scale_factor)
+    if c.size == 1:
+        return np.repeat(c, s)
+    mid = 0.5 * (c[1:] + c[:-1])
+    edges = np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+    frac = (np.arange(s) + 0.5) / s
+    return (edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * frac[None, :]).reshape(-1)
+
+
 def sub_centres(coord: np.ndarray, scale_factor: int, periodic: bool = False) -> np.ndarray:
-    """HR centres inside the LR cells of a uniform axis ([n] -> [n * s]); inverts block_centres."""
+    """HR centres inside the LR cells ([n] -> [n * s]), wrapped into [0, 360) on periodic axes."""
     c = np.asarray(coord, dtype=np.float64)
     if c.size < 2:
         raise UserError("LR grid: need at least 2 points along each axis to infer the HR grid")
-    d = np.diff(c).mean()
-    offs = (np.arange(scale_factor) + 0.5) / scale_factor - 0.5
-    out = (c[:, None] + offs[None, :] * d).reshape(-1)
+    out = hr_coordinate(c, scale_factor)
     return np.mod(out, 360.0) if periodic and c.min() >= 0 else out
 
 
