@@ -86,6 +86,9 @@ class CountingModel:
     def condition(self, cond: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         return self.model.condition(cond, base)
 
+    def unscale_target(self, z0: torch.Tensor) -> torch.Tensor:
+        return self.model.unscale_target(z0)
+
 
 def load_test_fields(model: Any, n_fields: int, crop: tuple[int, int] | None):
     """(truth [N, C, H, W] physical, cond [N, C, H, W] normalised, normalizer): test split."""

@@ -262,6 +262,22 @@ def test_spread_skill_calibrated_is_one_and_underdispersive_closed_form():
     assert ss["spread_skill"][0] < 0.7
 
 
+def test_unbiased_ensemble_mean_rmse_recovers_the_conditional_mean_rmse():
+    # y = centre + N(0, 1); members = centre + shift + N(0, 4): the M-member mean has
+    # MSE = 1 + shift^2 + 4/M, the mean of infinitely many members 1 + shift^2.
+    rng = _rng(13)
+    m, shift = 4, 0.5
+    centre = rng.normal(size=(4, 1, 96, 96)) * 3
+    y = centre + rng.normal(size=centre.shape)
+    ens = centre[:, None] + shift + 2.0 * rng.normal(size=(4, m, 1, 96, 96))
+    ss = metrics.spread_skill(y, ens)
+    assert ss["skill"][0] == pytest.approx(np.sqrt(1 + shift**2 + 4.0 / m), rel=0.02)
+    assert ss["rmse_unbiased"][0] == pytest.approx(np.sqrt(1 + shift**2), rel=0.02)
+    # and it is exactly the WeatherBench 2 statistic: mean((x̄ - y)² - var_ddof1 / M)
+    explicit = np.sqrt(np.mean((ens.mean(1) - y) ** 2 - ens.var(1, ddof=1) / m))
+    assert ss["rmse_unbiased"][0] == pytest.approx(explicit, rel=1e-10)
+
+
 def test_spread_skill_matches_explicit_formula():
     rng = _rng(12)
     y = rng.normal(size=(2, 2, 5, 6))

@@ -196,6 +196,25 @@ def test_regression_then_corrdiff_residual(data_path: Path, bundle, tmp_path: Pa
     del g
     assert dm.meta["channels"] == ["t2m"] and dm.meta["scale_factor"] == 4
     assert dm.meta["normalizer"]["kind"] == "channel"
+    # the diffusion target's scale: RMS of (hr - regression mean) over the seeded training
+    # patches (patch k drawn with seed + its position), recomputed here by hand
+    assert dm.prediction == "v" and model.target_scale.tolist() == [1.0]
+    picks = torch.linspace(0, len(bundle.train) - 1, min(len(bundle.train), 64)).long()
+    items = [bundle.train.item(int(k), torch.Generator().manual_seed(cfg.training.seed + n))
+             for n, k in enumerate(picks)]
+    hr = torch.stack([it["hr"] for it in items])
+    residual = hr - model.predict(torch.stack([it["cond"] for it in items]))
+    torch.testing.assert_close(dm.target_scale, residual.square().mean().sqrt().view(1))
+    payload = load_checkpoint(diff.checkpoint)
+    payload["target_scale"] = [0.0]  # a hand-edited or corrupted checkpoint
+    save_checkpoint(tmp_path / "bad.pt", payload)
+    with pytest.raises(UserError, match="target_scale"):
+        DownscalingModel.from_checkpoint(tmp_path / "bad.pt")
+    # a checkpoint from before these settings existed is what it was then: epsilon, unscaled
+    del payload["target_scale"], payload["config"]["diffusion"]["prediction"]
+    save_checkpoint(tmp_path / "legacy.pt", payload)
+    legacy = DownscalingModel.from_checkpoint(tmp_path / "legacy.pt")
+    assert legacy.prediction == "epsilon" and legacy.target_scale.tolist() == [1.0]
 
 
 def test_cli_end_to_end(data_path: Path, tmp_path: Path) -> None:

@@ -99,6 +99,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+# What checkpoints written before these diffusion keys existed were trained with.
+LEGACY_DIFFUSION = {"prediction": "epsilon", "scale_target": False}
+
+
+def saved_diffusion_setting(payload: dict[str, Any], key: str) -> Any:
+    """``payload["config"]["diffusion"][key]``, or its legacy value for older checkpoints."""
+    return payload["config"]["diffusion"].get(key, LEGACY_DIFFUSION.get(key))
+
+
 def model_from_payload(payload: dict[str, Any], *, ema: bool = True, source: str = "checkpoint"):
     """Rebuild a ``DownscalingModel`` (CPU) from a loaded checkpoint payload."""
     from weather_sr.config import config_from_dict, config_to_dict
@@ -153,8 +162,20 @@ def model_from_payload(payload: dict[str, Any], *, ema: bool = True, source: str
         channels=channels,
         schedule=schedule,
         regression=regression,
+        prediction=saved_diffusion_setting(payload, "prediction"),
+        target_scale=_target_scale(payload.get("target_scale"), channels, source),
         meta=meta,
     )
+
+
+def _target_scale(value: Any, channels: int, source: str) -> torch.Tensor | None:
+    if value is None:
+        return None
+    scale = torch.as_tensor(value, dtype=torch.float32)
+    if scale.shape != (channels,) or not bool((scale > 0).all()):
+        raise UserError(f"{source}: its target_scale {value} is not {channels} positive numbers: "
+                        "the checkpoint is corrupted")
+    return scale
 
 
 def _load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

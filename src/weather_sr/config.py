@@ -73,6 +73,8 @@ class DiffusionConfig:
     power: float = 2.0
     target: Literal["full", "residual", "regression_residual"] = "residual"
     regression_checkpoint: str | None = None
+    prediction: Literal["epsilon", "v"] = "v"
+    scale_target: bool = True  # diffuse x0 / (its per-channel RMS on the training split)
     val_sampler: Literal["ancestral", "ddim", "dpmpp_2m"] = "ddim"
     val_sample_steps: int = 10
 

@@ -44,6 +44,7 @@ class SampleModel(Protocol):
     def denoiser(self) -> Denoiser: ...
     def base(self, cond: Tensor) -> Tensor: ...
     def condition(self, cond: Tensor, base: Tensor | None = None) -> Tensor: ...
+    def unscale_target(self, z0: Tensor) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ def sample_ensemble(
     base = torch.cat(bases)
     y = torch.cat(conds)
     pairs = [(f, k) for f in range(n) for k in range(m)]
-    x0 = sample_pairs(make_denoiser(model, options), y, model.schedule, pairs,
+    z0 = sample_pairs(make_denoiser(model, options), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
                       field_offset=field_offset, device=device)
+    x0 = model.unscale_target(z0)
     return x0.view(n, m, *x0.shape[1:]) + base[:, None]

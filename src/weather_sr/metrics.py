@@ -232,6 +232,7 @@ def _spread_skill(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> dict[str, np.n
         "skill": skill,
         "spread_skill": np.sqrt((m + 1) / m) * raw,
         "spread_skill_uncorrected": raw,
+        "rmse_unbiased": np.sqrt(np.maximum(skill**2 - spread**2 / m, 0.0)),
     }
 
 
@@ -244,6 +245,10 @@ def spread_skill(
     For M members exchangeable with the truth, E[skill²] = (1 + 1/M) E[spread²], so the ratio
     that is 1 for a calibrated ensemble is ``spread_skill = sqrt((M+1)/M) · spread / skill``
     (Fortin et al. 2014); ``spread_skill_uncorrected = spread / skill`` is also returned.
+
+    ``rmse_unbiased`` = sqrt(max(skill² − spread² / M, 0)) estimates the RMSE of the mean of
+    infinitely many members: E[(x̄_M − y)²] = E[(μ − y)²] + E[var] / M for members drawn
+    independently around μ (WeatherBench 2's ``UnbiasedEnsembleMeanRMSE``).
     """
     return _spread_skill(*_prepare(truth, ensemble, mask, lat, ensemble=True))
 
@@ -341,7 +346,8 @@ def evaluate_method(
         {channel: [K]}, "truth"|"prediction"|"member": {channel: [K]}}}``. Unprefixed scores are
         those of the deterministic prediction or of the ensemble mean (rmse, mae, bias, ssim,
         lsd, lsd_high); ``member_*`` are mean scores of single members; ensembles add crps,
-        spread, spread_skill, spread_skill_uncorrected. "mean" averages each score over channels.
+        spread, spread_skill, spread_skill_uncorrected, rmse_unbiased. "mean" averages each
+        score over channels.
     """
     x_raw = to_numpy(prediction_or_ensemble, "prediction")
     if x_raw.ndim == 5 and x_raw.shape[1] == 1:

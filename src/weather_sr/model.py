@@ -8,8 +8,20 @@ Targets (``diffusion.target``) — the network models x0 = HR − base(cond):
 - ``regression_residual``: base = a frozen regression model's prediction, which is also appended to
   the network condition (CorrDiff).
 
-``DownscalingModel.sample`` draws x0 with any sampler and adds the base back. Everything works on
-*normalised* tensors; (de)normalisation is the data module's job.
+The diffusion runs on z0 = x0 / s, with s the per-channel RMS of x0 on the training split
+(``target_scale``; all ones when off): a residual is much smaller than the field, and a target of
+unit scale keeps the noise schedule's signal-to-noise ratios what they were designed to be.
+
+Parameterisation (``prediction``) — the loss is always the seed's ε-loss; what changes is how the
+network output F becomes ε_θ (a preconditioning in the sense of EDM, Karras et al. 2022):
+
+- ``epsilon``: ε_θ = F (DDPM). Its x0 estimate (x_t − σ_t ε_θ) / α_t multiplies the network's error
+  by σ_t / α_t, about 60 at t = 900 of the linear schedule;
+- ``v``: F predicts v = α_t ε − σ_t z0 (Salimans & Ho 2022), so ε_θ = σ_t x_t + α_t F and the
+  x0 estimate α_t x_t − σ_t F errs by at most the network's error, at every t (α_t² + σ_t² = 1).
+
+``DownscalingModel.sample`` draws z0 with any sampler, scales it back and adds the base.
+Everything works on *normalised* tensors; (de)normalisation is the data module's job.
 """
 
 from __future__ import annotations
@@ -22,8 +34,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from weather_sr.schedule import gather
 from weather_sr.unet import UNet
 
+PREDICTIONS = ("epsilon", "v")
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -65,8 +79,9 @@ class DownscalingModel:
 
     Attributes: ``kind`` ("diffusion" | "regression"), ``target``, ``channels`` (C), ``schedule``
     (a ``NoiseSchedule`` for diffusion, else None), ``regression`` (the frozen base model for
-    ``regression_residual``), ``meta`` (normaliser dict, channel names, units, grid, scale factor,
-    the resolved config) when loaded from a checkpoint.
+    ``regression_residual``), ``prediction`` ("epsilon" | "v"), ``target_scale`` (s, a float32
+    tensor ``[C]``: the diffusion runs on x0 / s), ``meta`` (normaliser dict, channel names,
+    units, grid, scale factor, the resolved config) when loaded from a checkpoint.
     """
 
     def __init__(
@@ -78,10 +93,19 @@ class DownscalingModel:
         channels: int,
         schedule: Any = None,
         regression: DownscalingModel | None = None,
+        prediction: str = "epsilon",
+        target_scale: torch.Tensor | None = None,
         meta: dict[str, Any] | None = None,
     ) -> None:
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction {prediction!r} is not one of {PREDICTIONS}")
         self.net, self.kind, self.target, self.channels = net, kind, target, channels
         self.schedule, self.regression, self.meta = schedule, regression, meta or {}
+        self.prediction = prediction
+        scale = torch.ones(channels) if target_scale is None else torch.as_tensor(target_scale)
+        if scale.shape != (channels,) or not bool((scale > 0).all()):
+            raise ValueError(f"target_scale must be {channels} positive numbers, got {scale}")
+        self.target_scale = scale.float()
 
     # -- composition shared by training and inference
 
@@ -102,18 +126,33 @@ class DownscalingModel:
             return cond
         return torch.cat([cond, self.base(cond) if base is None else base], dim=1)
 
+    def scale_target(self, x0: torch.Tensor) -> torch.Tensor:
+        """x0 [B, C, H, W] (target units) -> z0 = x0 / s, what the diffusion runs on."""
+        return x0 / self.target_scale.to(x0.device, x0.dtype).view(1, -1, 1, 1)
+
+    def unscale_target(self, z0: torch.Tensor) -> torch.Tensor:
+        """z0 [B, C, H, W] -> x0 = s z0 (inverse of :meth:`scale_target`)."""
+        return z0 * self.target_scale.to(z0.device, z0.dtype).view(1, -1, 1, 1)
+
     @property
     def denoiser(self) -> Denoiser:
         """The contract's denoiser (x_t [B, C, H, W], y [B, Cy', H, W], t int64 [B]) -> ε.
 
-        ``y`` is the *network* condition, i.e. ``self.condition(cond)``.
+        ``x_t`` lives in the scaled space of z0; ``y`` is the *network* condition, i.e.
+        ``self.condition(cond)``.
         """
-        net = self.net
+        net, schedule = self.net, self.schedule
 
         def eps(x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return net(x_t, t.to(x_t.device, torch.float32), y)
 
-        return eps
+        def eps_from_v(x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            v = net(x_t, t.to(x_t.device, torch.float32), y)
+            alpha = gather(schedule.alpha_bars.sqrt(), t, x_t)
+            sigma = gather((1.0 - schedule.alpha_bars).sqrt(), t, x_t)
+            return sigma * x_t + alpha * v
+
+        return eps if self.prediction == "epsilon" else eps_from_v
 
     def regress(self, y: torch.Tensor) -> torch.Tensor:
         """Regression network output (x0 of the target) for the network condition y."""
@@ -157,8 +196,8 @@ class DownscalingModel:
         shape = (cond.shape[0], self.channels, *cond.shape[-2:])
         if kwargs.get("x_T") is None:
             kwargs["shape"] = shape
-        x0 = fn(den, y, self.schedule, generator=generator, **kwargs)
-        return base + x0.float()
+        z0 = fn(den, y, self.schedule, generator=generator, **kwargs)
+        return base + self.unscale_target(z0.float())
 
     def to(self, device: torch.device | str) -> DownscalingModel:
         self.net.to(device)

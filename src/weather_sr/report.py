@@ -21,6 +21,7 @@ from weather_sr.plots import plot_panels, plot_psd, plot_rank_histogram, plot_tr
 
 COLUMNS = (
     ("rmse", "RMSE"),
+    ("rmse_unbiased", "RMSE M→∞"),
     ("mae", "MAE"),
     ("bias", "bias"),
     ("ssim", "SSIM"),
@@ -140,8 +141,12 @@ def findings(results: Mapping[str, Mapping[str, Any]], channel: str) -> list[str
                 continue
             r = scores[ref]
             verdict = "beats" if m["rmse"] < r["rmse"] else "does NOT beat"
-            lines.append(f"{channel}, {name}: ensemble-mean RMSE {m['rmse']:.4g} {verdict} "
-                         f"{ref} ({r['rmse']:.4g}).")
+            line = (f"{channel}, {name}: ensemble-mean RMSE {m['rmse']:.4g} {verdict} "
+                    f"{ref} ({r['rmse']:.4g})")
+            if m.get("rmse_unbiased") is not None:
+                verdict = "beats" if m["rmse_unbiased"] < r["rmse"] else "does not beat"
+                line += f"; its M→∞ estimate {m['rmse_unbiased']:.4g} {verdict} it"
+            lines.append(line + ".")
             if m.get("crps") is not None and r.get("mae") is not None:
                 verdict = "beats" if m["crps"] < r["mae"] else "does NOT beat"
                 lines.append(f"{channel}, {name}: CRPS {m['crps']:.4g} {verdict} the CRPS (= MAE) "
@@ -189,6 +194,7 @@ def write_report(
         + ("cos-latitude area weighted" if data.lat_is_degrees else "uniformly weighted")
         + "; CRPS of a deterministic method is its MAE; LSD = log-spectral distance to the truth "
         "(radially averaged PSD), 'high' = upper half of resolved frequencies",
+        _finite_ensemble_note(settings.get("members")),
         "",
         *sections,
     ]
@@ -202,3 +208,12 @@ def write_report(
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _finite_ensemble_note(members: Any) -> str:
+    """Why an M-member mean loses to the conditional mean, and what 'RMSE M→∞' is."""
+    worse = f"about {100 * (math.sqrt(1 + 1 / members) - 1):.0f}%" if members else "somewhat"
+    return ("- the mean of M members drawn around the conditional mean μ has MSE = MSE(μ) + "
+            f"spread²/M, so a calibrated {members}-member mean is {worse} worse in RMSE than μ "
+            "itself; 'RMSE M→∞' = sqrt(RMSE² − spread²/M) removes that term (WeatherBench 2's "
+            "unbiased ensemble-mean RMSE)")

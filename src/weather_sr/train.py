@@ -25,6 +25,7 @@ from weather_sr.checkpoint import (
     model_from_payload,
     plain,
     rng_state,
+    saved_diffusion_setting,
     set_rng_state,
 )
 from weather_sr.config import RunConfig, config_to_dict
@@ -38,6 +39,8 @@ from weather_sr.trainkit import (
     resolve_precision,
     step_seed,
 )
+
+SCALE_PATCHES = 64  # training patches that estimate the target's RMS (diffusion.scale_target)
 
 
 @dataclasses.dataclass
@@ -106,12 +109,15 @@ class Trainer:
 
             schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
         self.schedule = schedule
+        self.target_scale = self._target_scale(schedule is not None)
         common = {
             "kind": cfg.model.kind,
             "target": cfg.diffusion.target,
             "channels": self.channels,
             "schedule": schedule,
             "regression": self.regression,
+            "prediction": cfg.diffusion.prediction,
+            "target_scale": self.target_scale,
         }
         self.model = DownscalingModel(self.wrapped, **common)
         self.ema_model = DownscalingModel(self.ema_net, **common)
@@ -154,6 +160,34 @@ class Trainer:
         }
         return model
 
+    def _target_scale(self, diffusion: bool) -> torch.Tensor:
+        """Per-channel RMS of the diffusion target x0 = hr − base on training patches, [C].
+
+        Ones for regression models or ``diffusion.scale_target: false``. The patches are a fixed,
+        seeded selection, so every rank (and a resumed run) computes the same numbers.
+        """
+        if not (diffusion and self.cfg.diffusion.scale_target):
+            return torch.ones(self.channels)
+        probe = DownscalingModel(self.net, kind="diffusion", target=self.cfg.diffusion.target,
+                                 channels=self.channels, regression=self.regression)
+        split = self.bundle.train
+        picks = torch.linspace(0, len(split) - 1, min(len(split), SCALE_PATCHES)).long()
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        count = torch.zeros(self.channels, dtype=torch.float64)
+        dev = self.info.device
+        for n, k in enumerate(picks.tolist()):
+            item = split.item(k, torch.Generator().manual_seed(self.cfg.training.seed + n))
+            hr, cond = item["hr"][None].to(dev), item["cond"][None].to(dev)
+            mask = item["mask"][None].to(dev).expand_as(hr)
+            x0 = (hr - probe.base(cond)) * mask
+            total += x0.square().sum((0, 2, 3)).double().cpu()
+            count += mask.sum((0, 2, 3)).double().cpu()
+        rms = (total / count.clamp(min=1.0)).sqrt().float()
+        if not bool((rms > 0).all()):
+            raise UserError("diffusion.scale_target: the target is zero on the training split "
+                            "for some variable; set diffusion.scale_target=false")
+        return rms
+
     def _check_sizes(self) -> None:
         for name in ("train", "val"):
             split = getattr(self.bundle, name)
@@ -188,7 +222,7 @@ class Trainer:
         mask = batch["mask"].to(dev, non_blocking=True) if "mask" in batch else None
         base = model.base(cond)
         y = model.condition(cond, base)
-        x0 = hr - base
+        x0 = model.scale_target(hr - base)
         if self.cfg.model.kind == "regression":
             with autocast(dev, self.amp):
                 pred = model.regress(y)
@@ -238,6 +272,7 @@ class Trainer:
             "best_val": self.best_val,
             "nonfinite_skips": self.nonfinite_skips,
             "regression": getattr(self, "_regression_payload", None),
+            "target_scale": self.target_scale.tolist(),
         }
 
     def restore(self, payload: dict[str, Any], source: str) -> None:
@@ -248,8 +283,10 @@ class Trainer:
             ("diffusion", "target"),
             ("diffusion", "schedule"),
             ("diffusion", "timesteps"),
+            ("diffusion", "prediction"),
+            ("diffusion", "scale_target"),
         ]:
-            a = saved[section] if key is None else saved[section][key]
+            a = saved[section] if key is None else saved_diffusion_setting(payload, key)
             b = mine[section] if key is None else mine[section][key]
             if a != b:
                 raise UserError(
