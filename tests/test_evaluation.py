@@ -163,4 +163,7 @@ def test_quick_demo_writes_the_ablation_report(tmp_path: Path) -> None:
     assert set(results) == expected
     report = (out / "report" / "report.md").read_text()
     assert "trains exactly what λ = 0 trains" in report
+    shift = next(line for line in report.splitlines() if line.startswith("**Distribution shift"))
+    assert all(f"{split} pwat" in shift for split in ("train", "val", "test"))
+    assert "RMSE M→∞" in report
     assert main(["demo", "--quick", "--out", str(out)]) == 2  # exists, no --overwrite

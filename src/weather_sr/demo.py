@@ -153,7 +153,8 @@ def shift_text(regression_checkpoint: Path, device: torch.device | str) -> str:
     """How far the regression network's error changes from split to split (RMSE per channel).
 
     An ensemble can only be calibrated for the errors it saw in training; when the test fields
-    are harder (here: later forecast steps), spread/skill falls below 1 by about this ratio.
+    are harder (here: later forecast steps), spread/skill falls below 1 by about the train/test
+    ratio of these numbers.
     """
     from weather_sr.evaluation import load_split, model_prediction
     from weather_sr.metrics import rmse
@@ -173,4 +174,4 @@ def shift_text(regression_checkpoint: Path, device: torch.device | str) -> str:
             f"{c} {v:.3g}" for c, v in zip(data.channels, scores, strict=True)))
     return ("**Distribution shift.** RMSE of the regression network by split (physical units; "
             "an ensemble is calibrated for the errors it saw in training, so harder test fields "
-            "lower its spread/skill by about the test/train ratio): " + "; ".join(rows) + ".")
+            "lower its spread/skill by about the train/test ratio): " + "; ".join(rows) + ".")
