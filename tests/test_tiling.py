@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weather_sr.tiling import ramp_window, tile_starts, tiled_denoiser
+from weather_sr.tiling import TiledDenoiser, ramp_window, tile_starts
 
 GEN = torch.Generator().manual_seed(0)
 K3 = torch.randn(2, 3, 3, 3, generator=GEN)  # 2 output channels from [x (2 ch), y (1 ch)]
@@ -71,7 +71,7 @@ def test_ramps_complementary_and_zero_at_edges() -> None:
 @pytest.mark.parametrize("periodic", [False, True])
 def test_weights_sum_to_one(periodic: bool) -> None:
     x, y, t = inputs(2, 37, 53)
-    td = tiled_denoiser(lambda x, y, t: torch.full_like(x, 3.0), 16, 5, periodic_x=periodic)
+    td = TiledDenoiser(lambda x, y, t: torch.full_like(x, 3.0), 16, 5, periodic_x=periodic)
     torch.testing.assert_close(td(x, y, t), torch.full_like(x, 3.0))
 
 
@@ -82,7 +82,7 @@ def test_local_denoiser_tiled_equals_untiled(h, w, tile, overlap, max_batch) -> 
     x, y, t = inputs(3, h, w)
     den = conv_denoiser(K3)
     ref = den(x, y, t)
-    out = tiled_denoiser(den, tile, overlap, max_batch=max_batch)(x, y, t)
+    out = TiledDenoiser(den, tile, overlap, max_batch=max_batch)(x, y, t)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
@@ -91,7 +91,7 @@ def test_wider_receptive_field_differs_only_in_overlaps_and_bounded() -> None:
     den = conv_denoiser(K5)
     ref = den(x, y, t)
     tile, overlap = 24, 8
-    out = tiled_denoiser(den, tile, overlap)(x, y, t)
+    out = TiledDenoiser(den, tile, overlap)(x, y, t)
     diff = (out - ref).abs().amax(dim=(0, 1))  # [H, W]
     starts = tile_starts(60, tile, overlap)
     in_overlap = torch.zeros(60, dtype=torch.bool)
@@ -124,7 +124,7 @@ def test_no_seam_with_non_local_denoiser() -> None:
         return x - x.mean(dim=(-2, -1), keepdim=True)
 
     def jumps(overlap: int) -> tuple[float, float]:
-        out = tiled_denoiser(den, 32, overlap)(x, y, t)[0, 0]
+        out = TiledDenoiser(den, 32, overlap)(x, y, t)[0, 0]
         dx = (out[:, 1:] - out[:, :-1]).abs().amax(dim=0)  # [W - 1], jump between j and j + 1
         starts = tile_starts(w, 32, overlap)
         border = torch.zeros(w - 1, dtype=torch.bool)
@@ -144,17 +144,17 @@ def test_periodic_x_equals_circular_untiled() -> None:
     ref = conv_denoiser(K3, circular_x=True)(x, y, t)
     starts = tile_starts(w, 16, 6, periodic=True)
     assert starts[-1] + 16 > w  # a tile straddles the seam
-    out = tiled_denoiser(conv_denoiser(K3), 16, 6, periodic_x=True)(x, y, t)
+    out = TiledDenoiser(conv_denoiser(K3), 16, 6, periodic_x=True)(x, y, t)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     # without wrap-around the seam columns see zero padding and differ
-    flat = tiled_denoiser(conv_denoiser(K3), 16, 6)(x, y, t)
+    flat = TiledDenoiser(conv_denoiser(K3), 16, 6)(x, y, t)
     assert float((flat - ref)[..., [0, w - 1]].abs().max()) > 1e-2
 
 
 def test_one_call_when_domain_fits_in_one_tile() -> None:
     x, y, t = inputs(4, 20, 30)
     den = conv_denoiser(K3)
-    td = tiled_denoiser(den, 32, 8)
+    td = TiledDenoiser(den, 32, 8)
     torch.testing.assert_close(td(x, y, t), den(x, y, t))
     assert td.calls == 1 and den.calls[0] == (4, 2, 20, 30)
 
@@ -165,7 +165,7 @@ def test_memory_bounded_by_tile_and_batch() -> None:
     for n in (64, 128, 256):
         x, y, t = inputs(b, n, n)
         den = conv_denoiser(K3)
-        td = tiled_denoiser(den, tile, 8, max_batch=max_batch)
+        td = TiledDenoiser(den, tile, 8, max_batch=max_batch)
         td(x, y, t)
         largest = max(math.prod(s) for s in den.calls)
         assert largest <= max_batch * 2 * tile * tile
@@ -177,7 +177,7 @@ def test_memory_bounded_by_tile_and_batch() -> None:
 def test_pad_multiple_feeds_divisible_sizes() -> None:
     x, y, t = inputs(1, 30, 45)
     den = conv_denoiser(K3)
-    out = tiled_denoiser(den, 32, 8, pad_multiple=8)(x, y, t)
+    out = TiledDenoiser(den, 32, 8, pad_multiple=8)(x, y, t)
     assert out.shape == (1, 2, 30, 45)
     assert all(s[-2] % 8 == 0 and s[-1] % 8 == 0 for s in den.calls)
     ref = den(x, y, t)  # interior pixels untouched by the edge padding
@@ -186,4 +186,4 @@ def test_pad_multiple_feeds_divisible_sizes() -> None:
 
 def test_invalid_overlap_rejected() -> None:
     with pytest.raises(ValueError, match="overlap"):
-        tiled_denoiser(conv_denoiser(K3), 16, 16)
+        TiledDenoiser(conv_denoiser(K3), 16, 16)

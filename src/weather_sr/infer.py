@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from weather_sr.errors import UserError
-from weather_sr.tiling import Denoiser, tiled_denoiser
+from weather_sr.tiling import Denoiser, TiledDenoiser
 
 Progress = Callable[[int, int], None]
 
@@ -134,12 +134,12 @@ def _scaled(progress: Progress | None, n: int) -> Progress | None:
     return call
 
 
-def make_denoiser(model: SampleModel, options: SamplingOptions) -> Denoiser:
-    """The model's denoiser, tiled when ``options.tile`` is set (else padded/batched only)."""
+def tiled(denoiser: Denoiser, options: SamplingOptions) -> Denoiser:
+    """``denoiser`` tiled when ``options.tile`` is set (else padded/batched only)."""
     tile = options.tile or 1 << 30  # "no tiling": one tile bigger than any domain
-    return tiled_denoiser(model.denoiser, tile, min(options.overlap, max(tile - 1, 0)),
-                          periodic_x=options.periodic_x, max_batch=options.batch_size,
-                          pad_multiple=options.pad_multiple)
+    return TiledDenoiser(denoiser, tile, min(options.overlap, max(tile - 1, 0)),
+                         periodic_x=options.periodic_x, max_batch=options.batch_size,
+                         pad_multiple=options.pad_multiple)
 
 
 def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Tensor:
@@ -152,10 +152,7 @@ def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Te
         del x, t
         return reg.predict(y)
 
-    tile = options.tile or 1 << 30
-    tiler = tiled_denoiser(predict, tile, min(options.overlap, max(tile - 1, 0)),
-                           periodic_x=options.periodic_x, max_batch=options.batch_size,
-                           pad_multiple=options.pad_multiple)
+    tiler = tiled(predict, options)
     dummy = cond.new_zeros((cond.shape[0], model.channels, *cond.shape[-2:]))
     return tiler(dummy, cond, torch.zeros(cond.shape[0], dtype=torch.long, device=cond.device))
 
@@ -186,7 +183,7 @@ def sample_ensemble(
     base = torch.cat(bases)
     y = torch.cat(conds)
     pairs = [(f, k) for f in range(n) for k in range(m)]
-    z0 = sample_pairs(make_denoiser(model, options), y, model.schedule, pairs,
+    z0 = sample_pairs(tiled(model.denoiser, options), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
                       field_offset=field_offset, device=device)
     x0 = model.unscale_target(z0)

@@ -1,6 +1,6 @@
 """Tiled evaluation of a denoiser on domains of any size (patch-based generation, as CorrDiff).
 
-:func:`tiled_denoiser` wraps a denoiser ``(x_t, y, t) -> eps`` into another denoiser with the same
+:class:`TiledDenoiser` wraps a denoiser ``(x_t, y, t) -> eps`` into another denoiser with the same
 contract that evaluates the network on overlapping tiles and blends the tile predictions with a
 smooth window at *every* call, i.e. at every denoising step. Sampling then runs unchanged on the
 full field (noise is drawn once, on the whole field), and the network only ever sees tiles:
@@ -83,9 +83,18 @@ def ramp_window(length: int, overlap: int, *, rise: bool, fall: bool) -> Tensor:
 class TiledDenoiser:
     """Denoiser wrapper evaluating ``denoiser`` on blended overlapping tiles (see module doc).
 
+    Args:
+        denoiser: ``(x_t [N, C, th, tw], y [N, Cy, th, tw], t int64 [N]) -> eps [N, C, th, tw]``.
+        tile: tile size (square int, or ``(tile_h, tile_w)``).
+        overlap: minimum overlap between neighbouring tiles, in pixels (< tile).
+        periodic_x: x (longitude) is circular (global grid): tiles wrap across the seam.
+        max_batch: at most this many tile-samples per network call (None: all tiles in one call).
+        pad_multiple: network inputs are edge-padded to multiples of this and the output cropped
+            (a UNet with L levels needs 2**(L-1)); tiles should be multiples already.
+
     Call as ``eps = wrapper(x_t, y, t)`` with ``x_t [B, C, H, W]``, ``y [B, Cy, H, W]``,
-    ``t int64 [B]``; returns ``eps [B, C, H, W]``. ``calls`` counts network calls and
-    ``max_input_numel`` records the largest ``x_t`` the network received (for memory checks).
+    ``t int64 [B]`` for any H, W; returns ``eps [B, C, H, W]``. ``calls`` counts network calls
+    and ``max_input_numel`` records the largest ``x_t`` the network received (for memory checks).
     """
 
     def __init__(
@@ -210,30 +219,3 @@ def _fold(padded: Tensor, w: int) -> Tensor:
         chunk = extra[..., s : s + w]
         out[..., : chunk.shape[-1]] += chunk
     return out
-
-
-def tiled_denoiser(
-    denoiser: Denoiser,
-    tile: int | tuple[int, int],
-    overlap: int | tuple[int, int],
-    *,
-    periodic_x: bool = False,
-    max_batch: int | None = None,
-    pad_multiple: int = 1,
-) -> TiledDenoiser:
-    """Wrap ``denoiser`` so it runs on overlapping ``tile``-sized tiles blended at every call.
-
-    Args:
-        denoiser: ``(x_t [N, C, th, tw], y [N, Cy, th, tw], t int64 [N]) -> eps [N, C, th, tw]``.
-        tile: tile size (square int, or ``(tile_h, tile_w)``).
-        overlap: minimum overlap between neighbouring tiles, in pixels (< tile).
-        periodic_x: x (longitude) is circular (global grid): tiles wrap across the seam.
-        max_batch: at most this many tile-samples per network call (None: all tiles in one call).
-        pad_multiple: network inputs are edge-padded to multiples of this and the output cropped
-            (a UNet with L levels needs 2**(L-1)); tiles should be multiples already.
-
-    Returns:
-        A denoiser ``(x_t [B, C, H, W], y [B, Cy, H, W], t [B]) -> eps [B, C, H, W]`` for any H, W.
-    """
-    return TiledDenoiser(denoiser, tile, overlap, periodic_x=periodic_x, max_batch=max_batch,
-                         pad_multiple=pad_multiple)
