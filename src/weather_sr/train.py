@@ -109,7 +109,6 @@ class Trainer:
 
             schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
         self.schedule = schedule
-        self.target_scale = self._target_scale(schedule is not None)
         common = {
             "kind": cfg.model.kind,
             "target": cfg.diffusion.target,
@@ -117,10 +116,10 @@ class Trainer:
             "schedule": schedule,
             "regression": self.regression,
             "prediction": cfg.diffusion.prediction,
-            "target_scale": self.target_scale,
         }
-        self.model = DownscalingModel(self.wrapped, **common)
-        self.ema_model = DownscalingModel(self.ema_net, **common)
+        self.target_scale = self._target_scale(DownscalingModel(self.net, **common))
+        self.model = DownscalingModel(self.wrapped, **common, target_scale=self.target_scale)
+        self.ema_model = DownscalingModel(self.ema_net, **common, target_scale=self.target_scale)
         self.ckpt = CheckpointManager(run_dir, t.keep_last)
         self.best_val: float | None = None
         self.step = 0
@@ -160,16 +159,15 @@ class Trainer:
         }
         return model
 
-    def _target_scale(self, diffusion: bool) -> torch.Tensor:
-        """Per-channel RMS of the diffusion target x0 = hr − base on training patches, [C].
+    def _target_scale(self, model: DownscalingModel) -> torch.Tensor:
+        """Per-channel RMS of the diffusion target x0 = hr − model.base(cond) on training
+        patches, [C].
 
         Ones for regression models or ``diffusion.scale_target: false``. The patches are a fixed,
         seeded selection, so every rank (and a resumed run) computes the same numbers.
         """
-        if not (diffusion and self.cfg.diffusion.scale_target):
+        if not (model.kind == "diffusion" and self.cfg.diffusion.scale_target):
             return torch.ones(self.channels)
-        probe = DownscalingModel(self.net, kind="diffusion", target=self.cfg.diffusion.target,
-                                 channels=self.channels, regression=self.regression)
         split = self.bundle.train
         picks = torch.linspace(0, len(split) - 1, min(len(split), SCALE_PATCHES)).long()
         total = torch.zeros(self.channels, dtype=torch.float64)
@@ -179,7 +177,7 @@ class Trainer:
             item = split.item(k, torch.Generator().manual_seed(self.cfg.training.seed + n))
             hr, cond = item["hr"][None].to(dev), item["cond"][None].to(dev)
             mask = item["mask"][None].to(dev).expand_as(hr)
-            x0 = (hr - probe.base(cond)) * mask
+            x0 = (hr - model.base(cond)) * mask
             total += x0.square().sum((0, 2, 3)).double().cpu()
             count += mask.sum((0, 2, 3)).double().cpu()
         rms = (total / count.clamp(min=1.0)).sqrt().float()
