@@ -1,4 +1,4 @@
-"""Speed of F_R (weather_sr.fourier) measured side by side with its references, in one run.
+"""Speed of F_R (weather_sr.core.fourier) measured side by side with its references, in one run.
 
 (a) real_fourier2 + inverse_real_fourier2 vs torch.fft.rfft2 + irfft2 on a (32, 1, 256, 256)
     float32 batch (target: ratio <= 1.5).
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from weather_sr.fourier import (
+from weather_sr.core.fourier import (
     inverse_real_fourier2,
     real_fourier,
     real_fourier2,

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from weather_sr.config import load_config
 from weather_sr.demo import FULL, QUICK, DemoBudget, run_overrides
-from weather_sr.evaluation import load_split, model_prediction, score
-from weather_sr.infer import SamplingOptions
-from weather_sr.model import DownscalingModel
-from weather_sr.pipeline import bundle_for
-from weather_sr.train import train
+from weather_sr.evaluation.evalset import load_split, model_prediction, score
+from weather_sr.evaluation.pipeline import bundle_for
+from weather_sr.inference.ensemble import SamplingOptions
+from weather_sr.model.loading import load_model
+from weather_sr.training.loop import train
 
 VARIANTS = [(p, s) for p in ("epsilon", "v") for s in (False, True)]
 COLUMNS = ("rmse", "bias", "crps", "spread_skill", "member_lsd_high")
@@ -55,7 +55,7 @@ def main() -> None:
         extra = [f"diffusion.prediction={prediction}", f"diffusion.scale_target={scaled}"]
         ckpt = train_run("diffusion_lam0", budget, root / f"{prediction}_{scaled}", regression,
                          args.device, extra)
-        model = DownscalingModel.from_checkpoint(ckpt, args.device)
+        model = load_model(ckpt, args.device)
         data = load_split(bundle_for(model, None), "test", budget.max_fields)
         result = score(data, model_prediction(model, data, options, device=args.device))
         rows.append((prediction, scaled, model.target_scale.tolist(), result["metrics"]))

@@ -3,8 +3,8 @@
 Part 1, samplers: on test fields of the shipped sample data, with a small model trained here in
 a minute or two (or ``--checkpoint``), each sampler at several step counts: network evaluations
 (NFE), wall time relative to 1000-step ancestral sampling, fair CRPS and log-spectral distance to
-the truth (``weather_sr.metrics`` / ``weather_sr.spectra``). Target: some sampler at <= 25 NFE
-within 5% of the 1000-step ancestral CRPS.
+the truth (:mod:`weather_sr.evaluation.metrics` / :mod:`weather_sr.evaluation.spectra`).
+Target: some sampler at <= 25 NFE within 5% of the 1000-step ancestral CRPS.
 
 Part 2, tiling: a few DDIM steps on domains of 1x, 4x and 16x the area with a fixed tile, each in a
 fresh subprocess: time per step and peak memory (CUDA: ``max_memory_allocated``; CPU: the
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from weather_sr.devices import select_device
-from weather_sr.infer import SamplingOptions, sample_ensemble
-from weather_sr.tiling import tile_starts
+from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
+from weather_sr.inference.tiling import tile_starts
 
 # ---------------------------------------------------------------- part 1: samplers
 
@@ -41,7 +41,7 @@ from weather_sr.tiling import tile_starts
 def train_small(quick: bool, device: str, steps: int | None) -> Path:
     """Train a small residual diffusion model on the sample data; return its checkpoint."""
     from weather_sr.config import config_from_dict
-    from weather_sr.train import train
+    from weather_sr.training.loop import train
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench_sampling_"))
     raw = {
@@ -112,8 +112,8 @@ def load_test_fields(model: Any, n_fields: int, crop: tuple[int, int] | None):
 def scores(truth: np.ndarray, ens: np.ndarray) -> tuple[float, float, float]:
     """Fair CRPS, log-spectral distance (dB, members vs truth) and spread-skill ratio, each
     averaged over channels."""
-    from weather_sr.metrics import crps_fair, spread_skill
-    from weather_sr.spectra import log_spectral_distance, radial_psd
+    from weather_sr.evaluation.metrics import crps_fair, spread_skill
+    from weather_sr.evaluation.spectra import log_spectral_distance, radial_psd
 
     crps = float(np.mean(crps_fair(truth, ens)))
     lsd = []
@@ -126,11 +126,11 @@ def scores(truth: np.ndarray, ens: np.ndarray) -> tuple[float, float, float]:
 
 
 def bench_samplers(args: argparse.Namespace, device: torch.device) -> None:
-    from weather_sr.model import DownscalingModel
+    from weather_sr.model.loading import load_model
 
     ckpt = (Path(args.checkpoint) if args.checkpoint
             else train_small(args.quick, str(device), args.train_steps))
-    model = DownscalingModel.from_checkpoint(ckpt, device)
+    model = load_model(ckpt, device)
     crop = (32, 32) if args.quick else None
     truth, cond, normalizer = load_test_fields(model, args.fields, crop)
     # normalised CRPS: divide by each channel's std so that channels weigh alike
@@ -174,7 +174,7 @@ def bench_samplers(args: argparse.Namespace, device: torch.device) -> None:
     if device.type != "cpu":  # same seed, same members on the CPU (noise is drawn on the CPU)
         opts = SamplingOptions(sampler="ddim", steps=10, eta=1.0, seed=3, members=2)
         a = sample_ensemble(model, cond[:1], opts, device=device)
-        b = sample_ensemble(DownscalingModel.from_checkpoint(ckpt, "cpu"), cond[:1], opts)
+        b = sample_ensemble(load_model(ckpt, "cpu"), cond[:1], opts)
         print(f"{device} vs cpu, DDIM eta=1 10 steps, same seed: max |diff| "
               f"{float((a - b).abs().max()):.2e} (normalised units; member std "
               f"{float(a.std()):.2f})")
@@ -185,14 +185,15 @@ def bench_samplers(args: argparse.Namespace, device: torch.device) -> None:
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """One domain in a fresh process: time per DDIM step and peak memory."""
-    from weather_sr.model import DownscalingModel, build_unet
+    from weather_sr.model.downscaling_model import DownscalingModel, build_unet
+    from weather_sr.model.loading import load_model
 
     device = torch.device(spec["device"])
     torch.set_num_threads(spec["threads"])
     if spec.get("checkpoint"):
-        model = DownscalingModel.from_checkpoint(spec["checkpoint"], device)
+        model = load_model(spec["checkpoint"], device)
     else:  # untrained UNet of the sample-config size
-        from weather_sr.schedule import make_schedule
+        from weather_sr.core.schedule import make_schedule
 
         cfg = {"base_channels": spec["base"], "channel_mults": [1, 2, 2], "num_res_blocks": 1,
                "attention_levels": [], "mid_attention": True, "head_channels": 32,

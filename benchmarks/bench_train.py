@@ -26,8 +26,8 @@ from types import SimpleNamespace
 import torch
 
 from weather_sr.config import load_config
-from weather_sr.trainkit import autocast, resolve_precision
-from weather_sr.unet import UNet
+from weather_sr.nn.unet import UNet
+from weather_sr.training.kit import autocast, resolve_precision
 
 
 def _sync(device: torch.device) -> None:
@@ -74,8 +74,8 @@ class _Fields(torch.utils.data.Dataset):
 
 
 def bench_lambda(args: argparse.Namespace, device: torch.device) -> None:
-    from weather_sr.distributed import DistInfo
-    from weather_sr.train import Trainer
+    from weather_sr.training.distributed import DistInfo
+    from weather_sr.training.trainer import Trainer
 
     data = _Fields(4 * args.batch, 2, args.size)
     bundle = SimpleNamespace(

@@ -21,7 +21,7 @@ from weather_sr.cli import main
 from weather_sr.config import config_to_yaml, load_config
 from weather_sr.data import synthetic_dataset, write_netcdf
 from weather_sr.errors import UserError
-from weather_sr.train import train
+from weather_sr.training.loop import train
 
 torch.set_num_threads(1)
 

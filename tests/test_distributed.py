@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from weather_sr.checkpoint import load_checkpoint
+from weather_sr.model.checkpoint import load_checkpoint
 
 
 def _free_port() -> int:
@@ -31,7 +31,7 @@ def _worker(rank: int, world: int, port: int, data: str, run_dir: str, out: str)
     )
     torch.set_num_threads(1)
     from weather_sr.config import load_config
-    from weather_sr.train import train
+    from weather_sr.training.loop import train
 
     cfg = load_config(
         None,

@@ -12,9 +12,9 @@ import torch
 from weather_sr.cli import main
 from weather_sr.config import load_config
 from weather_sr.data import build_datasets, coarsen, synthetic_dataset, upsample, write_netcdf
-from weather_sr.evaluation import baseline_predictions, load_split, method_name, score
-from weather_sr.report import channel_table, findings
-from weather_sr.train import train
+from weather_sr.evaluation.evalset import baseline_predictions, load_split, method_name, score
+from weather_sr.evaluation.report import channel_table, findings
+from weather_sr.training.loop import train
 
 torch.set_num_threads(1)
 

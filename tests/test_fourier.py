@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from weather_sr.fourier import (
+from weather_sr.core.fourier import (
     inverse_real_fourier,
     inverse_real_fourier2,
     radial_frequency,

@@ -15,16 +15,16 @@ import xarray as xr
 from weather_sr import __version__
 from weather_sr.cli import main
 from weather_sr.devices import select_device
-from weather_sr.downscaling import check_channels
 from weather_sr.errors import UserError
-from weather_sr.infer import (
+from weather_sr.inference.downscale import check_channels
+from weather_sr.inference.ensemble import (
     SamplingOptions,
     member_seed,
     pair_generators,
     sample_ensemble,
     sample_pairs,
 )
-from weather_sr.output import (
+from weather_sr.inference.netcdf import (
     OutputGrid,
     build_dataset,
     check_finite,
@@ -40,7 +40,7 @@ def test_member_seeds_distinct_and_stable() -> None:
     seeds = {member_seed(7, f, m) for f in range(20) for m in range(20)}
     assert len(seeds) == 400
     assert member_seed(7, 3, 4) == member_seed(7, 3, 4) != member_seed(8, 3, 4)
-    from weather_sr.sampling import randn_like_batch
+    from weather_sr.core.sampling import randn_like_batch
 
     a = randn_like_batch((2, 2, 3), pair_generators(7, [(0, 0), (1, 2)]), "cpu", torch.float32)
     b = randn_like_batch((1, 2, 3), pair_generators(7, [(1, 2)]), "cpu", torch.float32)
@@ -98,7 +98,7 @@ class ConvModel:
 @pytest.mark.parametrize(("sampler", "steps", "eta"),
                          [("ancestral", 12, 0.0), ("ddim", 6, 0.7), ("dpmpp_2m", 6, 0.0)])
 def test_same_members_whatever_batch_and_tiles(sampler: str, steps: int, eta: float) -> None:
-    from weather_sr.schedule import linear_schedule
+    from weather_sr.core.schedule import linear_schedule
 
     model = ConvModel(linear_schedule(12, 1e-3, 0.2))
     cond = torch.randn(3, 2, 40, 36, generator=torch.Generator().manual_seed(5))
@@ -121,7 +121,7 @@ def test_same_members_whatever_batch_and_tiles(sampler: str, steps: int, eta: fl
 
 
 def test_tiled_sampling_bounds_network_input() -> None:
-    from weather_sr.schedule import linear_schedule
+    from weather_sr.core.schedule import linear_schedule
 
     model = ConvModel(linear_schedule(12, 1e-3, 0.2))
     cond = torch.randn(1, 2, 96, 96, generator=torch.Generator().manual_seed(5))
@@ -222,10 +222,10 @@ def test_channel_and_unit_checks() -> None:
 
 def _checkpoint(path: Path, *, nan: bool = False) -> Path:
     """A tiny untrained 2-level UNet checkpoint for channels t2m, u10 (K), x2, T = 20."""
-    from weather_sr.checkpoint import save_checkpoint
     from weather_sr.config import RunConfig, config_to_dict
     from weather_sr.data import Normalizer
-    from weather_sr.model import build_unet
+    from weather_sr.model.checkpoint import save_checkpoint
+    from weather_sr.model.downscaling_model import build_unet
 
     cfg = config_to_dict(RunConfig())
     cfg["data"]["variables"] = ["t2m", "u10"]

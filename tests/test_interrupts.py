@@ -16,10 +16,11 @@ import pytest
 import torch
 import xarray as xr
 
-from weather_sr.checkpoint import STEP_FILE, CheckpointManager, load_checkpoint
 from weather_sr.cli import main
 from weather_sr.config import config_to_yaml, load_config
 from weather_sr.data import synthetic_dataset, write_netcdf
+from weather_sr.model.checkpoint import load_checkpoint
+from weather_sr.training.checkpoints import STEP_FILE, CheckpointManager
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")

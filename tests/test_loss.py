@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from weather_sr.core.fourier import inverse_real_fourier2, real_fourier2
+from weather_sr.core.loss import joint_loss, radial_weight
+from weather_sr.core.schedule import make_schedule
 from weather_sr.errors import UserError
-from weather_sr.fourier import inverse_real_fourier2, real_fourier2
-from weather_sr.loss import joint_loss, radial_weight
-from weather_sr.schedule import make_schedule
 
 B, C, H, W = 3, 2, 16, 12
 

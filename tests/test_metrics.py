@@ -14,8 +14,8 @@ import xarray as xr
 from scores.probability import crps_for_ensemble
 from skimage.metrics import structural_similarity
 
-from weather_sr import metrics
 from weather_sr.errors import UserError
+from weather_sr.evaluation import metrics
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

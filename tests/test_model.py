@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from weather_sr.model import DownscalingModel
-from weather_sr.process import eps_to_x0, q_sample
-from weather_sr.schedule import make_schedule
+from weather_sr.core.process import eps_to_x0, q_sample
+from weather_sr.core.schedule import make_schedule
+from weather_sr.model.downscaling_model import DownscalingModel
 
 SCHEDULE = make_schedule("linear", 1000)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from weather_sr import plots
 from weather_sr.errors import UserError
+from weather_sr.evaluation import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -6,14 +6,14 @@ import math
 
 import torch
 
-from weather_sr.process import (
+from weather_sr.core.process import (
     eps_to_x0,
     posterior_mean_variance,
     q_sample,
     randn_like_batch,
     x0_to_eps,
 )
-from weather_sr.schedule import cosine_schedule, linear_schedule
+from weather_sr.core.schedule import cosine_schedule, linear_schedule
 
 
 def _gen(seed: int = 0) -> torch.Generator:

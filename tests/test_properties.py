@@ -12,13 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weather_sr.data import build_datasets, coarsen, synthetic_dataset, upsample, write_netcdf
-from weather_sr.fourier import (
+from weather_sr.core.fourier import (
     inverse_real_fourier,
     inverse_real_fourier2,
     real_fourier,
     real_fourier2,
 )
+from weather_sr.data import build_datasets, coarsen, synthetic_dataset, upsample, write_netcdf
 
 torch.set_num_threads(1)
 FAST = settings(max_examples=60, deadline=None)

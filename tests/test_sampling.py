@@ -16,8 +16,7 @@ import math
 import pytest
 import torch
 
-from weather_sr.errors import UserError
-from weather_sr.sampling import (
+from weather_sr.core.sampling import (
     SAMPLERS,
     network_evaluations,
     sample_ancestral,
@@ -25,7 +24,8 @@ from weather_sr.sampling import (
     sample_dpmpp_2m,
     timesteps,
 )
-from weather_sr.schedule import NoiseSchedule, make_schedule
+from weather_sr.core.schedule import NoiseSchedule, make_schedule
+from weather_sr.errors import UserError
 
 S = 0.5  # data standard deviation (the prior N(0, 1) must be contracted)
 SHAPE = (4, 1, 64, 64)  # 16384 independent pixels

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from weather_sr.errors import UserError
-from weather_sr.schedule import (
+from weather_sr.core.schedule import (
     NoiseSchedule,
     cosine_schedule,
     gather,
     linear_schedule,
     make_schedule,
 )
+from weather_sr.errors import UserError
 
 
 def test_linear_schedule_conventions() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from weather_sr import spectra
 from weather_sr.errors import UserError
+from weather_sr.evaluation import spectra
 
 
 @pytest.mark.parametrize("h, w, ky, kx", [(32, 32, 3, 4), (24, 40, 5, 0), (24, 40, -2, 7)])
@@ -49,7 +49,7 @@ def test_white_noise_is_flat_at_its_variance_and_bins_are_documented():
 
 def test_matches_fourier_module_spectrum():
     x = np.random.default_rng(2).normal(size=(2, 20, 28))
-    freq_t, power_t = __import__("weather_sr.fourier").fourier.radial_power_spectrum(
+    freq_t, power_t = __import__("weather_sr.core.fourier").core.fourier.radial_power_spectrum(
         torch.as_tensor(x)
     )
     spec = spectra.radial_psd(x, mean=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weather_sr.tiling import TiledDenoiser, ramp_window, tile_starts
+from weather_sr.inference.tiling import TiledDenoiser, ramp_window, tile_starts
 
 GEN = torch.Generator().manual_seed(0)
 K3 = torch.randn(2, 3, 3, 3, generator=GEN)  # 2 output channels from [x (2 ch), y (1 ch)]

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from weather_sr.checkpoint import load_checkpoint, save_checkpoint
 from weather_sr.cli import main
 from weather_sr.config import RunConfig, config_to_yaml, load_config
 from weather_sr.errors import UserError
-from weather_sr.model import DownscalingModel
-from weather_sr.train import Trainer, TrainingDivergedError, train
-from weather_sr.trainkit import EMA, StreamBatchSampler, lr_at, resolve_precision
+from weather_sr.model.checkpoint import load_checkpoint, save_checkpoint
+from weather_sr.model.loading import load_model
+from weather_sr.training.kit import EMA, StreamBatchSampler, lr_at, resolve_precision
+from weather_sr.training.loop import train
+from weather_sr.training.trainer import Trainer, TrainingDivergedError
 
 torch.set_num_threads(1)
 
@@ -171,7 +172,7 @@ def test_regression_then_corrdiff_residual(data_path: Path, bundle, tmp_path: Pa
         progress=False,
         bundle=bundle,
     )
-    model = DownscalingModel.from_checkpoint(reg.checkpoint)
+    model = load_model(reg.checkpoint)
     cond = torch.stack([bundle.val[i]["cond"] for i in range(2)])
     pred = model.predict(cond)
     torch.testing.assert_close(pred, cond + model.regress(cond))  # residual over interpolated LR
@@ -185,7 +186,7 @@ def test_regression_then_corrdiff_residual(data_path: Path, bundle, tmp_path: Pa
         f"diffusion.regression_checkpoint={reg.checkpoint}",
     )
     diff = train(cfg, tmp_path / "diff", progress=False, bundle=bundle)
-    dm = DownscalingModel.from_checkpoint(diff.checkpoint)
+    dm = load_model(diff.checkpoint)
     assert dm.net.cond_channels == 2  # cond + regression mean
     torch.testing.assert_close(dm.base(cond), pred)
     g = [torch.Generator().manual_seed(5) for _ in range(2)]
@@ -209,11 +210,11 @@ def test_regression_then_corrdiff_residual(data_path: Path, bundle, tmp_path: Pa
     payload["target_scale"] = [0.0]  # a hand-edited or corrupted checkpoint
     save_checkpoint(tmp_path / "bad.pt", payload)
     with pytest.raises(UserError, match="target_scale"):
-        DownscalingModel.from_checkpoint(tmp_path / "bad.pt")
+        load_model(tmp_path / "bad.pt")
     # a checkpoint from before these settings existed is what it was then: epsilon, unscaled
     del payload["target_scale"], payload["config"]["diffusion"]["prediction"]
     save_checkpoint(tmp_path / "legacy.pt", payload)
-    legacy = DownscalingModel.from_checkpoint(tmp_path / "legacy.pt")
+    legacy = load_model(tmp_path / "legacy.pt")
     assert legacy.prediction == "epsilon" and legacy.target_scale.tolist() == [1.0]
 
 

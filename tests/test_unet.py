@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from weather_sr.errors import UserError
-from weather_sr.unet import PadConv2d, UNet, sinusoidal_embedding
+from weather_sr.nn.unet import PadConv2d, UNet, sinusoidal_embedding
 
 torch.set_num_threads(1)
 

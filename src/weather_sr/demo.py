@@ -29,7 +29,7 @@ import torch
 
 from weather_sr.config import load_config
 from weather_sr.errors import UserError
-from weather_sr.infer import SamplingOptions
+from weather_sr.inference.ensemble import SamplingOptions
 
 IDENTITY = (
     "**What the mathematics says (DESIGN section 3).** F_R is orthogonal, so with W ≡ 1 the "
@@ -105,8 +105,8 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto",
     """Train the four runs into ``out/runs``, evaluate into ``out/report``; return report.md."""
     from weather_sr.atomic import check_output_path
     from weather_sr.devices import select_device
-    from weather_sr.pipeline import evaluate_checkpoints
-    from weather_sr.train import train
+    from weather_sr.evaluation.pipeline import evaluate_checkpoints
+    from weather_sr.training.loop import train
 
     out = Path(out)
     check_output_path(out, overwrite, what="demo folder")
@@ -156,12 +156,12 @@ def shift_text(regression_checkpoint: Path, device: torch.device | str) -> str:
     are harder (here: later forecast steps), spread/skill falls below 1 by about the train/test
     ratio of these numbers.
     """
-    from weather_sr.evaluation import load_split, model_prediction
-    from weather_sr.metrics import rmse
-    from weather_sr.model import DownscalingModel
-    from weather_sr.pipeline import bundle_for
+    from weather_sr.evaluation.evalset import load_split, model_prediction
+    from weather_sr.evaluation.metrics import rmse
+    from weather_sr.evaluation.pipeline import bundle_for
+    from weather_sr.model.loading import load_model
 
-    model = DownscalingModel.from_checkpoint(regression_checkpoint, device)
+    model = load_model(regression_checkpoint, device)
     bundle = bundle_for(model, None)
     rows = []
     for split in ("train", "val", "test"):

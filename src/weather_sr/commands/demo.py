@@ -23,9 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from weather_sr.atomic import check_output_path
+    from weather_sr.core.sampling import SAMPLERS
     from weather_sr.demo import run_demo
     from weather_sr.devices import select_device
-    from weather_sr.sampling import SAMPLERS
 
     # every option is checked before the demo creates --out and spends minutes training
     if args.sampler not in SAMPLERS:

@@ -60,8 +60,8 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from weather_sr.downscaling import downscale
-    from weather_sr.infer import SamplingOptions
+    from weather_sr.inference.downscale import downscale
+    from weather_sr.inference.ensemble import SamplingOptions
 
     _check(args)
     options = SamplingOptions(

@@ -25,8 +25,8 @@ def add_sampling_options(parser: argparse.ArgumentParser, members: int, steps: i
 
 
 def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
-    from weather_sr.infer import SamplingOptions
-    from weather_sr.sampling import SAMPLERS
+    from weather_sr.core.sampling import SAMPLERS
+    from weather_sr.inference.ensemble import SamplingOptions
 
     if args.members < 2:
         raise UserError(
@@ -57,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from weather_sr.devices import select_device
-    from weather_sr.pipeline import evaluate_checkpoints
+    from weather_sr.evaluation.pipeline import evaluate_checkpoints
 
     options = sampling_options(args)
     if args.max_fields is not None and args.max_fields < 1:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         sys.stdout.write(config_to_yaml(cfg))
         return 0
-    from weather_sr.train import train
+    from weather_sr.training.loop import train
 
     result = train(
         cfg,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from weather_sr.schedule import NoiseSchedule, gather
+from weather_sr.core.schedule import NoiseSchedule, gather
 
 __all__ = [
     "Denoiser",

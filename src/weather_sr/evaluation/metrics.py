@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from weather_sr import spectra
 from weather_sr.errors import UserError
+from weather_sr.evaluation import spectra
 
 # SSIM as in Wang et al. (2004): 11x11 Gaussian window (sigma 1.5), population covariances.
 SSIM_SIGMA = 1.5

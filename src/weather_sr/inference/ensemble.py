@@ -7,8 +7,9 @@ moved to the device. So a member is the same whatever ``batch_size``, tiling, th
 work or the device (up to floating-point differences of the network itself).
 
 Stochastic samplers (ancestral; DDIM with eta > 0) draw fresh noise at every step: they get the
-list of the chunk's generators (``weather_sr.sampling`` draws row b's noise from ``generator[b]``
-alone), so the network calls stay batched and the noise streams do not depend on the batch.
+list of the chunk's generators (:mod:`weather_sr.core.sampling` draws row b's noise from
+``generator[b]`` alone), so the network calls stay batched and the noise streams do not depend
+on the batch.
 
 Batching. Pairs are processed field-major in chunks of ``batch_size``; the tiled denoiser sends at
 most ``batch_size`` tile-samples per network call, so peak model memory is bounded by
@@ -27,13 +28,13 @@ import torch
 from torch import Tensor
 
 from weather_sr.errors import UserError
-from weather_sr.tiling import Denoiser, TiledDenoiser
+from weather_sr.inference.tiling import Denoiser, TiledDenoiser
 
 Progress = Callable[[int, int], None]
 
 
 class SampleModel(Protocol):
-    """What sampling needs from a model (``weather_sr.model.DownscalingModel`` provides it)."""
+    """What sampling needs from a model (:class:`weather_sr.model.DownscalingModel` has it)."""
 
     channels: int
     schedule: Any
@@ -100,7 +101,7 @@ def sample_pairs(
     Returns:
         ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs``.
     """
-    from weather_sr import sampling
+    from weather_sr.core import sampling
 
     if options.sampler not in sampling.SAMPLERS:
         raise UserError(f"--sampler {options.sampler!r}: choose one of "

@@ -16,8 +16,13 @@ from typing import Any
 import numpy as np
 
 from weather_sr.atomic import atomic_output
-from weather_sr.evaluation import BASELINES, EvalSet
-from weather_sr.plots import plot_panels, plot_psd, plot_rank_histogram, plot_training_curves
+from weather_sr.evaluation.evalset import BASELINES, EvalSet
+from weather_sr.evaluation.plots import (
+    plot_panels,
+    plot_psd,
+    plot_rank_histogram,
+    plot_training_curves,
+)
 
 COLUMNS = (
     ("rmse", "RMSE"),

@@ -1,8 +1,9 @@
-"""Training loop: AdamW + warm-up, clipping, accumulation, EMA, autocast, DDP, checkpoints, logs.
+"""One training step and what it needs: models, optimiser, EMA, autocast, DDP, checkpoint payloads.
 
-``train(cfg, run_dir, resume=..., overwrite=...)`` runs a whole training. Model kinds:
-``diffusion`` (the joint loss of DESIGN §3 via ``weather_sr.loss.joint_loss``) and ``regression``
-(the same backbone predicting x0 of the target with a masked MSE). Only rank 0 writes.
+:class:`Trainer` holds a run's state. Model kinds: ``diffusion`` (the joint loss of
+docs/method.md section 4, :func:`weather_sr.core.loss.joint_loss`) and ``regression`` (the same
+backbone predicting x0 of the target with a masked MSE). Only rank 0 writes. The outer loop and
+the ``train()`` entry point are in :mod:`weather_sr.training.loop`.
 """
 
 from __future__ import annotations
@@ -11,28 +12,20 @@ import contextlib
 import dataclasses
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from weather_sr import distributed as D
-from weather_sr.checkpoint import (
-    CheckpointManager,
-    load_checkpoint,
-    model_from_payload,
-    plain,
-    rng_state,
-    saved_diffusion_setting,
-    set_rng_state,
-)
 from weather_sr.config import RunConfig, config_to_dict
 from weather_sr.errors import UserError
-from weather_sr.model import DownscalingModel, build_unet
-from weather_sr.train_logging import prepare_run_dir
-from weather_sr.trainkit import (
+from weather_sr.model.checkpoint import load_checkpoint, plain, saved_diffusion_setting
+from weather_sr.model.downscaling_model import DownscalingModel, build_unet
+from weather_sr.model.loading import model_from_payload
+from weather_sr.training import distributed as D
+from weather_sr.training.checkpoints import CheckpointManager, rng_state, set_rng_state
+from weather_sr.training.kit import (
     EMA,
     autocast,
     lr_at,
@@ -85,6 +78,8 @@ class Trainer:
         self.channels = len(bundle.channels)
         self.periodic = bool(getattr(bundle.grid, "periodic", False))
         self.model_cfg = config_to_dict(cfg)["model"]
+        self.stop_signal: str | None = None  # set by the training loop's signal handler
+        self._regression_payload: dict[str, Any] | None = None
         self.regression = self._load_regression()
         cond_channels = self.channels * (2 if self.regression is not None else 1)
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
@@ -105,7 +100,7 @@ class Trainer:
         )
         schedule = None
         if cfg.model.kind == "diffusion":
-            from weather_sr.schedule import make_schedule
+            from weather_sr.core.schedule import make_schedule
 
             schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
         self.schedule = schedule
@@ -206,7 +201,7 @@ class Trainer:
         if f.weight == "none":
             return None
         if (h, w) not in self._weights:
-            from weather_sr.loss import radial_weight
+            from weather_sr.core.loss import radial_weight
 
             self._weights[(h, w)] = radial_weight(h, w, f.gamma, f.power).to(self.info.device)
         return self._weights[(h, w)]
@@ -226,7 +221,7 @@ class Trainer:
                 pred = model.regress(y)
             lx = masked_mse(pred, x0, mask)
             return lx, lx, torch.zeros_like(lx)
-        from weather_sr.loss import joint_loss
+        from weather_sr.core.loss import joint_loss
 
         with autocast(dev, self.amp):
             out = joint_loss(
@@ -269,7 +264,7 @@ class Trainer:
             "grid": plain(grid),
             "best_val": self.best_val,
             "nonfinite_skips": self.nonfinite_skips,
-            "regression": getattr(self, "_regression_payload", None),
+            "regression": self._regression_payload,
             "target_scale": self.target_scale.tolist(),
         }
 
@@ -419,39 +414,3 @@ class Trainer:
             {"cond": it["cond"], "hr": it["hr"], "pred": p.cpu()}
             for it, p in zip(items, pred, strict=True)
         ]
-
-
-def train(
-    cfg: RunConfig,
-    run_dir: str | Path | None = None,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    bundle: Any = None,
-    callback: Callable[[Trainer], None] | None = None,
-) -> TrainResult:
-    """Run (or resume) a training; returns when finished or interrupted (SIGINT/SIGTERM).
-
-    ``bundle`` (a ``weather_sr.data.DataBundle``) skips ``build_datasets`` (tests, notebooks);
-    ``callback(trainer)`` is called after every step.
-    """
-    from weather_sr.train_loop import run_training
-
-    run_dir = Path(run_dir or cfg.output.run_dir)
-    try:
-        info = D.setup(cfg.training.device)
-    except UserError as error:  # select_device names --device; here it is the config key
-        raise UserError(str(error).replace("--device", "training.device")) from None
-    try:
-        prepare_run_dir(run_dir, resume, overwrite, info, create=False)
-        if bundle is None:
-            from weather_sr.data import build_datasets
-
-            bundle = build_datasets(**data_kwargs(cfg))
-        trainer = Trainer(cfg, run_dir, info, bundle)
-        # only now, with data and model checked, is the run folder created (or wiped)
-        prepare_run_dir(run_dir, resume, overwrite, info)
-        return run_training(trainer, resume, progress, callback)
-    finally:
-        D.teardown(info)

@@ -21,9 +21,9 @@ import torch
 
 from weather_sr.data import DataBundle, Normalizer, prepare_condition, upsample
 from weather_sr.errors import UserError
-from weather_sr.infer import SamplingOptions, sample_ensemble
-from weather_sr.metrics import evaluate_method
-from weather_sr.model import DownscalingModel
+from weather_sr.evaluation.metrics import evaluate_method
+from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
+from weather_sr.model.downscaling_model import DownscalingModel
 
 BASELINES = ("nearest", "bilinear", "bicubic")
 

@@ -7,7 +7,7 @@ A denoiser is ``denoiser(x_t [B, C, H, W], y [B, Cy, H, W], t int64 [B]) -> eps 
 - draws noise from ``generator`` on the generator's device (CPU by default), then moves it to
   ``y``'s device; ``generator`` may be one ``torch.Generator`` or a sequence of B generators, one
   per batch row (row b's noise then comes from ``generator[b]`` alone, so a sample does not depend
-  on the batch it is computed in; see :func:`weather_sr.process.randn_like_batch`, re-exported
+  on the batch it is computed in; see :func:`weather_sr.core.process.randn_like_batch`, re-exported
   here);
 - keeps x in ``y``'s dtype (the output dtype), forms every coefficient in float64 from the
   schedule and casts it only when applied;
@@ -48,9 +48,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from weather_sr.core.process import Denoiser, Generators, randn_like_batch
+from weather_sr.core.schedule import NoiseSchedule
 from weather_sr.errors import UserError
-from weather_sr.process import Denoiser, Generators, randn_like_batch
-from weather_sr.schedule import NoiseSchedule
 
 __all__ = [
     "GENERATOR_LISTS",

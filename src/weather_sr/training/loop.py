@@ -1,4 +1,7 @@
-"""The outer training loop: resume, data loader, signals, logging, validation, checkpoints."""
+"""The outer training loop and ``train(cfg, run_dir, ...)``, which runs a whole training.
+
+Resume, data loader, signals, logging, validation and checkpoints around :class:`Trainer`.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from weather_sr import distributed as D
 from weather_sr.atomic import atomic_output
-from weather_sr.checkpoint import load_checkpoint
-from weather_sr.config import config_to_yaml
+from weather_sr.config import RunConfig, config_to_yaml
 from weather_sr.errors import UserError
-from weather_sr.train import Trainer, TrainingDivergedError, TrainResult
-from weather_sr.train_logging import RunLogger, save_sample_images
-from weather_sr.trainkit import ItemSeeded, StreamBatchSampler
+from weather_sr.model.checkpoint import load_checkpoint
+from weather_sr.training import distributed as D
+from weather_sr.training.kit import ItemSeeded, StreamBatchSampler
+from weather_sr.training.run_log import RunLogger, prepare_run_dir, save_sample_images
+from weather_sr.training.trainer import Trainer, TrainingDivergedError, TrainResult, data_kwargs
 
 
 def _loader(trainer: Trainer) -> Iterator[dict[str, torch.Tensor]]:
@@ -178,7 +181,7 @@ def run_training(
         bar.close()
         logger.close()
     if status == "interrupted" and info.is_main:
-        name = getattr(trainer, "stop_signal", "a stop request")
+        name = trainer.stop_signal or "a stop request"
         print(
             f"weather-sr train: stopped by {name} at step {trainer.step}; checkpoint saved in "
             f"{trainer.ckpt.dir}; continue with --resume",
@@ -186,3 +189,36 @@ def run_training(
         )
     D.barrier(info)
     return TrainResult(trainer.step, status, trainer.run_dir, last_saved, trainer.best_val)
+
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    bundle: Any = None,
+    callback: Callable[[Trainer], None] | None = None,
+) -> TrainResult:
+    """Run (or resume) a training; returns when finished or interrupted (SIGINT/SIGTERM).
+
+    ``bundle`` (a ``weather_sr.data.DataBundle``) skips ``build_datasets`` (tests, notebooks);
+    ``callback(trainer)`` is called after every step.
+    """
+    run_dir = Path(run_dir or cfg.output.run_dir)
+    try:
+        info = D.setup(cfg.training.device)
+    except UserError as error:  # select_device names --device; here it is the config key
+        raise UserError(str(error).replace("--device", "training.device")) from None
+    try:
+        prepare_run_dir(run_dir, resume, overwrite, info, create=False)
+        if bundle is None:
+            from weather_sr.data import build_datasets
+
+            bundle = build_datasets(**data_kwargs(cfg))
+        trainer = Trainer(cfg, run_dir, info, bundle)
+        # only now, with data and model checked, is the run folder created (or wiped)
+        prepare_run_dir(run_dir, resume, overwrite, info)
+        return run_training(trainer, resume, progress, callback)
+    finally:
+        D.teardown(info)

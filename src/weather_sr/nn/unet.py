@@ -3,7 +3,7 @@
 ``UNet.forward(x, noise_level, cond)`` concatenates ``x`` and ``cond`` along channels, embeds the
 scalar ``noise_level`` per sample (sinusoidal + MLP) and returns a field with ``out_channels``
 channels on the same grid. Whether that output is ε, x0 or anything else is the caller's business
-(see ``weather_sr.model``).
+(see ``weather_sr.model.downscaling_model``).
 
 Padding is chosen per axis: "zeros" or "reflect" for regional grids, "circular" along longitude
 (x) for global grids, so that a roll of the input along x by a multiple of 2**(levels-1) rolls the

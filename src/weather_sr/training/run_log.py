@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from weather_sr import distributed as D
 from weather_sr.atomic import atomic_output
 from weather_sr.errors import UserError
+from weather_sr.training import distributed as D
 
 FIELDS = [
     "step", "split", "loss", "loss_x", "loss_f", "lr", "grad_norm", "seconds", "nonfinite_skips",

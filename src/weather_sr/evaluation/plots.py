@@ -22,7 +22,7 @@ from matplotlib.ticker import NullFormatter
 
 from weather_sr.atomic import atomic_output
 from weather_sr.errors import UserError
-from weather_sr.metrics import to_numpy
+from weather_sr.evaluation.metrics import to_numpy
 
 PathLike = str | os.PathLike[str]
 

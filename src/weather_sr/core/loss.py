@@ -21,10 +21,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from weather_sr.core.fourier import inverse_real_fourier2, radial_frequency, real_fourier2
+from weather_sr.core.process import Denoiser, Generators, q_sample, randn_like_batch
+from weather_sr.core.schedule import NoiseSchedule
 from weather_sr.errors import UserError
-from weather_sr.fourier import inverse_real_fourier2, radial_frequency, real_fourier2
-from weather_sr.process import Denoiser, Generators, q_sample, randn_like_batch
-from weather_sr.schedule import NoiseSchedule
 
 __all__ = ["JointLoss", "joint_loss", "radial_weight"]
 
@@ -51,7 +51,7 @@ def radial_weight(
 ) -> Tensor:
     """W(nu) = 1 + gamma (nu / nu_max)^power in the 2-D F_R coefficient layout.
 
-    nu is :func:`weather_sr.fourier.radial_frequency` (cycles per grid spacing) and nu_max its
+    nu is :func:`weather_sr.core.fourier.radial_frequency` (cycles per grid spacing) and nu_max its
     largest value on this grid, so W runs from 1 (DC) to 1 + gamma. W multiplies the error
     before squaring: the squared error of a coefficient is weighted by W^2.
 

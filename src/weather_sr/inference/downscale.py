@@ -1,5 +1,6 @@
 """File to file: read LR (or HR to coarsen) fields, check them against the checkpoint, sample an
-ensemble on the HR grid with :mod:`weather_sr.infer`, write CF NetCDF with :mod:`weather_sr.output`.
+ensemble on the HR grid with :mod:`weather_sr.inference.ensemble`, write CF NetCDF with
+:mod:`weather_sr.inference.netcdf`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import xarray as xr
 from weather_sr.atomic import check_output_path
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
-from weather_sr.infer import SamplingOptions, sample_ensemble
-from weather_sr.output import (
+from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
+from weather_sr.inference.netcdf import (
     OutputGrid,
     build_dataset,
     check_finite,
@@ -152,13 +153,13 @@ def downscale(
     show_progress: bool = True,
 ) -> Path:
     """The whole ``weather-sr downscale``; returns the output path."""
-    from weather_sr.model import DownscalingModel
+    from weather_sr.model.loading import load_model
 
     if Path(output).is_dir():  # --overwrite would replace the whole folder by one file
         raise UserError(f"output {output} is a folder: give the name of a .nc file")
     check_output_path(output, overwrite)  # fail before sampling, not after
     dev = select_device(device)
-    model = DownscalingModel.from_checkpoint(checkpoint, dev)
+    model = load_model(checkpoint, dev)
     if getattr(model, "kind", "diffusion") != "diffusion":
         raise UserError(f"checkpoint {checkpoint} is a regression model: downscale samples "
                         "ensembles and needs a diffusion checkpoint")

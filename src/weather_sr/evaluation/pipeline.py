@@ -19,7 +19,7 @@ from weather_sr.atomic import atomic_output, check_output_path
 from weather_sr.config import config_from_dict
 from weather_sr.data import DataBundle, build_datasets
 from weather_sr.errors import UserError
-from weather_sr.evaluation import (
+from weather_sr.evaluation.evalset import (
     EvalSet,
     baseline_predictions,
     check_compatible,
@@ -29,14 +29,15 @@ from weather_sr.evaluation import (
     run_folder,
     score,
 )
-from weather_sr.infer import SamplingOptions
-from weather_sr.model import DownscalingModel
-from weather_sr.report import write_report
+from weather_sr.evaluation.report import write_report
+from weather_sr.inference.ensemble import SamplingOptions
+from weather_sr.model.downscaling_model import DownscalingModel
+from weather_sr.model.loading import load_model
 
 
 def bundle_for(model: DownscalingModel, data_path: str | None) -> DataBundle:
     """Datasets built exactly as for the checkpoint's training run, optionally on other files."""
-    from weather_sr.train import data_kwargs
+    from weather_sr.training.trainer import data_kwargs
 
     cfg = config_from_dict(model.meta["config"], source="checkpoint config")
     if data_path is not None:
@@ -77,7 +78,7 @@ def evaluate_checkpoints(
     if not checkpoints:
         raise UserError("give at least one --checkpoint")
     check_output_path(out, overwrite, what="report folder")  # fail before sampling, not after
-    models = [DownscalingModel.from_checkpoint(c, device) for c in checkpoints]
+    models = [load_model(c, device) for c in checkpoints]
     data = load_split(bundle_for(models[0], data_path), split, max_fields)
     for path, model in zip(checkpoints, models, strict=True):
         check_compatible(model, data, str(path))  # every checkpoint, before any sampling

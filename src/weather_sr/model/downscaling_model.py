@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from weather_sr.schedule import gather
-from weather_sr.unet import UNet
+from weather_sr.core.schedule import gather
+from weather_sr.nn.unet import UNet
 
 PREDICTIONS = ("epsilon", "v")
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -178,14 +177,14 @@ class DownscalingModel:
     ) -> torch.Tensor:
         """cond [B, Cy, H, W] normalised -> one sample per row [B, C, H, W] (normalised HR).
 
-        ``sampler`` is a name in ``weather_sr.sampling.SAMPLERS`` or a sampler function; ``steps``
-        is passed when the sampler takes it; extra ``kwargs`` (eta, x_T, progress, ...) go to the
-        sampler. ``denoiser_wrapper`` (e.g. tiling) wraps the denoiser. Regression models ignore
-        the sampler and return their prediction.
+        ``sampler`` is a name in ``weather_sr.core.sampling.SAMPLERS`` or a sampler function;
+        ``steps`` is passed when the sampler takes it; extra ``kwargs`` (eta, x_T, progress, ...)
+        go to the sampler. ``denoiser_wrapper`` (e.g. tiling) wraps the denoiser. Regression
+        models ignore the sampler and return their prediction.
         """
         if self.kind == "regression":
             return self.predict(cond)
-        from weather_sr import sampling
+        from weather_sr.core import sampling
 
         fn = sampling.SAMPLERS[sampler] if isinstance(sampler, str) else sampler
         if steps is not None and "steps" in inspect.signature(fn).parameters:
@@ -210,16 +209,3 @@ class DownscalingModel:
         if self.regression is not None:
             self.regression.eval()
         return self
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | Path, device: torch.device | str = "cpu", ema: bool = True
-    ) -> DownscalingModel:
-        """Load a training checkpoint (safely, weights only) into an eval-mode model on ``device``.
-
-        ``ema=True`` uses the EMA weights (what validation and inference should use).
-        """
-        from weather_sr.checkpoint import load_checkpoint, model_from_payload
-
-        payload = load_checkpoint(path)
-        return model_from_payload(payload, ema=ema, source=str(path)).to(device).eval()
