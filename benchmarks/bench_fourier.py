@@ -29,7 +29,7 @@ from weather_sr.core.fourier import (
 
 def explicit_matrix(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The n x n matrix of F_R, as the columns F_R e_j (tests/test_fourier.py proves it equals the
-    matrix built row by row from DESIGN.md section 2); only its product is timed here."""
+    matrix built row by row from docs/method.md §2); only its product is timed here."""
     eye = torch.eye(n, dtype=torch.float64)
     return real_fourier(eye, dim=0).to(dtype=dtype, device=device)
 

@@ -206,6 +206,7 @@ DOWNSCALE_CASES = {
                                                         "--overwrite"]),
     "members 0": ([*DOWNSCALE, "--members", "0"], ["--members 0"]),
     "steps 0": ([*DOWNSCALE, "--steps", "0"], ["--steps 0"]),
+    "steps above T": (ds_args(steps="21"), ["--steps 21", "1..20"]),
     "eta out of range": ([*DOWNSCALE, "--eta", "2"], ["--eta 2"]),
     "device unknown": ([*DOWNSCALE, "--device", "tpu"], ["--device 'tpu'"]),
     "target grid unreadable": ([*DOWNSCALE, "--target-grid", "{bad}/text.nc"],
@@ -262,7 +263,7 @@ TRAIN_CASES = {
     "run dir exists": (["train", "--config", "{cfg}", "--run-dir", "{bad}/existing",
                         "--no-progress"], ["existing", "already exists", "--overwrite"]),
     "overwrite with bad data keeps the old run": (
-        ["train", "--config", "{cfg}", "--run-dir", "{bad}/existing", "--overwrite",
+        ["train", "--config", "{cfg}", "--run-dir", "{run}", "--overwrite",
          "data.path={bad}/allnan.nc", "--no-progress"], ["allnan.nc"]),
     "resume with other variables": (["train", "--run-dir", "{run}", "--resume", "--no-progress",
                                      "training.steps=3", "data.variables=[z]"],

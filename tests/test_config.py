@@ -43,7 +43,7 @@ def test_defaults_and_typed_overrides() -> None:
     assert isinstance(cfg.diffusion.lam, float)  # int accepted for float, converted
     assert cfg.model.channel_mults == [1, 2] and cfg.data.patch_size == [32, 64]
     assert cfg.training.lr == pytest.approx(1e-4)  # YAML 1.1 reads 1e-4 as a string
-    assert cfg.diffusion.target == "residual"  # DESIGN §6: residual is the default target
+    assert cfg.diffusion.target == "residual"  # docs/method.md §5: residual is the default target
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:

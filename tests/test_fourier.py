@@ -1,4 +1,4 @@
-"""F_R against the explicit matrix built row by row from DESIGN.md section 2, and its identities."""
+"""F_R against the explicit matrix built row by row from docs/method.md §2, and its identities."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from weather_sr.core.fourier import (
     inverse_real_fourier,
     inverse_real_fourier2,
     radial_frequency,
-    radial_power_spectrum,
     real_fourier,
     real_fourier2,
     wavenumbers,
@@ -106,7 +105,8 @@ def test_planted_waves_land_on_the_right_coefficient(n: int) -> None:
     m = torch.arange(n, dtype=torch.float64)
     k = 3
     theta = 2 * math.pi * k * m / n
-    # cos(-theta) = cos(theta) is the cos row; sin(-theta) = -sin(theta) is the sin row (seed signs)
+    # cos(-theta) = cos(theta) is the cos row; sin(-theta) = -sin(theta) is the sin row (the
+    # founding derivation's signs)
     c_cos = real_fourier(torch.cos(theta))
     c_sin = real_fourier(torch.sin(theta))
     expected = math.sqrt(n / 2)  # <row, row> / ||row|| with rows of norm 1 and amplitude sqrt(n/2)
@@ -142,23 +142,6 @@ def test_wavenumbers_and_radial_frequency() -> None:
     assert nu[0, 0] == 0
     assert nu[3, 5].item() == pytest.approx(math.sqrt(0.5))  # both Nyquist
     assert nu[1, 0].item() == pytest.approx(0.25) and nu[0, 2].item() == pytest.approx(1 / 6)
-
-
-def test_radial_power_spectrum_white_noise_and_planted_wave() -> None:
-    noise = 2.0 * torch.randn(400, 32, 48, generator=_gen(3), dtype=torch.float64)
-    freq, power = radial_power_spectrum(noise)
-    assert freq.tolist() == [k / 32 for k in range(17)]
-    assert power.shape == (400, 17)
-    # white noise of variance 4 has power 4 in every bin (averaged over fields)
-    torch.testing.assert_close(
-        power.mean(0)[1:], torch.full((16,), 4.0, dtype=torch.float64), atol=0.3, rtol=0
-    )
-    # a pure wave with k_x = 12 on a 32 x 48 grid (nu = 0.25) puts all its power in bin 8
-    xx = torch.arange(48, dtype=torch.float64)
-    wave = torch.cos(2 * math.pi * 12 * xx / 48).expand(32, 48)
-    _, p = radial_power_spectrum(wave)
-    assert p.argmax().item() == 8
-    assert p[torch.arange(17) != 8].abs().max() < 1e-20
 
 
 def test_non_contiguous_and_empty_inputs() -> None:

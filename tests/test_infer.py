@@ -120,6 +120,31 @@ def test_same_members_whatever_batch_and_tiles(sampler: str, steps: int, eta: fl
     assert float((other - ref).abs().max()) > 1e-3  # the seed matters
 
 
+def test_sampling_options_are_checked_naming_the_option() -> None:
+    from weather_sr.core.schedule import linear_schedule
+
+    bad = [({"sampler": "euler"}, "--sampler 'euler'"), ({"steps": 0}, "--steps 0"),
+           ({"sampler": "dpmpp_2m", "steps": 2.5}, "--steps 2.5"), ({"eta": 1.5}, "--eta 1.5"),
+           ({"batch_size": 0}, "--batch-size 0"), ({"tile": -8}, "--tile -8"),
+           ({"overlap": -1}, "--overlap -1")]
+    for changes, words in bad:
+        with pytest.raises(UserError, match=words):
+            SamplingOptions(**changes)
+    # what sampling accepted before stays accepted: ancestral ignores steps, eta is DDIM's
+    # alone, tile 0 means no tiling, an overlap >= tile is clamped to tile - 1
+    SamplingOptions(sampler="ancestral", steps=0, eta=3.0)
+    SamplingOptions(sampler="dpmpp_2m", eta=2.0)
+    SamplingOptions(tile=0)
+    SamplingOptions(tile=8, overlap=32)
+    # steps <= T is checked where T is known
+    model = ConvModel(linear_schedule(12, 1e-3, 0.2))
+    cond = torch.zeros(1, 2, 8, 8)
+    with pytest.raises(UserError, match=r"--steps 13: the ddim sampler takes 1\.\.12 steps"):
+        sample_ensemble(model, cond, SamplingOptions(sampler="ddim", steps=13))
+    assert sample_ensemble(model, cond, SamplingOptions(sampler="ancestral", steps=13)).shape == (
+        1, 1, 2, 8, 8)
+
+
 def test_tiled_sampling_bounds_network_input() -> None:
     from weather_sr.core.schedule import linear_schedule
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from weather_sr.core.fourier import inverse_real_fourier2, real_fourier2
-from weather_sr.core.loss import joint_loss, radial_weight
+from weather_sr.core.loss import joint_loss, masked_mean, radial_weight
 from weather_sr.core.schedule import make_schedule
 from weather_sr.errors import UserError
 
@@ -94,9 +94,11 @@ def test_radial_weight_layout_and_errors() -> None:
     assert w[0, 0] == 1.0 and w.max().item() == pytest.approx(3.0)
     assert w[7, 5].item() == pytest.approx(3.0)  # both Nyquist: nu = nu_max
     assert torch.equal(radial_weight(1, 1, 2.0, 2.0), torch.ones(1, 1))
-    with pytest.raises(UserError, match="gamma"):
+    # core says what it expected; the config (diffusion.gamma, diffusion.power) names the key
+    with pytest.raises(ValueError, match="expected gamma >= 0") as info:
         radial_weight(4, 4, gamma=-1.0, power=2.0)
-    with pytest.raises(UserError, match="power"):
+    assert not isinstance(info.value, UserError)
+    with pytest.raises(ValueError, match="expected power > 0"):
         radial_weight(4, 4, gamma=1.0, power=0.0)
 
 
@@ -113,8 +115,9 @@ def test_one_batched_call_and_lam_zero_skips_fourier_branch(data) -> None:
     assert torch.equal(out0.loss_f, torch.zeros(B, dtype=torch.float64))
     # same generator stream: t and eps_x are drawn first, so L_x is the same with or without L_f
     torch.testing.assert_close(out0.loss_x, out.loss_x)
-    with pytest.raises(UserError, match="lam"):
+    with pytest.raises(ValueError, match="expected lam >= 0") as info:
         joint_loss(den, x0, y, sch, lam=-1.0)
+    assert not isinstance(info.value, UserError)
 
 
 def test_gradients_are_finite(data) -> None:
@@ -169,3 +172,25 @@ def test_drawn_t_in_range_and_reproducible(data) -> None:
     t = seen[0]
     assert torch.equal(t[:B], t[B:])  # one t per sample, shared by both branches
     assert t.dtype == torch.long and int(t.min()) >= 1 and int(t.max()) <= 5
+
+
+def test_masked_mean() -> None:
+    values = torch.arange(24, dtype=torch.float64).view(2, 3, 4)
+    torch.testing.assert_close(masked_mean(values, None), values.flatten(1).mean(1))
+    mask = torch.zeros(2, 1, 4, dtype=torch.float64)
+    mask[0, :, :2] = 1  # sample 0: columns 0, 1 valid; sample 1: nothing valid -> 0
+    expected = torch.tensor([float(values[0, :, :2].mean()), 0.0], dtype=torch.float64)
+    torch.testing.assert_close(masked_mean(values, mask), expected)
+    # apply_mask=False: the values already carry the mask; their sum over the valid count
+    torch.testing.assert_close(masked_mean(values, mask, apply_mask=False)[0],
+                               values[0].sum() / 6)
+
+
+def test_per_row_generators_draw_t_and_noise_per_sample(data) -> None:
+    # with one generator per sample, a sample's loss does not depend on the batch it is in
+    x0, y = data
+    sch = make_schedule("linear", 50)
+    den = TinyDenoiser(kernel=1)
+    whole = joint_loss(den, x0, y, sch, lam=1.0, generator=[_gen(20), _gen(21), _gen(22)])
+    alone = joint_loss(den, x0[1:2], y[1:2], sch, lam=1.0, generator=[_gen(21)])
+    torch.testing.assert_close(whole.loss[1:2], alone.loss)

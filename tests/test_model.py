@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from weather_sr.core.process import eps_to_x0, q_sample
+from weather_sr.core.sampling import timesteps
 from weather_sr.core.schedule import make_schedule
 from weather_sr.model.downscaling_model import DownscalingModel
+from weather_sr.nn.precond import PREDICTIONS, Precond
 
 SCHEDULE = make_schedule("linear", 1000)
 
@@ -71,11 +73,44 @@ def test_target_scale_round_trip_and_sample_adds_the_scaled_draw() -> None:
     z0 = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(3))
     cond = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(4))
 
-    def draw(denoiser: object, y: object, schedule: object, generator: object = None,
-             shape: object = None) -> torch.Tensor:
+    grids: list[list[int]] = []
+
+    def draw(denoiser: object, y: object, schedule: object, ts: list[int], *,
+             generator: object = None, shape: object = None) -> torch.Tensor:
+        grids.append(ts)
         return z0
 
     torch.testing.assert_close(model.sample(cond, draw), cond + z0 * scale.view(1, 2, 1, 1))
+    assert grids == [timesteps(SCHEDULE, 50)]  # a sampler function gets the trailing grid
+
+
+def test_denoiser_is_a_precond_module_and_checkpoints_keep_the_unet_keys() -> None:
+    from weather_sr.config import RunConfig, config_to_dict
+    from weather_sr.model.downscaling_model import build_unet
+
+    cfg = config_to_dict(RunConfig())["model"]
+    cfg.update(base_channels=8, channel_mults=[1, 2], num_res_blocks=1, mid_attention=False,
+               groups=4)
+    net = build_unet(cfg, 2, 2, False)
+    keys = list(net.state_dict())
+    for prediction in PREDICTIONS:
+        model = DownscalingModel(net, kind="diffusion", target="residual", channels=2,
+                                 schedule=SCHEDULE, prediction=prediction)
+        den = model.denoiser
+        assert isinstance(den, Precond) and den.backbone is net
+        assert list(model.net.state_dict()) == keys  # what checkpoints save: no "backbone."
+        assert list(den.state_dict()) == [f"backbone.{k}" for k in keys]
+        assert not list(den.parameters(recurse=False)) and not list(den.buffers(recurse=False))
+        x_t = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(6))
+        t = torch.tensor([3, 700])
+        with torch.no_grad():
+            out = net(x_t, t.float(), x_t)
+            want = out if prediction == "epsilon" else (
+                (1 - SCHEDULE.alpha_bars[t]).sqrt().float().view(-1, 1, 1, 1) * x_t
+                + SCHEDULE.alpha_bars[t].sqrt().float().view(-1, 1, 1, 1) * out)
+            torch.testing.assert_close(den(x_t, x_t, t), want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="schedule"):
+        Precond(net, None, "v")
 
 
 def test_bad_prediction_or_scale_is_refused() -> None:

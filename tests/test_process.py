@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from weather_sr.core.process import (
     eps_to_x0,
     posterior_mean_variance,
     q_sample,
+    randint_batch,
     randn_like_batch,
     x0_to_eps,
 )
@@ -83,3 +85,18 @@ def test_randn_like_batch_per_row_generators() -> None:
         torch.testing.assert_close(batch[b], torch.randn(2, 4, generator=_gen(seed)))
     one = randn_like_batch((3, 2, 4), _gen(10), "cpu", torch.float32)
     torch.testing.assert_close(one, torch.randn(3, 2, 4, generator=_gen(10)))
+
+
+def test_randint_batch_draws_like_randn_like_batch() -> None:
+    # one generator: one randint((n,)); a list: entry b alone from generator b (what the joint
+    # loss draws its t with, so t does not depend on the batch either)
+    one = randint_batch(1, 51, 4, _gen(3), "cpu")
+    assert one.dtype == torch.long
+    assert torch.equal(one, torch.randint(1, 51, (4,), generator=_gen(3)))
+    rows = randint_batch(1, 51, 3, [_gen(4), _gen(5), _gen(6)], "cpu")
+    expected = torch.cat([torch.randint(1, 51, (1,), generator=_gen(s)) for s in (4, 5, 6)])
+    assert torch.equal(rows, expected)
+    for draw in (lambda g: randint_batch(1, 5, 3, g, "cpu"),
+                 lambda g: randn_like_batch((3, 2), g, "cpu", torch.float32)):
+        with pytest.raises(ValueError, match="2 generators for a batch of 3"):
+            draw([_gen(1), _gen(2)])

@@ -37,7 +37,7 @@ def randn(shape: list[int], dtype: torch.dtype, seed: int) -> torch.Tensor:
 
 
 def explicit_matrix(n: int) -> torch.Tensor:
-    """F_R row by row (DESIGN section 2): DC, then cos and sin rows of k = 1..n//2 (no Nyquist
+    """F_R row by row (docs/method.md §2): DC, then cos and sin rows of k = 1..n//2 (no Nyquist
     sin), orthonormal scaling."""
     m = torch.arange(n, dtype=torch.float64)
     rows = [torch.full((n,), 1.0 / math.sqrt(n), dtype=torch.float64)]

@@ -17,11 +17,15 @@ import pytest
 import torch
 
 from weather_sr.core.sampling import (
+    DEFAULT_SPACING,
+    SAMPLER_NAMES,
     SAMPLERS,
     network_evaluations,
     sample_ancestral,
     sample_ddim,
     sample_dpmpp_2m,
+    sampler_kwargs,
+    sampler_timesteps,
     timesteps,
 )
 from weather_sr.core.schedule import NoiseSchedule, make_schedule
@@ -33,6 +37,11 @@ SHAPE = (4, 1, 64, 64)  # 16384 independent pixels
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def run(name: str, den, y: torch.Tensor, sch: NoiseSchedule, steps: int | None = None, **kw):
+    """Sampler ``name`` on its own grid for ``steps`` (the way every caller runs one)."""
+    return SAMPLERS[name](den, y, sch, sampler_timesteps(name, sch, steps), **kw)
 
 
 def gaussian_denoiser(schedule: NoiseSchedule, s: float = S):
@@ -124,7 +133,7 @@ def _exact_variance(sch: NoiseSchedule, name: str, kw: dict) -> float:
 @pytest.mark.parametrize(("name", "kw", "tol", "why"), CASES)
 def test_gaussian_data_moments(setup, name: str, kw: dict, tol: float, why: str) -> None:
     sch, m = setup
-    x = SAMPLERS[name](gaussian_denoiser(sch), m, sch, shape=SHAPE, generator=_gen(1), **kw)
+    x = run(name, gaussian_denoiser(sch), m, sch, shape=SHAPE, generator=_gen(1), **kw)
     z = (x - m) / S
     n = z.numel()
     exact = _exact_variance(sch, name, kw) / S**2
@@ -139,7 +148,7 @@ def test_gaussian_data_moments(setup, name: str, kw: dict, tol: float, why: str)
 def test_deterministic_samplers_equal_their_exact_affine_map(setup, name: str, kw: dict) -> None:
     sch, m = setup
     x_t = torch.randn(SHAPE, generator=_gen(5), dtype=torch.float64)
-    x = SAMPLERS[name](gaussian_denoiser(sch), m, sch, x_T=x_t, **kw)
+    x = run(name, gaussian_denoiser(sch), m, sch, x_T=x_t, **kw)
     if name == "ddim":
         taus = timesteps(sch, kw["steps"])
         k = math.prod(
@@ -173,15 +182,14 @@ def test_reproducibility_and_generator_lists() -> None:
     den = gaussian_denoiser(sch)
     y = torch.zeros(3, 1, 8, 8)
     for name, kw in [("ancestral", {}), ("ddim", {"steps": 10, "eta": 1.0})]:
-        fn = SAMPLERS[name]
-        a = fn(den, y, sch, shape=y.shape, generator=_gen(1), **kw)
-        b = fn(den, y, sch, shape=y.shape, generator=_gen(1), **kw)
-        c = fn(den, y, sch, shape=y.shape, generator=_gen(2), **kw)
+        a = run(name, den, y, sch, shape=y.shape, generator=_gen(1), **kw)
+        b = run(name, den, y, sch, shape=y.shape, generator=_gen(1), **kw)
+        c = run(name, den, y, sch, shape=y.shape, generator=_gen(2), **kw)
         assert torch.equal(a, b)
         assert (a - c).abs().mean() > 0.1
         # one generator per row: row 1 does not depend on the batch it is sampled in
-        rows = fn(den, y, sch, shape=y.shape, generator=[_gen(7), _gen(8), _gen(9)], **kw)
-        alone = fn(den, y[:1], sch, shape=(1, 1, 8, 8), generator=[_gen(8)], **kw)
+        rows = run(name, den, y, sch, shape=y.shape, generator=[_gen(7), _gen(8), _gen(9)], **kw)
+        alone = run(name, den, y[:1], sch, shape=(1, 1, 8, 8), generator=[_gen(8)], **kw)
         torch.testing.assert_close(rows[1:2], alone)
 
 
@@ -203,10 +211,11 @@ def test_progress_calls_dtype_and_shape_from_x_t(name: str, kw: dict, n_evals: i
 
     y = torch.zeros(2, 1, 6, 5, dtype=torch.float32)
     x_t = torch.randn(2, 1, 6, 5, generator=_gen(0), dtype=torch.float64)
-    out = SAMPLERS[name](den, y, sch, x_T=x_t, progress=lambda i, n: calls.append((i, n)), **kw)
+    out = run(name, den, y, sch, x_T=x_t, progress=lambda i, n: calls.append((i, n)), **kw)
     assert out.shape == (2, 1, 6, 5) and out.dtype == torch.float32
     assert calls == [(i, n_evals) for i in range(1, n_evals + 1)]
-    assert n_net == n_evals == network_evaluations(name, kw.get("steps"), sch.T)
+    assert n_net == n_evals == network_evaluations(name, sch, kw.get("steps"))
+    assert n_evals == len(sampler_timesteps(name, sch, kw.get("steps")))
 
 
 def test_timesteps_properties() -> None:
@@ -221,19 +230,99 @@ def test_timesteps_properties() -> None:
     assert timesteps(make_schedule("linear", 1000), 4) == [1000, 750, 500, 250]
 
 
-def test_bad_options_raise_user_error() -> None:
+def test_sampler_grids_and_own_options() -> None:
+    sch = make_schedule("cosine", 40)
+    assert SAMPLER_NAMES == tuple(SAMPLERS) == ("ancestral", "ddim", "dpmpp_2m")
+    # the default spacing of each sampler; ancestral runs every step whatever steps says
+    assert DEFAULT_SPACING == {"ancestral": None, "ddim": "trailing", "dpmpp_2m": "logsnr"}
+    assert sampler_timesteps("ancestral", sch, 5) == list(range(40, 0, -1))
+    assert sampler_timesteps("ddim", sch, 5) == timesteps(sch, 5, "trailing")
+    assert sampler_timesteps("dpmpp_2m", sch, 5) == timesteps(sch, 5, "logsnr")
+    assert sampler_timesteps("ddim", sch, 5, "logsnr") == timesteps(sch, 5, "logsnr")
+    assert sampler_timesteps("ddim", sch) == list(range(40, 0, -1))  # steps None: every step
+    assert network_evaluations("ancestral", sch, 5) == 40
+    assert network_evaluations("dpmpp_2m", sch, 7) == 7
+    # only DDIM has an eta
+    assert sampler_kwargs("ddim", eta=0.3) == {"eta": 0.3}
+    assert sampler_kwargs("ancestral", eta=0.3) == sampler_kwargs("dpmpp_2m", eta=0.3) == {}
+    # every sampler takes the same call: (denoiser, y, schedule, ts, *, x_T, shape, generator,
+    # progress) plus its own options
+    den = gaussian_denoiser(sch)
+    y = torch.zeros(2, 1, 4, 4)
+    for name in SAMPLER_NAMES:
+        out = SAMPLERS[name](den, y, sch, sampler_timesteps(name, sch, 3), x_T=None,
+                             shape=y.shape, generator=_gen(0), progress=None,
+                             **sampler_kwargs(name, eta=0.5))
+        assert out.shape == y.shape
+    # an explicit ancestral grid may start below T (consecutive steps down to 1)
+    x_t = torch.randn(2, 1, 4, 4, generator=_gen(3))
+    part = sample_ancestral(den, y, sch, range(10, 0, -1), x_T=x_t, generator=_gen(4))
+    assert part.shape == y.shape and bool(torch.isfinite(part).all())
+
+
+def test_bad_options_raise_value_error_naming_no_config_key() -> None:
     sch = make_schedule("linear", 20)
     den = gaussian_denoiser(sch)
     y = torch.zeros(1, 1, 4, 4)
-    with pytest.raises(UserError, match="eta"):
-        sample_ddim(den, y, sch, steps=5, eta=1.5, shape=y.shape)
-    with pytest.raises(UserError, match="steps"):
-        sample_dpmpp_2m(den, y, sch, steps=21, shape=y.shape)
-    with pytest.raises(UserError, match="variance"):
-        sample_ancestral(den, y, sch, variance="sigma", shape=y.shape)
-    with pytest.raises(UserError, match="spacing"):
-        sample_ddim(den, y, sch, steps=5, spacing="quadratic", shape=y.shape)
-    with pytest.raises(UserError, match="sampler"):
-        network_evaluations("euler", 10, 20)
-    with pytest.raises(ValueError, match="x_T or shape"):
-        sample_ddim(den, y, sch, steps=5)
+    cases = [
+        ("eta", lambda: sample_ddim(den, y, sch, timesteps(sch, 5), eta=1.5, shape=y.shape)),
+        ("steps", lambda: timesteps(sch, 21)),
+        ("steps", lambda: sampler_timesteps("dpmpp_2m", sch, 0)),
+        ("variance", lambda: sample_ancestral(den, y, sch, variance="sigma", shape=y.shape)),
+        ("spacing", lambda: timesteps(sch, 5, "quadratic")),
+        ("sampler", lambda: network_evaluations("euler", sch, 10)),
+        ("sampler", lambda: sampler_timesteps("euler", sch, 10)),
+        ("strictly decreasing", lambda: sample_ddim(den, y, sch, [5, 5, 1], shape=y.shape)),
+        ("strictly decreasing", lambda: sample_dpmpp_2m(den, y, sch, [21, 3], shape=y.shape)),
+        ("strictly decreasing", lambda: sample_dpmpp_2m(den, y, sch, [], shape=y.shape)),
+        ("consecutive", lambda: sample_ancestral(den, y, sch, [20, 10, 1], shape=y.shape)),
+        ("x_T or shape", lambda: sample_ddim(den, y, sch, timesteps(sch, 5))),
+    ]
+    for word, call in cases:
+        with pytest.raises(ValueError, match=word) as info:
+            call()
+        assert not isinstance(info.value, UserError), word
+        assert "expected" in str(info.value) or word == "x_T or shape", str(info.value)
+    with pytest.raises(TypeError):
+        sample_ddim(den, y, sch, [5.5, 1], shape=y.shape)
+
+
+def test_one_list_of_sampler_names_for_cli_and_config(tmp_path, monkeypatch) -> None:
+    """downscale's --sampler choices, evaluate's and demo's checks and the config's
+    diffusion.val_sampler accept exactly SAMPLER_NAMES."""
+    import argparse
+    import typing
+
+    import weather_sr.demo
+    from weather_sr.cli import build_parser, main
+    from weather_sr.commands.evaluate import sampling_options
+    from weather_sr.config import DiffusionConfig, load_config
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("downscale", "evaluate", "demo"):
+        actions = {a.dest: a for a in sub.choices[command]._actions}
+        choices = actions["sampler"].choices
+        assert choices is None or tuple(choices) == SAMPLER_NAMES, command
+    ds = ["downscale", "--checkpoint", "c.pt", "--input", "i.nc", "--output", "o.nc"]
+    for name in SAMPLER_NAMES:
+        assert parser.parse_args([*ds, "--sampler", name]).sampler == name
+        args = parser.parse_args(["evaluate", "--checkpoint", "c.pt", "--out", "r",
+                                  "--sampler", name])
+        assert sampling_options(args).sampler == name
+        cfg = load_config(None, ["data.variables=[t2m]", f"diffusion.val_sampler={name}"])
+        assert cfg.diffusion.val_sampler == name
+    assert typing.get_args(typing.get_type_hints(DiffusionConfig)["val_sampler"]) == SAMPLER_NAMES
+    with pytest.raises(SystemExit):
+        parser.parse_args([*ds, "--sampler", "euler"])
+    with pytest.raises(UserError, match="--sampler 'euler'"):
+        sampling_options(parser.parse_args(["evaluate", "--checkpoint", "c.pt", "--out", "r",
+                                            "--sampler", "euler"]))
+    with pytest.raises(UserError, match="val_sampler"):
+        load_config(None, ["data.variables=[t2m]", "diffusion.val_sampler=euler"])
+    ran: list[str] = []
+    monkeypatch.setattr(weather_sr.demo, "run_demo", lambda out, **kw: ran.append(kw["sampler"]))
+    for name in (*SAMPLER_NAMES, "euler"):
+        code = main(["demo", "--device", "cpu", "--out", str(tmp_path / name), "--sampler", name])
+        assert code == (2 if name == "euler" else 0), name
+    assert ran == list(SAMPLER_NAMES)

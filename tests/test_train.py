@@ -127,10 +127,18 @@ def test_run_dir_is_protected(data_path: Path, bundle, tmp_path: Path) -> None:
     (run / "keep.txt").write_text("x")
     with pytest.raises(UserError, match="already exists: pass --overwrite"):
         train(cfg, run, progress=False, bundle=bundle)
-    with pytest.raises(UserError, match="no checkpoints to resume"):
+    with pytest.raises(UserError, match="no complete checkpoint yet"):
         train(cfg, run, resume=True, progress=False, bundle=bundle)
-    assert train(cfg, run, overwrite=True, progress=False, bundle=bundle).step == 1
-    assert not (run / "keep.txt").exists()
+    # --overwrite replaces only a folder that weather-sr created (it carries the marker file)
+    with pytest.raises(UserError, match="not a weather-sr run folder"):
+        train(cfg, run, overwrite=True, progress=False, bundle=bundle)
+    assert (run / "keep.txt").read_text() == "x"
+    own = tmp_path / "own"
+    assert train(cfg, own, progress=False, bundle=bundle).step == 1
+    (own / "extra.txt").write_text("x")
+    assert train(cfg, own, overwrite=True, progress=False, bundle=bundle).step == 1
+    assert not (own / "extra.txt").exists() and (own / ".weather-sr").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["own", "run"]  # no temp folder left
 
 
 def test_checkpoint_loading_is_safe(tmp_path: Path) -> None:
@@ -195,8 +203,8 @@ def test_regression_then_corrdiff_residual(data_path: Path, bundle, tmp_path: Pa
     assert s1.shape == cond.shape and torch.isfinite(s1).all()
     torch.testing.assert_close(s1, s2)
     del g
-    assert dm.meta["channels"] == ["t2m"] and dm.meta["scale_factor"] == 4
-    assert dm.meta["normalizer"]["kind"] == "channel"
+    assert dm.meta.channels == ("t2m",) and dm.meta.scale_factor == 4
+    assert dm.meta.normalizer["kind"] == "channel"
     # the diffusion target's scale: RMS of (hr - regression mean) over the seeded training
     # patches (patch k drawn with seed + its position), recomputed here by hand
     assert dm.prediction == "v" and model.target_scale.tolist() == [1.0]

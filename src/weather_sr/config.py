@@ -235,6 +235,36 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the
+    last silently, so a second ``training:`` section would drop the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                hash(key)
+            except TypeError:  # a complex key: PyYAML itself refuses it
+                continue
+            if key in seen:
+                raise DuplicateKeyError(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r} at line {line} (first at line {first})")
+        self.key, self.line, self.first = key, line, first
+
+
+def read_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (:class:`DuplicateKeyError`)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+
+
 PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
@@ -255,9 +285,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = resolve_config_path(path)
         source = str(path)
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            raw = read_yaml(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise UserError(f"config file {path} does not exist") from None
+        except DuplicateKeyError as error:
+            raise UserError(
+                f"config file {path}: key {error.key!r} appears twice (line {error.first} and "
+                f"line {error.line}): merge them into one"
+            ) from None
         except yaml.YAMLError as error:
             raise UserError(
                 f"config file {path} is not valid YAML ({_yaml_problem(error)}): fix the file"
@@ -369,5 +404,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     )
     for name in ("log_every", "val_every", "checkpoint_every", "keep_last"):
         r(getattr(t, name) >= 1, f"training.{name} = {getattr(t, name)} must be >= 1")
+    for name, seed in (("data.seed", d.seed), ("training.seed", t.seed)):
+        r(0 <= seed < 2**63, f"{name} = {seed} must be in 0..2**63-1")
     for name in ("num_workers", "val_batches", "val_images", "max_nonfinite_skips"):
         r(getattr(t, name) >= 0, f"training.{name} = {getattr(t, name)} must be >= 0")

@@ -4,14 +4,14 @@ Trains, with the same budget in network evaluations,
 
 - ``regression``: the deterministic baseline (same backbone, MSE on x0);
 - ``diffusion_lam0``: the plain noise-prediction loss (λ = 0);
-- ``diffusion_lam1_w1``: the seed's joint loss (λ = 1, W ≡ 1);
+- ``diffusion_lam1_w1``: the founding derivation's joint loss (λ = 1, W ≡ 1);
 - ``diffusion_lam1_radial``: λ = 1 with the radial weight w(ν) = 1 + γ (ν/ν_max)^p;
 
 then downscales the test split with ensembles, scores everything against the nearest, bilinear
 and bicubic baselines and writes the report (with the regression network's RMSE by split, which
 shows how much harder the test fields are than the training fields). The diffusion models learn
-the residual over the regression model's prediction (CorrDiff-style, DESIGN section 6), so they
-all share one trained regression model.
+the residual over the regression model's prediction (CorrDiff, Mardani et al. 2023; docs/method.md
+§5), so they all share one trained regression model.
 
 Equal budget: a λ = 1 step evaluates the network on 2B fields (two branches), a λ = 0 or
 regression step on B; so the λ = 0 and regression runs use batch 2B.
@@ -32,12 +32,12 @@ from weather_sr.errors import UserError
 from weather_sr.inference.ensemble import SamplingOptions
 
 IDENTITY = (
-    "**What the mathematics says (DESIGN section 3).** F_R is orthogonal, so with W ≡ 1 the "
-    "Fourier term equals ‖F_R⁻¹ε_f − ε_θ(x_t^f)‖², and F_R⁻¹ε_f is itself N(0, I): the seed's "
-    "objective (λ = 1, W ≡ 1) trains exactly what λ = 0 trains, with twice the noise draws per "
-    "field. Any difference between those two rows is sampling noise of training, not a spectral "
-    "effect. Only W ≠ 1 (the radial row) can move the model's errors between scales; whether "
-    "that helps is measured below, not assumed."
+    "**What the mathematics says (docs/method.md §4).** F_R is orthogonal, so with W ≡ 1 the "
+    "Fourier term equals ‖F_R⁻¹ε_f − ε_θ(x_t^f)‖², and F_R⁻¹ε_f is itself N(0, I): the founding "
+    "derivation's objective (λ = 1, W ≡ 1) trains exactly what λ = 0 trains, with twice the "
+    "noise draws per field. Any difference between those two rows is sampling noise of training, "
+    "not a spectral effect. Only W ≠ 1 (the radial row) can move the model's errors between "
+    "scales; whether that helps is measured below, not assumed."
 )
 
 
@@ -102,17 +102,56 @@ def _yaml(value: Any) -> str:
 
 def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto",
              overwrite: bool = False, sampler: str = "dpmpp_2m") -> Path:
-    """Train the four runs into ``out/runs``, evaluate into ``out/report``; return report.md."""
-    from weather_sr.atomic import check_output_path
+    """Train the four runs into ``out/runs``, evaluate into ``out/report``; return report.md.
+
+    ``out`` is created with weather-sr's marker; with ``overwrite`` an existing demo folder (it
+    must carry the marker) is replaced only once the new one is complete (built beside it).
+    A failed or interrupted demo leaves nothing behind.
+    """
+    from weather_sr.atomic import (
+        check_output_path,
+        create_folder,
+        remove_folder,
+        replace_folder,
+        sibling_folder,
+    )
     from weather_sr.devices import select_device
+
+    out = Path(out)
+    check_demo_target(out)
+    check_output_path(out, overwrite, what="demo folder", marker="demo", option="--out")
+    budget = QUICK if quick else FULL
+    dev = select_device(device)
+    replace = overwrite and out.exists()
+    work = (sibling_folder(out, "demo", "demo folder") if replace
+            else create_folder(out, "demo", "demo folder", "--out"))
+    try:
+        report = _run_all(work, budget, dev, sampler)
+    except BaseException:
+        remove_folder(work)
+        raise
+    if replace:
+        replace_folder(work, out, "demo", "demo folder", "--out")
+    report = out / report.relative_to(work)
+    print(f"demo finished: {report}")
+    return report
+
+
+def check_demo_target(out: str | Path) -> None:
+    """The demo folder is not the current/home folder and holds none of what the demo reads."""
+    from weather_sr.atomic import Source, check_target
+    from weather_sr.config import resolve_config_path
+    from weather_sr.data import sample_data_path
+
+    sources = [Source("sample data", sample_data_path(), data=True),
+               Source("sample config", resolve_config_path("sample"))]
+    check_target(out, "demo folder", "--out", sources, folder=True)
+
+
+def _run_all(out: Path, budget: DemoBudget, dev: torch.device, sampler: str) -> Path:
     from weather_sr.evaluation.pipeline import evaluate_checkpoints
     from weather_sr.training.loop import train
 
-    out = Path(out)
-    check_output_path(out, overwrite, what="demo folder")
-    out.mkdir(parents=True, exist_ok=True)
-    budget = QUICK if quick else FULL
-    dev = select_device(device)
     torch.manual_seed(0)
     started = time.perf_counter()
     checkpoints: dict[str, Path] = {}
@@ -120,7 +159,7 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto",
         print(f"[demo {k}/{len(RUNS) + 1}] training {name} ({budget.steps} steps)", flush=True)
         overrides = run_overrides(name, budget, checkpoints.get("regression"), str(dev))
         cfg = load_config("sample", overrides)
-        result = train(cfg, out / "runs" / name, overwrite=overwrite)
+        result = train(cfg, out / "runs" / name)
         if result.status != "finished" or result.checkpoint is None:
             raise UserError(f"demo: training of {name} was interrupted; run the demo again")
         checkpoints[name] = result.checkpoint
@@ -132,9 +171,9 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto",
                 shift_text(checkpoints["regression"], dev)]
     report, _ = evaluate_checkpoints(
         list(checkpoints.values()), out / "report", options=options, device=dev,
-        max_fields=budget.max_fields, overwrite=True, names=list(checkpoints), sections=sections,
+        max_fields=budget.max_fields, names=list(checkpoints), sections=sections,
     )
-    print(f"demo finished in {time.perf_counter() - started:.0f} s: {report}")
+    print(f"demo computed in {time.perf_counter() - started:.0f} s", flush=True)
     return report
 
 

@@ -18,20 +18,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="tiny models and budgets (about a minute)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--sampler", default="dpmpp_2m", help="sampler for the ensembles")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (a demo folder weather-sr wrote) once "
+                             "the new one is complete")
 
 
 def run(args: argparse.Namespace) -> int:
     from weather_sr.atomic import check_output_path
-    from weather_sr.core.sampling import SAMPLERS
-    from weather_sr.demo import run_demo
+    from weather_sr.core.sampling import SAMPLER_NAMES
+    from weather_sr.demo import check_demo_target, run_demo
     from weather_sr.devices import select_device
 
     # every option is checked before the demo creates --out and spends minutes training
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"option --sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if args.sampler not in SAMPLER_NAMES:
+        raise UserError(
+            f"option --sampler {args.sampler!r}: choose one of {', '.join(SAMPLER_NAMES)}"
+        )
     select_device(args.device)
-    check_output_path(args.out, args.overwrite, what="demo folder")
+    check_demo_target(args.out)
+    check_output_path(args.out, args.overwrite, what="demo folder", marker="demo", option="--out")
 
     run_demo(args.out, quick=args.quick, device=args.device, overwrite=args.overwrite,
              sampler=args.sampler)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from weather_sr.core.sampling import SAMPLER_NAMES
 from weather_sr.devices import DEVICE_CHOICES
 from weather_sr.errors import UserError
-
-SAMPLER_NAMES = ("ancestral", "ddim", "dpmpp_2m")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, default=8,
         help="(field, member) samples per batch, and tiles per network call (default 8)")
     add("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
-    add("--overwrite", action="store_true", help="replace an existing output file")
+    add("--overwrite", action="store_true",
+        help="replace an existing output file (never one of the inputs) once the new one is "
+             "complete")
     add("--target-grid", default=None,
         help="NetCDF file whose 1-D lat/lon give the output coordinates (same size as output)")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -45,6 +46,16 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--overlap {args.overlap}: give a non-negative number of pixels")
     if not 0.0 <= args.eta <= 1.0:
         raise UserError(f"--eta {args.eta}: give a value between 0 and 1")
+    check_seed(args.seed)
+
+
+SEED_MAX = 2**63 - 1  # seeds are stored as 64-bit integers (NetCDF attribute, torch generator)
+
+
+def check_seed(seed: int, option: str = "--seed") -> None:
+    """UserError unless ``seed`` lies in 0..2**63-1 (checked before any work)."""
+    if not 0 <= seed <= SEED_MAX:
+        raise UserError(f"{option} {seed}: give an integer from 0 to 2**63-1 ({SEED_MAX})")
 
 
 def command_line(args: argparse.Namespace) -> list[str]:

@@ -14,9 +14,11 @@ from weather_sr.errors import UserError
 
 def add_sampling_options(parser: argparse.ArgumentParser, members: int, steps: int) -> None:
     """Sampling options shared by ``evaluate`` and ``demo``."""
+    from weather_sr.core.sampling import SAMPLER_NAMES
+
+    names = f"{', '.join(SAMPLER_NAMES[:-1])} or {SAMPLER_NAMES[-1]}"
     parser.add_argument("--members", type=int, default=members, help="ensemble size")
-    parser.add_argument("--sampler", default="dpmpp_2m",
-                        help="ancestral, ddim or dpmpp_2m (default: %(default)s)")
+    parser.add_argument("--sampler", default="dpmpp_2m", help=f"{names} (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=steps, help="sampler steps")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -25,7 +27,7 @@ def add_sampling_options(parser: argparse.ArgumentParser, members: int, steps: i
 
 
 def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
-    from weather_sr.core.sampling import SAMPLERS
+    from weather_sr.core.sampling import SAMPLER_NAMES
     from weather_sr.inference.ensemble import SamplingOptions
 
     if args.members < 2:
@@ -34,12 +36,17 @@ def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
         )
     if args.steps < 1:
         raise UserError(f"option --steps {args.steps}: give at least 1")
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"option --sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if args.sampler not in SAMPLER_NAMES:
+        raise UserError(
+            f"option --sampler {args.sampler!r}: choose one of {', '.join(SAMPLER_NAMES)}"
+        )
     if not 0.0 <= args.eta <= 1.0:
         raise UserError(f"option --eta {args.eta}: give a value in [0, 1]")
     if args.batch_size < 1:
         raise UserError(f"option --batch-size {args.batch_size}: give at least 1")
+    from weather_sr.commands.downscale import check_seed
+
+    check_seed(args.seed)
     return SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
                            members=args.members, batch_size=args.batch_size)
 
@@ -51,7 +58,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="report folder to create")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--max-fields", type=int, help="score only the first N fields")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (a report folder weather-sr wrote) once "
+                             "the new report is complete")
     add_sampling_options(parser, members=8, steps=20)
 
 

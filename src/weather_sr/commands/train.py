@@ -28,7 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="continue the run in --run-dir from its latest checkpoint",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="delete an existing run folder and start afresh"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run folder (one weather-sr created) once the new run ends",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the resolved config (YAML) and exit"
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        config_file=config,
     )
     if result.status == "interrupted":
         return 130

@@ -1,7 +1,8 @@
-"""The real orthonormal Fourier operator F_R (DESIGN.md section 2), computed with FFTs.
+"""The real orthonormal Fourier operator F_R (docs/method.md §2), computed with FFTs.
 
 For a real vector x of length n, F_R x lists the independent real numbers of its spectrum
-X = DFT(x) (X_k = sum_m x_m e^{-2 pi i k m / n}) in the seed's row order and signs:
+X = DFT(x) (X_k = sum_m x_m e^{-2 pi i k m / n}) in the founding derivation's row order and
+signs:
 
     [Re X_0, Re X_1, Im X_1, Re X_2, Im X_2, ..., Re X_{n/2} (even n only)]
 
@@ -28,7 +29,6 @@ __all__ = [
     "inverse_real_fourier",
     "inverse_real_fourier2",
     "radial_frequency",
-    "radial_power_spectrum",
     "real_fourier",
     "real_fourier2",
     "wavenumbers",
@@ -220,7 +220,7 @@ def _check(x: Tensor, name: str, ndim: int) -> None:
 
 
 def real_fourier(x: Tensor, dim: int = -1) -> Tensor:
-    """F_R along ``dim``: real coefficients in the seed's order, orthonormal scaling.
+    """F_R along ``dim``: coefficients in the founding derivation's order, orthonormal.
 
     Args:
         x: real tensor ``[..., n, ...]`` (float32 or float64), transform along ``dim``.
@@ -233,7 +233,7 @@ def real_fourier(x: Tensor, dim: int = -1) -> Tensor:
 
 
 def inverse_real_fourier(x: Tensor, dim: int = -1) -> Tensor:
-    """F_R^{-1} = F_R^T along ``dim``: coefficients in the seed's order back to values.
+    """F_R^{-1} = F_R^T along ``dim``: coefficients (founding derivation's order) to values.
 
     Args:
         x: real tensor ``[..., n, ...]`` of F_R coefficients along ``dim``.
@@ -283,37 +283,3 @@ def radial_frequency(h: int, w: int) -> Tensor:
     ky = wavenumbers(h).to(torch.float64) / h
     kx = wavenumbers(w).to(torch.float64) / w
     return torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
-
-
-def radial_power_spectrum(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Radially averaged power spectral density of fields ``[..., H, W]``.
-
-    Binning: with N = min(H, W), coefficient (i, j) falls in bin b = round(nu * N) (nu from
-    :func:`radial_frequency`), i.e. bins of width 1/N cycles per grid spacing; bins
-    b = 0..N//2 are kept (the corners beyond the shorter axis' Nyquist frequency are dropped).
-
-    Normalisation: the power of a bin is the *mean* of the squared F_R coefficients in it. As F_R
-    is orthonormal, white noise of variance s^2 has power s^2 in every bin, and the squared
-    coefficients of all bins sum to ||x||^2 (Parseval). Equivalently it is the mean of
-    |DFT(x)|^2 / (H W) over the DFT bins of that annulus.
-
-    Args:
-        x: real ``[..., H, W]``.
-    Returns:
-        ``(frequencies, power)``: frequencies float64 ``[N//2 + 1]`` = b / N (cycles per grid
-        spacing); power ``[..., N//2 + 1]`` in x's dtype.
-    """
-    _check(x, "radial_power_spectrum", 2)
-    h, w = x.shape[-2:]
-    n = min(h, w)
-    bins = torch.round(radial_frequency(h, w) * n).long().flatten()
-    nbins = n // 2 + 1
-    keep = (bins < nbins).nonzero().squeeze(-1)
-    bins = bins[keep]
-    counts = torch.bincount(bins, minlength=nbins).to(x.dtype)
-    power = real_fourier2(x).flatten(-2).square()
-    keep, bins = keep.to(x.device), bins.to(x.device)
-    sums = power.new_zeros((*power.shape[:-1], nbins))
-    sums = sums.index_add(-1, bins, power.index_select(-1, keep))
-    freqs = torch.arange(nbins, dtype=torch.float64) / n
-    return freqs, sums / counts.to(x.device)

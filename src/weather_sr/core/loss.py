@@ -1,4 +1,4 @@
-"""The joint pixel + real-Fourier diffusion loss (DESIGN.md section 3, seed Algorithm 3).
+"""The joint pixel + real-Fourier diffusion loss (docs/method.md §4, the derivation's Algorithm 3).
 
 For a pair (x_0, y), one t ~ U{1..T} per sample and two independent noises eps_x, eps_f:
 
@@ -22,11 +22,16 @@ import torch
 from torch import Tensor
 
 from weather_sr.core.fourier import inverse_real_fourier2, radial_frequency, real_fourier2
-from weather_sr.core.process import Denoiser, Generators, q_sample, randn_like_batch
+from weather_sr.core.process import (
+    Denoiser,
+    Generators,
+    q_sample,
+    randint_batch,
+    randn_like_batch,
+)
 from weather_sr.core.schedule import NoiseSchedule
-from weather_sr.errors import UserError
 
-__all__ = ["JointLoss", "joint_loss", "radial_weight"]
+__all__ = ["JointLoss", "joint_loss", "masked_mean", "radial_weight"]
 
 
 class JointLoss(NamedTuple):
@@ -59,24 +64,30 @@ def radial_weight(
         ``[h, w]`` in ``dtype`` on ``device``.
     """
     if gamma < 0:
-        raise UserError(f"diffusion.gamma = {gamma}: the radial weight needs gamma >= 0")
+        raise ValueError(f"radial_weight: expected gamma >= 0, got {gamma}")
     if power <= 0:
-        raise UserError(f"diffusion.power = {power}: the radial weight needs power > 0")
+        raise ValueError(f"radial_weight: expected power > 0, got {power}")
     nu = radial_frequency(h, w)
     nu_max = float(nu.max())
     ratio = nu / nu_max if nu_max > 0 else torch.zeros_like(nu)
     return (1.0 + gamma * ratio**power).to(dtype=dtype, device=device)
 
 
-def _masked_mean(sq: Tensor, mask: Tensor | None) -> Tensor:
-    """Per-sample mean of ``sq`` [B, ...] over valid elements (all when mask is None) -> [B].
+def masked_mean(values: Tensor, mask: Tensor | None, *, apply_mask: bool = True) -> Tensor:
+    """Per-sample mean of ``values`` [B, ...] over the valid elements of ``mask`` -> [B].
 
-    A sample without valid elements gets 0 (its count is clamped to 1).
+    The one masked mean of the package (the joint loss, the regression loss). ``mask`` is
+    ``{0, 1}`` broadcastable to ``values``, 1 = valid; None: the plain mean over all elements.
+    The sum of ``values * mask`` is divided by the number of valid elements, clamped to 1 (a
+    sample without valid elements gets 0). ``apply_mask=False``: ``values`` already carry the
+    mask in another form (the squared F_R coefficients of a masked pixel error), so their plain
+    sum is divided by the valid count.
     """
     if mask is None:
-        return sq.flatten(1).mean(1)
-    count = mask.expand_as(sq).flatten(1).sum(1).clamp(min=1.0)
-    return (sq * mask).flatten(1).sum(1) / count
+        return values.flatten(1).mean(1)
+    count = mask.expand_as(values).flatten(1).sum(1).clamp(min=1.0)
+    total = (values * mask if apply_mask else values).flatten(1).sum(1)
+    return total / count
 
 
 def joint_loss(
@@ -93,7 +104,7 @@ def joint_loss(
     noise_x: Tensor | None = None,
     noise_f: Tensor | None = None,
 ) -> JointLoss:
-    """The joint loss of DESIGN.md section 3 (seed Algorithm 3), per sample.
+    """The joint loss of docs/method.md §4 (the founding derivation's Algorithm 3), per sample.
 
     Args:
         denoiser: ``(x_t [N, C, H, W], y [N, Cy, H, W], t int64 [N]) -> eps [N, C, H, W]``.
@@ -110,17 +121,17 @@ def joint_loss(
         :class:`JointLoss` of ``[B]`` tensors.
     """
     if lam < 0:
-        raise UserError(f"diffusion.lam = {lam}: the Fourier loss weight must be >= 0")
+        raise ValueError(f"joint_loss: expected lam >= 0, got {lam}")
     b = x0.shape[0]
-    if t is None:
-        t = _draw_t(schedule.T, b, generator, x0.device)
+    if t is None:  # t ~ U{1..T}, drawn before the noises
+        t = randint_batch(1, schedule.T + 1, b, generator, x0.device)
     t = t.to(device=x0.device, dtype=torch.long)
     if noise_x is None:
         noise_x = randn_like_batch(x0.shape, generator, x0.device, x0.dtype)
     x_t = q_sample(schedule, x0, t, noise_x)
     if lam == 0:
         eps = denoiser(x_t, y, t)
-        loss_x = _masked_mean((noise_x - eps).square(), mask)
+        loss_x = masked_mean((noise_x - eps).square(), mask)
         return JointLoss(loss_x, loss_x, torch.zeros_like(loss_x))
     if noise_f is None:
         noise_f = randn_like_batch(x0.shape, generator, x0.device, x0.dtype)
@@ -128,7 +139,7 @@ def joint_loss(
     x_t_f = q_sample(schedule, x0, t, noise_f_pix)
     eps = denoiser(torch.cat([x_t, x_t_f]), torch.cat([y, y]), torch.cat([t, t]))
     eps_x, eps_f = eps[:b], eps[b:]
-    loss_x = _masked_mean((noise_x - eps_x).square(), mask)
+    loss_x = masked_mean((noise_x - eps_x).square(), mask)
     # eps_f - F_R(eps_theta) = F_R(F_R^{-1} eps_f - eps_theta): mask the pixel error, then F_R.
     err_pix = noise_f_pix - eps_f
     if mask is not None:
@@ -136,22 +147,5 @@ def joint_loss(
     err = real_fourier2(err_pix)
     if weight is not None:
         err = err * weight.to(device=err.device, dtype=err.dtype)
-    sq = err.square()
-    if mask is None:
-        loss_f = sq.flatten(1).mean(1)
-    else:
-        count = mask.expand_as(x0).flatten(1).sum(1).clamp(min=1.0)
-        loss_f = sq.flatten(1).sum(1) / count
+    loss_f = masked_mean(err.square(), mask, apply_mask=False)
     return JointLoss(loss_x + lam * loss_f, loss_x, loss_f)
-
-
-def _draw_t(T: int, b: int, generator: Generators, device: torch.device) -> Tensor:
-    """t ~ U{1..T} ``[b]`` drawn on the generator's device (one draw per generator if a list)."""
-    if generator is None or isinstance(generator, torch.Generator):
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        t = torch.randint(1, T + 1, (b,), generator=generator, device=gen_device)
-    else:
-        t = torch.cat(
-            [torch.randint(1, T + 1, (1,), generator=g, device=g.device).cpu() for g in generator]
-        )
-    return t.to(device)

@@ -1,4 +1,5 @@
-"""The forward process q and its posterior (DESIGN.md section 3), with the seed's typos corrected.
+"""The forward process q and its posterior (docs/method.md §3), with the founding derivation's
+typos corrected.
 
     q(x_t | x_0)           = N(sqrt(ab_t) x_0, (1 - ab_t) I)                  (ab = alpha_bar)
     q(x_{t-1} | x_t, x_0)  = N(mu~_t, beta~_t I),
@@ -23,6 +24,7 @@ __all__ = [
     "eps_to_x0",
     "posterior_mean_variance",
     "q_sample",
+    "randint_batch",
     "randn_like_batch",
     "x0_to_eps",
 ]
@@ -31,6 +33,25 @@ __all__ = [
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 # One generator, one per batch row, or None (the global CPU generator).
 Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _draw(
+    shape: tuple[int, ...],
+    generator: Generators,
+    device: torch.device | str,
+    draw: Callable[[tuple[int, ...], torch.Generator | None, torch.device], Tensor],
+    name: str,
+) -> Tensor:
+    """The one noise source: ``draw(size, generator, generator_device)`` for the whole batch from
+    one generator (None: the global CPU generator), or row b alone from ``generator[b]``; drawn
+    on the generator's device, then moved to ``device``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        return draw(shape, generator, gen_device).to(device)
+    gens = list(generator)
+    if len(gens) != shape[0]:
+        raise ValueError(f"{name}: {len(gens)} generators for a batch of {shape[0]}")
+    return torch.stack([draw(shape[1:], g, g.device).to(device) for g in gens])
 
 
 def randn_like_batch(
@@ -42,16 +63,23 @@ def randn_like_batch(
     ``generator[b]`` alone (a row's noise does not depend on the batch it is in); with one
     generator (or None: the global CPU generator) it is one ``randn(shape)``.
     """
-    shape = tuple(int(s) for s in shape)
-    if generator is None or isinstance(generator, torch.Generator):
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        noise = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype)
-        return noise.to(device)
-    gens = list(generator)
-    if len(gens) != shape[0]:
-        raise ValueError(f"randn_like_batch: {len(gens)} generators for a batch of {shape[0]}")
-    rows = [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens]
-    return torch.stack([r.to(device) for r in rows])
+
+    def randn(size: tuple[int, ...], g: torch.Generator | None, dev: torch.device) -> Tensor:
+        return torch.randn(size, generator=g, device=dev, dtype=dtype)
+
+    return _draw(tuple(int(s) for s in shape), generator, device, randn, "randn_like_batch")
+
+
+def randint_batch(
+    low: int, high: int, n: int, generator: Generators, device: torch.device | str
+) -> Tensor:
+    """int64 ``[n]`` uniform in ``low..high - 1``, drawn like :func:`randn_like_batch`: one
+    ``randint((n,))`` from one generator, or entry b alone from ``generator[b]`` (a list of n)."""
+
+    def randint(size: tuple[int, ...], g: torch.Generator | None, dev: torch.device) -> Tensor:
+        return torch.randint(low, high, size, generator=g, device=dev)
+
+    return _draw((int(n),), generator, device, randint, "randint_batch")
 
 
 def _timesteps(t: Tensor | int, x: Tensor) -> Tensor:

@@ -15,15 +15,26 @@ A denoiser is ``denoiser(x_t [B, C, H, W], y [B, Cy, H, W], t int64 [B]) -> eps 
   completed evaluations 1..n_steps;
 - runs under ``torch.no_grad()``.
 
-Samplers and their keywords (the CLI and ``infer`` pick them by name from :data:`SAMPLERS` and
-pass ``steps`` / ``eta`` only when the function takes them):
+Every sampler takes its time grid as an argument, as k-diffusion's samplers take ``sigmas``:
 
-- ``"ancestral"``: seed Algorithm 2 (T evaluations), ``variance="beta" | "beta_tilde"``;
-- ``"ddim"``: Song et al. 2021, ``steps`` <= T, ``eta`` in [0, 1];
-- ``"dpmpp_2m"``: DPM-Solver++(2M), Lu et al. 2022, ``steps`` <= T (10-50 is its useful range).
+    sampler(denoiser, y, schedule, ts, *, x_T=None, shape=None, generator=None, progress=None,
+            **own_options) -> x_0
 
-Timesteps of the few-step samplers (:func:`timesteps`, keyword ``spacing``); each sampler
-evaluates the network at t_0 = T > t_1 > ... > t_{steps-1} >= 1, then jumps to t = 0:
+``ts`` is the strictly decreasing list of evaluation times t_0 > t_1 > ... >= 1 (one network
+evaluation each; after the last the sampler jumps to t = 0). Callers pick a sampler by name from
+:data:`SAMPLERS` (:data:`SAMPLER_NAMES` is the one list of names, which the CLI and the config
+use), build its grid with :func:`sampler_timesteps` and its own keywords with
+:func:`sampler_kwargs`; no caller needs to look at a sampler's signature:
+
+- ``"ancestral"``: the founding derivation's Algorithm 2 on every step, ts = T, T-1, ..., 1
+  (``steps`` is ignored); own option ``variance="beta" | "beta_tilde"``;
+- ``"ddim"``: Song et al. 2021, ``steps`` <= T on the ``"trailing"`` grid; own option ``eta``
+  in [0, 1];
+- ``"dpmpp_2m"``: DPM-Solver++(2M), Lu et al. 2022, ``steps`` <= T on the ``"logsnr"`` grid
+  (10-50 is its useful range); no own option (deterministic).
+
+Grids of the few-step samplers (:func:`timesteps`, ``spacing``; docs/method.md §7);
+t_0 = T > t_1 > ... > t_{steps-1} >= 1:
 
 - ``"trailing"`` (DDIM's default): evenly spaced in t, t_i = round(T - i T / steps) (Lin et al.
   2024, "Common diffusion noise schedules and sample steps are flawed"); the last evaluation is
@@ -42,7 +53,9 @@ reproduces the variance within a few per cent from 20 steps.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -50,21 +63,28 @@ from torch import Tensor
 
 from weather_sr.core.process import Denoiser, Generators, randn_like_batch
 from weather_sr.core.schedule import NoiseSchedule
-from weather_sr.errors import UserError
 
 __all__ = [
+    "DEFAULT_SPACING",
     "GENERATOR_LISTS",
     "SAMPLERS",
+    "SAMPLER_NAMES",
     "SPACINGS",
+    "Sampler",
     "network_evaluations",
     "randn_like_batch",
     "sample_ancestral",
     "sample_ddim",
     "sample_dpmpp_2m",
+    "sampler_kwargs",
+    "sampler_timesteps",
     "timesteps",
+    "uses_steps",
 ]
 
 Progress = Callable[[int, int], None]
+# sampler(denoiser, y, schedule, ts, *, x_T, shape, generator, progress, **own_options) -> x_0
+Sampler = Callable[..., Tensor]
 
 GENERATOR_LISTS = True  # every sampler accepts one generator per batch row (see module doc)
 
@@ -78,7 +98,7 @@ def timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") ->
     if spacing == "trailing":
         return [round(T - i * T / steps) for i in range(steps)]
     if spacing != "logsnr":
-        raise UserError(f"sampling option spacing: {spacing!r}; use one of {', '.join(SPACINGS)}")
+        raise ValueError(f"timesteps: expected a spacing in {SPACINGS}, got {spacing!r}")
     lam = schedule.log_snr()[1:].flip(0).numpy()  # increasing: t = T, T-1, ..., 1
     targets = np.linspace(lam[0], lam[-1], steps + 1)[:-1]
     ts = np.rint(np.interp(targets, lam, np.arange(T, 0, -1, dtype=np.float64)))
@@ -88,21 +108,62 @@ def timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") ->
     return out
 
 
-def network_evaluations(name: str, steps: int | None, T: int) -> int:
-    """Number of denoiser calls of sampler ``name`` (``steps`` is ignored by ``ancestral``)."""
+def _check_name(name: str) -> str:
     if name not in SAMPLERS:
-        raise UserError(f"sampler {name!r}: unknown; choose one of {', '.join(SAMPLERS)}")
-    if name == "ancestral" or steps is None:
-        return T
-    _check_steps(steps, T)
-    return steps
+        raise ValueError(f"sampler: expected one of {SAMPLER_NAMES}, got {name!r}")
+    return name
+
+
+def uses_steps(name: str) -> bool:
+    """Whether sampler ``name`` runs on a grid of ``steps`` evaluations (ancestral: all T)."""
+    return DEFAULT_SPACING[_check_name(name)] is not None
+
+
+def sampler_timesteps(
+    name: str, schedule: NoiseSchedule, steps: int | None = None, spacing: str | None = None
+) -> list[int]:
+    """The grid ``ts`` that sampler ``name`` runs on for (steps, spacing).
+
+    ``"ancestral"``: every step T, T-1, ..., 1 (``steps`` and ``spacing`` are ignored). The others:
+    :func:`timesteps` with ``steps`` (None: T) and ``spacing`` (None: the sampler's default,
+    :data:`DEFAULT_SPACING`).
+    """
+    default = DEFAULT_SPACING[_check_name(name)]
+    if default is None:
+        return list(range(schedule.T, 0, -1))
+    return timesteps(schedule, schedule.T if steps is None else steps, spacing or default)
+
+
+def network_evaluations(name: str, schedule: NoiseSchedule, steps: int | None = None) -> int:
+    """Number of denoiser calls of sampler ``name``: the length of its grid."""
+    return len(sampler_timesteps(name, schedule, steps))
+
+
+def sampler_kwargs(name: str, *, eta: float = 0.0) -> dict[str, float]:
+    """The own keywords of sampler ``name`` from the common sampling settings.
+
+    Only DDIM has ``eta``; the ancestral sampler's noise is set by its ``variance`` and
+    DPM-Solver++(2M) is deterministic, so they get no ``eta`` (it does not apply to them).
+    """
+    return {"eta": eta} if _check_name(name) == "ddim" else {}
 
 
 def _check_steps(steps: int, T: int) -> int:
     """Validate ``steps``; returns T."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-        raise UserError(f"sampling option steps: need an integer in 1..{T} (T), got {steps!r}")
+        raise ValueError(f"timesteps: expected an integer steps in 1..{T} (T), got {steps!r}")
     return T
+
+
+def _check_grid(ts: Sequence[int], T: int, name: str) -> list[int]:
+    """``ts`` as a list of ints; ValueError unless it is non-empty, strictly decreasing, in 1..T."""
+    grid = [operator.index(t) for t in ts]
+    if not grid or grid[0] > T or grid[-1] < 1 or any(a <= b for a, b in pairwise(grid)):
+        shown = grid if len(grid) <= 8 else [*grid[:4], "...", *grid[-2:]]
+        raise ValueError(
+            f"{name}: expected a strictly decreasing grid ts in 1..{T} (T), got {shown}"
+        )
+    return grid
 
 
 def _start(
@@ -137,14 +198,15 @@ def sample_ancestral(
     denoiser: Denoiser,
     y: Tensor,
     schedule: NoiseSchedule,
+    ts: Sequence[int] | None = None,
     *,
+    variance: str = "beta",
     x_T: Tensor | None = None,
     shape: Sequence[int] | None = None,
     generator: Generators = None,
-    variance: str = "beta",
     progress: Progress | None = None,
 ) -> Tensor:
-    """Seed Algorithm 2 with the corrected mean (DESIGN.md section 3); T network evaluations.
+    """The founding derivation's Algorithm 2 (docs/method.md §3); one evaluation per step.
 
     x_{t-1} = (x_t - beta_t / sqrt(1 - ab_t) eps_theta(x_t, y, t)) / sqrt(alpha_t) + sigma_t z,
     z ~ N(0, I) for t > 1 and z = 0 at t = 1; sigma_t^2 = beta_t (``"beta"``) or beta~_t
@@ -152,6 +214,7 @@ def sample_ancestral(
 
     Args:
         y: condition ``[B, Cy, H, W]``; x_T / shape: ``[B, C, H, W]``.
+        ts: consecutive steps t_0, t_0 - 1, ..., 1; None: the full grid T, ..., 1.
     Returns:
         x_0 ``[B, C, H, W]`` in y's dtype.
     """
@@ -160,10 +223,17 @@ def sample_ancestral(
     elif variance == "beta_tilde":
         var = schedule.posterior_variances
     else:
-        raise UserError(f"sampling option variance: {variance!r}; use 'beta' or 'beta_tilde'")
+        raise ValueError(
+            f"sample_ancestral: expected variance 'beta' or 'beta_tilde', got {variance!r}"
+        )
+    if ts is None:
+        ts = range(schedule.T, 0, -1)
+    grid = _check_grid(ts, schedule.T, "sample_ancestral")
+    if grid != list(range(grid[0], 0, -1)):
+        raise ValueError(f"sample_ancestral: expected consecutive steps down to 1, got {grid}")
     x = _start(y, x_T, shape, generator)
-    T = schedule.T
-    for i, t in enumerate(range(T, 0, -1), start=1):
+    n = len(grid)
+    for i, t in enumerate(grid, start=1):
         eps = _eps(denoiser, x, y, t)
         alpha, beta = float(schedule.alphas[t]), float(schedule.betas[t])
         abar = float(schedule.alpha_bars[t])
@@ -172,7 +242,7 @@ def sample_ancestral(
             x = x + math.sqrt(float(var[t])) * randn_like_batch(
                 x.shape, generator, y.device, y.dtype
             )
-        _report(progress, i, T)
+        _report(progress, i, n)
     return x
 
 
@@ -181,16 +251,15 @@ def sample_ddim(
     denoiser: Denoiser,
     y: Tensor,
     schedule: NoiseSchedule,
+    ts: Sequence[int],
     *,
-    steps: int,
     eta: float = 0.0,
-    spacing: str = "trailing",
     x_T: Tensor | None = None,
     shape: Sequence[int] | None = None,
     generator: Generators = None,
     progress: Progress | None = None,
 ) -> Tensor:
-    """DDIM (Song et al. 2021) on :func:`timesteps` (default: trailing); ``steps`` evaluations.
+    """DDIM (Song et al. 2021) on the grid ``ts``; ``len(ts)`` evaluations.
 
     From t to s < t (s = 0 after the last evaluation), with x0_hat = eps_to_x0(x_t, eps):
     x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps + sigma z,
@@ -198,14 +267,15 @@ def sample_ddim(
     sampler; eta = 1 is ancestral sampling with beta~ on the sub-sequence.
 
     Args:
-        y: condition ``[B, Cy, H, W]``; x_T / shape: ``[B, C, H, W]``; steps: 1..T; eta: [0, 1];
-        spacing: ``"trailing"`` or ``"logsnr"``.
+        y: condition ``[B, Cy, H, W]``; x_T / shape: ``[B, C, H, W]``; eta: [0, 1];
+        ts: the grid, e.g. ``timesteps(schedule, steps)`` (trailing, the DDIM default of
+            :func:`sampler_timesteps`).
     Returns:
         x_0 ``[B, C, H, W]`` in y's dtype.
     """
     if not 0.0 <= eta <= 1.0:
-        raise UserError(f"sampling option eta: need 0 <= eta <= 1, got {eta}")
-    taus = timesteps(schedule, steps, spacing)
+        raise ValueError(f"sample_ddim: expected 0 <= eta <= 1, got {eta}")
+    taus = _check_grid(ts, schedule.T, "sample_ddim")
     x = _start(y, x_T, shape, generator)
     abars = schedule.alpha_bars
     for i, t in enumerate(taus):
@@ -219,7 +289,7 @@ def sample_ddim(
         x = a * x + b * eps
         if sigma > 0.0:
             x = x + sigma * randn_like_batch(x.shape, generator, y.device, y.dtype)
-        _report(progress, i + 1, steps)
+        _report(progress, i + 1, len(taus))
     return x
 
 
@@ -228,9 +298,8 @@ def sample_dpmpp_2m(
     denoiser: Denoiser,
     y: Tensor,
     schedule: NoiseSchedule,
+    ts: Sequence[int],
     *,
-    steps: int,
-    spacing: str = "logsnr",
     x_T: Tensor | None = None,
     shape: Sequence[int] | None = None,
     generator: Generators = None,
@@ -239,23 +308,23 @@ def sample_dpmpp_2m(
     """DPM-Solver++(2M) (Lu et al. 2022, data prediction, multistep 2nd order); deterministic.
 
     With alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t), lambda_t = log(alpha_t / sigma_t) and
-    D_i = x0_hat(x_{t_i}) on :func:`timesteps` (default: logsnr) t_0 = T > ... > t_{steps-1},
-    step i to t_{i+1}:
+    D_i = x0_hat(x_{t_i}) on the grid ``ts`` = t_0 > ... > t_{steps-1} (the default of
+    :func:`sampler_timesteps`: logsnr spacing), step i to t_{i+1}:
 
         h_i = lambda_{t_{i+1}} - lambda_{t_i},  r_i = h_{i-1} / h_i
         D   = (1 + 1 / (2 r_i)) D_i - 1 / (2 r_i) D_{i-1}     (D = D_0 at the first step)
         x_{t_{i+1}} = (sigma_{t_{i+1}} / sigma_{t_i}) x_{t_i} - alpha_{t_{i+1}} expm1(-h_i) D
 
     The last step goes to t = 0 (lambda = +inf), where this gives x_0 = D_{steps-1} (first order,
-    as in k-diffusion's ``sample_dpmpp_2m``). ``steps`` network evaluations; useful with 10-50.
+    as in k-diffusion's ``sample_dpmpp_2m``). ``len(ts)`` network evaluations; useful with 10-50.
 
     Args:
-        y: condition ``[B, Cy, H, W]``; x_T / shape: ``[B, C, H, W]``; steps: 1..T;
-        spacing: ``"logsnr"`` or ``"trailing"``.
+        y: condition ``[B, Cy, H, W]``; x_T / shape: ``[B, C, H, W]``;
+        ts: the grid, e.g. ``timesteps(schedule, steps, "logsnr")``.
     Returns:
         x_0 ``[B, C, H, W]`` in y's dtype.
     """
-    taus = timesteps(schedule, steps, spacing)
+    taus = _check_grid(ts, schedule.T, "sample_dpmpp_2m")
     x = _start(y, x_T, shape, generator)
     abars = schedule.alpha_bars
     lam = schedule.log_snr()
@@ -265,7 +334,7 @@ def sample_dpmpp_2m(
         ab_t = float(abars[t])
         eps = _eps(denoiser, x, y, t)
         d = (x - math.sqrt(1.0 - ab_t) * eps) / math.sqrt(ab_t)
-        _report(progress, i + 1, steps)
+        _report(progress, i + 1, len(taus))
         if i + 1 == len(taus):
             return d
         s = taus[i + 1]
@@ -280,8 +349,15 @@ def sample_dpmpp_2m(
     raise AssertionError("unreachable: steps >= 1")
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
+SAMPLERS: dict[str, Sampler] = {
     "ancestral": sample_ancestral,
     "ddim": sample_ddim,
     "dpmpp_2m": sample_dpmpp_2m,
+}
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # the one list of names (CLI, config, options)
+# each sampler's default grid spacing; None: every step T..1 (``steps`` does not apply)
+DEFAULT_SPACING: dict[str, str | None] = {
+    "ancestral": None,
+    "ddim": "trailing",
+    "dpmpp_2m": "logsnr",
 }

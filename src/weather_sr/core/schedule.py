@@ -1,4 +1,4 @@
-"""Noise schedules of the discrete diffusion process (DESIGN.md section 3), in float64.
+"""Noise schedules of the discrete diffusion process (docs/method.md §3), in float64.
 
 Convention (docs/architecture.md): t is an integer in 1..T and every schedule tensor has length
 T + 1, entry 0 standing for t = 0 (``betas[0] = 0``, ``alpha_bars[0] = 1``), so ``alpha_bars[t]``
@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
-from weather_sr.errors import UserError
 
 __all__ = [
     "SCHEDULE_KINDS",
@@ -86,8 +84,9 @@ def linear_schedule(
     """DDPM's linear schedule: beta_t evenly spaced from beta_start (t = 1) to beta_end (t = T)."""
     _check_steps(T)
     if not 0.0 < beta_start <= beta_end < 1.0:
-        raise UserError(
-            f"linear schedule: need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}"
+        raise ValueError(
+            "linear_schedule: expected 0 < beta_start <= beta_end < 1, "
+            f"got beta_start={beta_start}, beta_end={beta_end}"
         )
     return NoiseSchedule.from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
 
@@ -100,7 +99,7 @@ def cosine_schedule(T: int = 1000, s: float = 0.008) -> NoiseSchedule:
     """
     _check_steps(T)
     if s <= 0:
-        raise UserError(f"cosine schedule: offset s must be > 0, got {s}")
+        raise ValueError(f"cosine_schedule: expected an offset s > 0, got {s}")
     steps = torch.arange(T + 1, dtype=torch.float64)
     f = torch.cos((steps / T + s) / (1 + s) * math.pi / 2) ** 2
     abar = f / f[0]
@@ -124,7 +123,7 @@ def make_schedule(kind: str, T: int) -> NoiseSchedule:
         return linear_schedule(T, min(1e-4 * scale, MAX_BETA), min(0.02 * scale, MAX_BETA))
     if kind == "cosine":
         return cosine_schedule(T)
-    raise UserError(f"schedule: unknown kind {kind!r}; choose one of {', '.join(SCHEDULE_KINDS)}")
+    raise ValueError(f"make_schedule: expected a kind in {SCHEDULE_KINDS}, got {kind!r}")
 
 
 def gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
@@ -144,4 +143,4 @@ def gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
 
 def _check_steps(T: int) -> None:
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise UserError(f"schedule: number of diffusion steps T must be an integer >= 1, got {T!r}")
+        raise ValueError(f"schedule: expected an integer T >= 1 (diffusion steps), got {T!r}")

@@ -51,11 +51,11 @@ def _patch(
     ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
     if ph % s or pw % s or ph <= 0 or pw <= 0:
         raise UserError(
-            f"option patch_size={patch_size}: give a positive multiple of scale_factor {s}"
+            f"data.patch_size={patch_size}: give a positive multiple of scale_factor {s}"
         )
     if ph > shape[0] or pw > shape[1]:
         raise UserError(
-            f"option patch_size={patch_size}: larger than the HR field {shape}: reduce it"
+            f"data.patch_size={patch_size}: larger than the HR field {shape}: reduce it"
         )
     return int(ph), int(pw)
 
@@ -127,7 +127,7 @@ def build_datasets(
     if isinstance(variables, str):
         variables = [variables]
     if not 0.0 <= min_valid_fraction <= 1.0:
-        raise UserError(f"option min_valid_fraction={min_valid_fraction}: give a value in [0, 1]")
+        raise UserError(f"data.min_valid_fraction={min_valid_fraction}: give a value in [0, 1]")
     fields = open_fields(path, variables)
     where = f"data file {fields.attrs['source'][0]}"
     H, W = crop_to_multiple(fields.sizes["y"], fields.sizes["x"], s, crop, where)

@@ -42,6 +42,34 @@ def resolve_paths(path: PathSpec) -> list[Path]:
     return out
 
 
+def _same_variables_and_units(paths: Sequence[Path], variables: Sequence[str]):  # -> callable
+    """``preprocess`` for ``open_mfdataset``: every file of a glob or list must hold all
+    ``variables``, in the units of the first file (only its attributes survive the combine)."""
+    first: dict[str, tuple[str, str]] = {}
+    count = iter(range(len(paths)))
+
+    def check(ds: xr.Dataset) -> xr.Dataset:
+        k = next(count, len(paths) - 1)
+        source = str(ds.encoding.get("source") or paths[k])
+        for var in variables:
+            if var not in ds.data_vars:
+                available = ", ".join(str(v) for v in ds.data_vars)
+                raise UserError(
+                    f"data file {source}: variable {var!r} not found; available: {available} "
+                    f"(every file of the {len(paths)} given must hold it)"
+                )
+            units = str(ds[var].attrs.get("units", ""))
+            if var in first and first[var][0] != units:
+                raise UserError(
+                    f"data file {source}: variable {var} is in units {units!r} but data file "
+                    f"{first[var][1]} has {first[var][0]!r}: convert the files to the same units"
+                )
+            first.setdefault(var, (units, source))
+        return ds
+
+    return check
+
+
 def detect_engine(path: Path) -> str:
     """Return the xarray engine for ``path`` from its first bytes (or folder layout for Zarr)."""
     if path.is_dir():
@@ -79,6 +107,10 @@ def _netcdf4_missing() -> bool:
 
 def _open_one(path: Path, engine: str, variables: Sequence[str]) -> xr.Dataset:
     """Open one file lazily; a GRIB file with several hypercubes is split by cfgrib, merged."""
+    if engine == "zarr":
+        ds = xr.open_dataset(path, engine=engine, chunks=None)
+        check_zarr_chunks(path, [v for v in variables if v in ds.data_vars])
+        return ds
     if engine != "cfgrib":
         return xr.open_dataset(path, engine=engine, chunks=None)
     kwargs = {"indexpath": ""}  # never write .idx files beside the user's data
@@ -92,6 +124,60 @@ def _open_one(path: Path, engine: str, variables: Sequence[str]) -> xr.Dataset:
     parts = cfgrib.open_datasets(str(path), backend_kwargs=kwargs)
     wanted = [ds for ds in parts if any(v in ds.data_vars for v in variables)] or parts
     return xr.merge(wanted, compat="override", join="exact")
+
+
+def check_zarr_chunks(path: Path, variables: Sequence[str]) -> None:
+    """UserError naming the variable and region of a chunk missing from the Zarr store ``path``.
+
+    Zarr reads a chunk that is not stored as the fill value (NaN for floats), so a store whose
+    writer died, or was copied in part, would read as data with holes and nobody told. The
+    number of stored chunks (shards) of each variable is compared with its chunk grid.
+    """
+    try:
+        import zarr
+
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:  # xarray opened it; a layout zarr cannot list is not checked here
+        return
+    for var in variables:
+        try:
+            arr = group[var]
+            complete = arr.nchunks_initialized >= arr.nchunks
+        except Exception:
+            continue
+        if complete:
+            continue
+        missing = arr.nchunks - arr.nchunks_initialized
+        region = _missing_region(arr)
+        raise UserError(
+            f"data file {path}: variable {var}: {missing} of {arr.nchunks} chunks are missing from "
+            f"the Zarr store{f' (the first at {region})' if region else ''}; they would read as "
+            f"fill value {arr.fill_value}: the store is incomplete, or was written without empty "
+            "chunks (write_empty_chunks=False): rewrite it completely"
+        )
+
+
+def _missing_region(arr: object) -> str | None:
+    """'time 4-4, lat 0-15, lon 16-31' of the first chunk (shard) not stored, for local stores."""
+    import itertools
+    import math
+
+    try:
+        block = tuple(getattr(arr, "shards", None) or arr.chunks)  # type: ignore[attr-defined]
+        shape = tuple(arr.shape)  # type: ignore[attr-defined]
+        root = Path(arr.store.root) / arr.path  # type: ignore[attr-defined]
+        encode = arr.metadata.encode_chunk_key  # type: ignore[attr-defined]
+        names = (getattr(arr.metadata, "dimension_names", None)  # type: ignore[attr-defined]
+                 or arr.attrs.get("_ARRAY_DIMENSIONS")  # type: ignore[attr-defined]
+                 or [f"dim{i}" for i in range(len(shape))])
+        grid = [range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True)]
+        for idx in itertools.product(*grid):
+            if not (root / encode(idx)).exists():
+                return ", ".join(f"{name} {i * b}-{min((i + 1) * b, n) - 1}"
+                                 for name, i, b, n in zip(names, idx, block, shape, strict=True))
+    except Exception:
+        return None
+    return None
 
 
 def open_dataset(
@@ -117,8 +203,13 @@ def open_dataset(
         names = {d.lower() for d in sample_dims}
         with _open_one(paths[0], engine, variables) as first:
             chunks = {str(d): 1 for d in first.dims if str(d).lower() in names}
+        if engine == "zarr":
+            for p in paths[1:]:
+                with _open_one(p, engine, variables):
+                    pass  # checks its chunks
         ds = xr.open_mfdataset(
-            paths, engine=engine, combine="by_coords", chunks=chunks, backend_kwargs=kwargs
+            paths, engine=engine, combine="by_coords", chunks=chunks, backend_kwargs=kwargs,
+            preprocess=_same_variables_and_units(paths, variables),
         )
         return ds, paths
     except UserError:

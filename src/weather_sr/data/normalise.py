@@ -22,6 +22,7 @@ from weather_sr.errors import UserError
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 KINDS = ("channel", "pixel")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -93,7 +94,7 @@ def compute_stats(
     The same pass checks the whole dataset for Inf and for channels that are entirely NaN.
     """
     if kind not in KINDS:
-        raise UserError(f"option normalisation={kind!r}: choose one of {', '.join(KINDS)}")
+        raise UserError(f"data.normalisation={kind!r}: choose one of {', '.join(KINDS)}")
     channels = [str(c) for c in fields["channel"].values]
     if len(train_samples) == 0:
         raise UserError(f"{where}: the training split is empty: use more time steps or fractions")
@@ -105,16 +106,24 @@ def compute_stats(
     train = data[np.asarray(train_samples)].astype(np.float64) - ref[None, :, None, None]
     finite = dsa.isfinite(train)
     zero = dsa.where(finite, train, 0.0)
-    count, s1, s2, n_inf, n_ok = dask.compute(
+    # beyond the float32 range a finite float64 value becomes Inf when the model reads it
+    big = (abs(data) > FLOAT32_MAX) & dsa.isfinite(data) if data.dtype.itemsize > 4 else None
+    count, s1, s2, n_inf, n_ok, n_big = dask.compute(
         finite.sum(axis=axes),
         zero.sum(axis=axes),
         (zero * zero).sum(axis=axes),
         dsa.isinf(data).sum(axis=(0, 2, 3)),
         dsa.isfinite(data).sum(axis=(0, 2, 3)),
+        big.sum(axis=(0, 2, 3)) if big is not None else np.zeros(len(channels), int),
     )
     for c, name in enumerate(channels):
         if n_inf[c]:
             raise UserError(f"{where}: channel {name} contains Inf values: mask them as NaN")
+        if n_big[c]:
+            raise UserError(
+                f"{where}: channel {name} has {int(n_big[c])} values beyond the float32 range "
+                "(|x| > 3.4e38), which would become Inf: mask them as NaN or fix the units"
+            )
         if not n_ok[c]:
             raise UserError(f"{where}: channel {name} is entirely missing (NaN): select another")
         if not np.any(count[c]):

@@ -24,14 +24,14 @@ MARGIN = 2  # LR cells of context each side: bicubic reads 2 neighbours, so wind
 
 def check_scale_factor(scale_factor: int) -> int:
     if not isinstance(scale_factor, int | np.integer) or int(scale_factor) < 1:
-        raise UserError(f"option scale_factor={scale_factor!r}: give a positive integer (2, 4, 8)")
+        raise UserError(f"data.scale_factor={scale_factor!r}: give a positive integer (2, 4, 8)")
     return int(scale_factor)
 
 
 def check_interpolation(interpolation: str) -> str:
     if interpolation not in INTERPOLATIONS:
         raise UserError(
-            f"option interpolation={interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}"
+            f"data.interpolation={interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}"
         )
     return interpolation
 

@@ -215,11 +215,27 @@ def open_fields(path: PathSpec, variables: Sequence[str], *, load: bool = False)
     return da
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_values(values: np.ndarray, channels: Sequence[str], where: str) -> None:
-    """UserError if a channel of ``values`` [N, C, H, W] is entirely NaN or holds Inf."""
+    """UserError if a channel of ``values`` [N, C, H, W] is entirely NaN or holds Inf.
+
+    Checked as the model sees the values, after the cast to float32: a finite float64 value
+    beyond the float32 range (|x| > 3.4e38) would become Inf, and is an error too.
+    """
     for c, name in enumerate(channels):
         v = values[:, c]
         if np.isinf(v).any():
             raise UserError(f"{where}: channel {name} contains Inf values: mask them as NaN")
+        with np.errstate(invalid="ignore"):
+            big = np.abs(v) > FLOAT32_MAX if v.dtype.itemsize > 4 else None
+        if big is not None and big.any():
+            k = int(np.argwhere(big)[0][0])
+            raise UserError(
+                f"{where}: channel {name} has values beyond the float32 range (e.g. "
+                f"{float(v[big][0]):.3g} in field {k}), which would become Inf: mask them as NaN "
+                "or fix the units"
+            )
         if not np.isfinite(v).any():
             raise UserError(f"{where}: channel {name} is entirely missing (NaN): select another")

@@ -21,16 +21,16 @@ def split_times(
     """Indices of the distinct times in train, val and test (each increasing, disjoint)."""
     fr = [float(f) for f in fractions]
     if len(fr) != 3 or any(f < 0 for f in fr) or not 0.999 <= sum(fr) <= 1.001:
-        raise UserError(f"option split={tuple(fractions)}: give three fractions >= 0 summing to 1")
+        raise UserError(f"data.split={tuple(fractions)}: give three fractions >= 0 summing to 1")
     if gap < 0:
-        raise UserError(f"option gap={gap}: give a number of time steps >= 0")
+        raise UserError(f"data.gap={gap}: give a number of time steps >= 0")
     n_gaps = gap * (sum(f > 0 for f in fr) - 1)
     usable = n_times - n_gaps
     sizes = [round(f * usable) for f in fr]
     sizes[0] = usable - sizes[1] - sizes[2]
     if usable <= 0 or any(n <= 0 for n, f in zip(sizes, fr, strict=True) if f > 0):
         raise UserError(
-            f"option split={tuple(fractions)} with gap={gap}: {n_times} time steps are too few "
+            f"data.split={tuple(fractions)} with data.gap={gap}: {n_times} time steps are too few "
             "for a non-empty train/val/test block each: use more data, a smaller gap or fractions"
         )
     out, start = [], 0

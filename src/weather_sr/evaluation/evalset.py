@@ -100,24 +100,15 @@ def baseline_predictions(data: EvalSet) -> dict[str, np.ndarray]:
 
 
 def check_compatible(model: DownscalingModel, data: EvalSet, source: str) -> Normalizer:
-    """The checkpoint's normaliser, after checking channels and scale factor against the data."""
+    """The checkpoint's normaliser, after checking channels, units and scale factor against the
+    data (:meth:`~weather_sr.model.meta.CheckpointMeta.check_data`)."""
     meta = model.meta
-    if list(meta["channels"]) != data.channels:
-        raise UserError(
-            f"checkpoint {source} was trained on channels {meta['channels']}, the data has "
-            f"{data.channels}: evaluate on data with the same variables"
-        )
-    if list(meta.get("units") or data.units) != data.units:
-        raise UserError(
-            f"checkpoint {source} expects units {meta['units']}, the data has {data.units}: "
-            "convert the data to the checkpoint's units"
-        )
-    if int(meta["scale_factor"]) != data.scale_factor:
-        raise UserError(
-            f"checkpoint {source} downscales by {meta['scale_factor']}, the data is set up for "
-            f"{data.scale_factor}: use data.scale_factor={meta['scale_factor']}"
-        )
-    return Normalizer.from_dict(meta["normalizer"])
+    if meta is None:
+        raise UserError(f"checkpoint {source} has no metadata: it cannot be evaluated")
+    meta.require("normalizer", "scale_factor", to="be evaluated")
+    meta.check_data(data.channels, data.units, f"the {data.split} split of the data",
+                    scale_factor=data.scale_factor)
+    return meta.make_normalizer()
 
 
 def model_prediction(

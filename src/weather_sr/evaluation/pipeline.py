@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weather_sr.atomic import atomic_output, check_output_path
-from weather_sr.config import config_from_dict
-from weather_sr.data import DataBundle, build_datasets
+from weather_sr.atomic import Source, atomic_output, check_output_path, check_target
+from weather_sr.data import DataBundle, build_datasets, sample_data_path
 from weather_sr.errors import UserError
 from weather_sr.evaluation.evalset import (
     EvalSet,
@@ -30,6 +29,7 @@ from weather_sr.evaluation.evalset import (
     score,
 )
 from weather_sr.evaluation.report import write_report
+from weather_sr.inference.downscale import saved_config
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.model.downscaling_model import DownscalingModel
 from weather_sr.model.loading import load_model
@@ -39,7 +39,9 @@ def bundle_for(model: DownscalingModel, data_path: str | None) -> DataBundle:
     """Datasets built exactly as for the checkpoint's training run, optionally on other files."""
     from weather_sr.training.trainer import data_kwargs
 
-    cfg = config_from_dict(model.meta["config"], source="checkpoint config")
+    if model.meta is None:
+        raise UserError("the model has no checkpoint metadata: load it with load_model")
+    cfg = model.meta.run_config()
     if data_path is not None:
         cfg.data.path = data_path
     kwargs = data_kwargs(cfg)
@@ -47,8 +49,34 @@ def bundle_for(model: DownscalingModel, data_path: str | None) -> DataBundle:
     return build_datasets(**kwargs)
 
 
+def check_report_target(
+    out: str | Path, checkpoints: Sequence[str | Path], data_path: str | None,
+    models: Sequence[DownscalingModel] = (),
+) -> None:
+    """The report folder is not the current/home folder and holds none of what is read: the
+    checkpoints, their training logs, the data (``--data``, else each checkpoint's training data)
+    and the regression checkpoints their configs name (``models``: once they are loaded)."""
+    sources = [Source("--checkpoint", c) for c in checkpoints]
+    sources += [Source("training log", run_folder(c) / "metrics.csv") for c in checkpoints]
+    sources.append(Source("--data", data_path, data=True))
+    for path, model in zip(checkpoints, models, strict=False):
+        cfg = saved_config(model)
+        data, diffusion = cfg.get("data") or {}, cfg.get("diffusion") or {}
+        if data_path is None:
+            trained_on = data.get("path")
+            if trained_on in ("sample", "@sample"):
+                trained_on = str(sample_data_path())
+            sources.append(Source(f"data.path of {path}", trained_on, data=True))
+            sources.append(Source(f"data.lr_path of {path}", data.get("lr_path"), data=True))
+        sources.append(Source(f"diffusion.regression_checkpoint of {path}",
+                              diffusion.get("regression_checkpoint")))
+    check_target(out, "report folder", "--out", sources, folder=True)
+
+
 def _progress_bar(total: int, label: str) -> tuple[Any, Any]:
-    bar = tqdm(total=total, desc=label, unit="eval", leave=False, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (logs, pipes keep one error line)
+    bar = tqdm(total=total, desc=label, unit="eval", leave=False, dynamic_ncols=True,
+               disable=None)
 
     def update(i: int, n: int) -> None:
         if (i, n) != (bar.n, bar.total):  # the sampler reports once per chunk of samples
@@ -77,8 +105,11 @@ def evaluate_checkpoints(
     """
     if not checkpoints:
         raise UserError("give at least one --checkpoint")
-    check_output_path(out, overwrite, what="report folder")  # fail before sampling, not after
+    check_report_target(out, checkpoints, data_path)
+    # fail before sampling, not after
+    check_output_path(out, overwrite, what="report folder", marker="report", option="--out")
     models = [load_model(c, device) for c in checkpoints]
+    check_report_target(out, checkpoints, data_path, models)
     data = load_split(bundle_for(models[0], data_path), split, max_fields)
     for path, model in zip(checkpoints, models, strict=True):
         check_compatible(model, data, str(path))  # every checkpoint, before any sampling
@@ -93,9 +124,11 @@ def evaluate_checkpoints(
             )
         logs[name] = run_folder(path) / "metrics.csv"
     results = {name: score(data, pred, options.seed) for name, pred in predictions.items()}
-    settings = _settings(data, options, data_path or models[0].meta["config"]["data"]["path"],
-                         checkpoints, models)
-    with atomic_output(out, overwrite=overwrite, what="report folder") as tmp:
+    if not data_path and models[0].meta is not None:
+        data_path = models[0].meta.run_config().data.path
+    settings = _settings(data, options, data_path, checkpoints, models)
+    with atomic_output(out, overwrite=overwrite, what="report folder", marker="report",
+                       option="--out", checked=True) as tmp:
         write_report(tmp, data, predictions, results, settings=settings, training_logs=logs,
                      sections=sections)
     return Path(out) / "report.md", results
@@ -115,6 +148,6 @@ def _settings(data: EvalSet, options: SamplingOptions, data_path: Any,
         "eta": options.eta,
         "seed": options.seed,
         "checkpoints": {str(c): {"kind": m.kind, "target": m.target,
-                                 "step": m.meta.get("step")} for c, m in zip(checkpoints, models,
-                                                                             strict=True)},
+                                 "step": None if m.meta is None else m.meta.step}
+                        for c, m in zip(checkpoints, models, strict=True)},
     }

@@ -187,7 +187,7 @@ def read_training_log(path: PathLike) -> dict[str, np.ndarray]:
     """Columns of a training-log CSV with a header (``step`` and loss columns) as float arrays.
 
     Empty cells (a column not measured at that step) become NaN. In the long format written by
-    ``train_logging.RunLogger`` (a ``split`` column, train | val), the columns of non-train rows
+    ``training.run_log.RunLogger`` (a ``split`` column, train | val), the columns of non-train rows
     are renamed ``{split}_{column}`` (e.g. ``val_loss``) and are NaN on the other rows.
     """
     p = Path(path)

@@ -6,11 +6,12 @@ Conventions (used by ``metrics.evaluate_method`` and the PSD plots):
   Its 2-D DFT is X[ky, kx] = Σ_mn x[m, n] e^{-2πi (ky m / H + kx n / W)}.
 - Radial frequency ν = sqrt((ky/H)² + (kx/W)²) in **cycles per grid spacing**, with ky, kx the
   signed integer wavenumbers (``np.fft.fftfreq``).
-- Bins have width Δν = 1 / L with L = min(H, W), as in ``fourier.radial_power_spectrum`` (same
-  normalisation too, so the two agree). A coefficient goes to bin k = round(ν / Δν), centred on
-  ν_k = k / L. The spectrum keeps bins k = 0 .. K with K = floor(L / 2), i.e. up to
-  ν_max = K / L (= 0.5 cycles per grid spacing, the Nyquist frequency, for even L): the largest
-  frequency resolved in every direction. ``full=True`` keeps the corner bins too (ν ≤ sqrt(0.5)).
+- Bins have width Δν = 1 / L with L = min(H, W) (tests/test_spectra.py checks the binning and
+  normalisation against the orthonormal F_R of ``core.fourier``). A coefficient goes to bin
+  k = round(ν / Δν), centred on ν_k = k / L. The spectrum keeps bins k = 0 .. K with
+  K = floor(L / 2), i.e. up to ν_max = K / L (= 0.5 cycles per grid spacing, the Nyquist
+  frequency, for even L): the largest frequency resolved in every direction. ``full=True``
+  keeps the corner bins too (ν ≤ sqrt(0.5)).
 - PSD as a density over the (ky/H, kx/W) plane: S = |X|² / (H·W), in (field units)² per
   (cycles per grid spacing)²; the radial PSD P_k is the mean of S over the coefficients of bin k.
   Parseval: mean(x²) = Σ_k counts_k · P_k / (H·W) over all bins (``full=True``).

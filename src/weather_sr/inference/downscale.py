@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from weather_sr.atomic import check_output_path
+from weather_sr.atomic import Source, check_output_path, check_target
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
 from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
@@ -29,6 +29,7 @@ from weather_sr.inference.netcdf import (
     read_target_grid,
     write_dataset,
 )
+from weather_sr.model.meta import CheckpointMeta, check_channels_of
 
 
 @dataclass
@@ -44,11 +45,12 @@ class Prepared:
     aux: dict[str, xr.DataArray] | None = None  # 2-D lat/lon, grid mapping (HR input only)
 
 
-def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
-    meta = dict(getattr(model, "meta", {}) or {})
-    for key in ("channels", "normalizer", "scale_factor"):
-        if meta.get(key) is None:
-            raise UserError(f"checkpoint {checkpoint} has no {key!r}: it cannot downscale")
+def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
+    """The checkpoint's metadata, with what downscaling needs (older files may lack it)."""
+    meta = getattr(model, "meta", None)
+    if meta is None:
+        raise UserError(f"checkpoint {checkpoint} has no metadata: it cannot downscale")
+    meta.require("normalizer", "scale_factor", to="downscale")
     return meta
 
 
@@ -56,39 +58,29 @@ def check_channels(
     found: Sequence[str], found_units: Sequence[str], expected: Sequence[str],
     expected_units: Sequence[str], where: str, *, names: bool = True,
 ) -> None:
-    """UserError naming the first mismatch in channel names/order or units (both non-empty)."""
-    if names and list(found) != list(expected):
-        missing = [c for c in expected if c not in found]
-        detail = (f"missing {', '.join(missing)}" if missing
-                  else f"order {list(found)} instead of {list(expected)}")
-        raise UserError(f"{where}: channels do not match the checkpoint ({detail})")
-    if len(found) != len(expected):
-        raise UserError(f"{where}: {len(found)} channels but the checkpoint has {len(expected)}")
-    for name, got, want in zip(expected, found_units, expected_units, strict=True):
-        if got.strip() and want.strip() and got.strip() != want.strip():
-            raise UserError(
-                f"{where}: variable {name} is in units {got!r} but the checkpoint was trained on "
-                f"{want!r}: convert the input first"
-            )
+    """UserError naming the first mismatch in channel names/order or units: the rules of
+    :meth:`CheckpointMeta.check_data` for an input file (a blank unit is not compared)."""
+    check_channels_of(found, found_units, expected, expected_units, where, names=names,
+                      unknown_units=True)
 
 
 def prepare_input(
-    path: str | os.PathLike[str], meta: dict[str, Any], *, coarsen_input: bool,
+    path: str | os.PathLike[str], meta: CheckpointMeta, *, coarsen_input: bool,
     target_grid: str | os.PathLike[str] | None,
 ) -> Prepared:
     """Open the input with the checkpoint's variables, check channels/units, coarsen if asked."""
     from weather_sr import data
 
-    cfg = (meta.get("config") or {}).get("data", {})
-    s = int(meta["scale_factor"])
-    channels = list(meta["channels"])
-    units = list(meta.get("units") or [""] * len(channels))
-    lr_vars = cfg.get("lr_variables") if not coarsen_input else None
-    variables = lr_vars or cfg.get("variables") or channels
+    cfg = meta.run_config().data
+    meta.require("scale_factor", to="downscale")
+    s = int(meta.scale_factor or 0)
+    channels = list(meta.channels)
+    lr_vars = cfg.lr_variables if not coarsen_input else None
+    variables = lr_vars or cfg.variables or channels
     fields = data.open_fields(path, variables, load=True)
     where = f"input {path}"
-    check_channels([str(c) for c in fields["channel"].values], list(fields.attrs["units"]),
-                   channels, units, where, names=not lr_vars)
+    meta.check_data([str(c) for c in fields["channel"].values], list(fields.attrs["units"]),
+                    where, names=not lr_vars, unknown_units=True)
     long_names = _long_names(path, variables, len(channels))
     aux = None
     grid = data.grid_of(fields)
@@ -96,7 +88,7 @@ def prepare_input(
     if coarsen_input:
         h, w = data.crop_to_multiple(values.shape[2], values.shape[3], s, True, where)
         values = values[:, :, :h, :w]
-        lat = grid.lat[:h] if cfg.get("area_weighted") else None
+        lat = grid.lat[:h] if cfg.area_weighted else None
         lr = data.coarsen(torch.from_numpy(values), s, lat).numpy()
         out_grid = OutputGrid(grid.lat[:h], grid.lon[:w], grid.lat_name, grid.lon_name,
                               grid.lat_attrs, grid.lon_attrs)
@@ -155,11 +147,11 @@ def downscale(
     """The whole ``weather-sr downscale``; returns the output path."""
     from weather_sr.model.loading import load_model
 
-    if Path(output).is_dir():  # --overwrite would replace the whole folder by one file
-        raise UserError(f"output {output} is a folder: give the name of a .nc file")
-    check_output_path(output, overwrite)  # fail before sampling, not after
+    check_downscale_target(output, checkpoint, input_path, target_grid)
+    check_output_path(output, overwrite, option="--output")  # fail before sampling, not after
     dev = select_device(device)
     model = load_model(checkpoint, dev)
+    check_downscale_target(output, checkpoint, input_path, target_grid, model)
     if getattr(model, "kind", "diffusion") != "diffusion":
         raise UserError(f"checkpoint {checkpoint} is a regression model: downscale samples "
                         "ensembles and needs a diffusion checkpoint")
@@ -168,9 +160,9 @@ def downscale(
     options = _resolve_options(options, model, prep)
     from weather_sr import data
 
-    normalizer = data.Normalizer.from_dict(meta["normalizer"])
-    s = int(meta["scale_factor"])
-    cond = data.prepare_condition(prep.lr, normalizer, s, meta.get("interpolation") or "bicubic",
+    normalizer = meta.make_normalizer()
+    s = int(meta.scale_factor or 0)
+    cond = data.prepare_condition(prep.lr, normalizer, s, meta.interpolation or "bicubic",
                                   periodic=prep.periodic)
     progress, close = _progress_bar(len(prep.lr) * options.members, show_progress)
     try:
@@ -179,25 +171,88 @@ def downscale(
         close()
     fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
     missing = np.repeat(np.repeat(np.isnan(prep.lr), s, axis=2), s, axis=3)[:, None]
-    check_finite(fields, list(meta["channels"]), ~missing)
+    try:
+        check_finite(fields, list(meta.channels), ~missing)
+    except UserError:  # name the input field when one far outside the training data explains it
+        culprit = out_of_range_input(fields, missing, prep, normalizer, list(meta.channels),
+                                     list(meta.units or []), input_path)
+        if culprit is None:
+            raise
+        raise UserError(culprit) from None
     fields = np.where(missing, np.nan, fields)  # no data where the input had none
     attrs = provenance(checkpoint=checkpoint, sampler=options.sampler, steps=options.steps,
                        eta=options.eta, seed=options.seed, members=options.members,
                        tile=options.tile, overlap=options.overlap, argv=argv,
                        extra={"input": str(input_path), "scale_factor": s,
                               "coarsened_input": int(coarsen_input)})
-    ds = build_dataset(fields, prep.grid, channels=list(meta["channels"]),
-                       units=list(meta.get("units") or []) or [""] * fields.shape[2],
+    ds = build_dataset(fields, prep.grid, channels=list(meta.channels),
+                       units=list(meta.units or []) or [""] * fields.shape[2],
                        long_names=prep.long_names, times=prep.times,
                        input_members=prep.input_members, attrs=attrs)
     for name, value in (prep.aux or {}).items():
         if name.startswith("grid_mapping:"):
             ds[name.split(":", 1)[1]] = value
-            for var in meta["channels"]:
+            for var in meta.channels:
                 ds[var].attrs["grid_mapping"] = name.split(":", 1)[1]
         else:
             ds = ds.assign_coords({name: value.drop_vars(list(value.coords), errors="ignore")})
-    return write_dataset(ds, output, overwrite=overwrite)
+    return write_dataset(ds, output, overwrite=overwrite, checked=True)
+
+
+def check_downscale_target(
+    output: str | os.PathLike[str], checkpoint: str | os.PathLike[str],
+    input_path: str | os.PathLike[str], target_grid: str | os.PathLike[str] | None,
+    model: Any = None,
+) -> None:
+    """The output is none of the files read (checkpoint, input, target grid and, once the model
+    is loaded, the regression checkpoint named in its config), nor the current/home folder."""
+    sources = [Source("--checkpoint", checkpoint), Source("--input", input_path, data=True),
+               Source("--target-grid", target_grid, data=True)]
+    if model is not None:
+        regression = (saved_config(model).get("diffusion") or {}).get("regression_checkpoint")
+        sources.append(Source(f"diffusion.regression_checkpoint of {checkpoint}", regression))
+    check_target(output, "output", "--output", sources, folder=False)
+
+
+def saved_config(model: Any) -> Mapping[str, Any]:
+    """The run config saved in a loaded model's checkpoint (``model.meta``), {} if none."""
+    meta = getattr(model, "meta", None)
+    cfg = meta.get("config") if isinstance(meta, Mapping) else getattr(meta, "config", None)
+    return cfg if isinstance(cfg, Mapping) else {}
+
+
+OUT_OF_RANGE = 30.0  # input values this many training standard deviations from the mean
+
+
+def out_of_range_input(
+    fields: np.ndarray, missing: np.ndarray, prep: Prepared, normalizer: Any,
+    channels: Sequence[str], units: Sequence[str], input_path: str | os.PathLike[str],
+) -> str | None:
+    """When the output ``fields [N, M, C, H, W]`` is non-finite for an input field whose values
+    lie far outside the training data (:data:`OUT_OF_RANGE` standard deviations), the message
+    naming that field, its time and channel; None when no such field explains it."""
+    bad = (~np.isfinite(fields) & ~missing).reshape(len(fields), -1).any(axis=1)
+    n_ch = len(channels)
+    mean = np.asarray(normalizer.mean, np.float64).reshape(n_ch, -1).mean(axis=1)
+    std = np.asarray(normalizer.channel_std(), np.float64)
+    lr = prep.lr.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = np.abs(lr - mean[None, :, None, None]) / std[None, :, None, None]
+        z = np.where(np.isfinite(z), z, -1.0).reshape(len(lr), n_ch, -1).max(axis=2)  # [N, C]
+    z[~bad] = -1.0
+    k, c = np.unravel_index(int(np.argmax(z)), z.shape)
+    if z[k, c] < OUT_OF_RANGE:
+        return None
+    values = lr[k, c][np.isfinite(lr[k, c])]
+    extreme = values[np.argmax(np.abs(values - mean[c]))]
+    when = f"time {prep.times[k]}" if prep.times is not None else "no time coordinate"
+    unit = f" {units[c]}" if c < len(units) and units[c] else ""
+    return (
+        f"input {input_path}: field {k} ({when}) has {channels[c]} values up to {extreme:.3g}"
+        f"{unit}, {z[k, c]:.3g} standard deviations from the training data (mean "
+        f"{mean[c]:.4g}, std {std[c]:.3g}): the model produced non-finite values for it; "
+        "nothing written: check that field (units, fill values) or leave it out"
+    )
 
 
 def _resolve_options(options: SamplingOptions, model: Any, prep: Prepared) -> SamplingOptions:

@@ -18,7 +18,7 @@ most ``batch_size`` tile-samples per network call, so peak model memory is bound
 
 from __future__ import annotations
 
-import inspect
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from weather_sr.core import sampling
+from weather_sr.core.process import Denoiser
 from weather_sr.errors import UserError
-from weather_sr.inference.tiling import Denoiser, TiledDenoiser
+from weather_sr.inference.tiling import TiledDenoiser
 
 Progress = Callable[[int, int], None]
 
@@ -50,7 +52,17 @@ class SampleModel(Protocol):
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to sample: sampler name, steps, eta, seed, ensemble size, batching and tiling."""
+    """How to sample: sampler name, steps, eta, seed, ensemble size, batching and tiling.
+
+    Checked on creation (UserError naming the option, as the CLI does) for what sampling would
+    refuse anyway: ``sampler`` one of ``weather_sr.core.sampling.SAMPLER_NAMES``; ``steps`` an
+    integer >= 1 for the samplers that use it (ddim, dpmpp_2m; <= T is checked when sampling,
+    where T is known; ancestral runs all T steps and ignores it); ``eta`` in [0, 1] for ddim (the
+    only sampler with an eta; the others ignore it); ``batch_size`` >= 1; ``tile`` None, 0 (both:
+    no tiling) or positive; ``overlap`` >= 0 (an overlap >= tile is clamped to tile - 1). What
+    depends on the model (tile a multiple of the UNet's size multiple) is checked by the caller
+    that knows the model (``inference.downscale``).
+    """
 
     sampler: str = "ddim"
     steps: int = 50
@@ -63,6 +75,31 @@ class SamplingOptions:
     periodic_x: bool = False
     pad_multiple: int = 1  # network input sizes must be multiples of this (UNet levels)
 
+    def __post_init__(self) -> None:
+        if self.sampler not in sampling.SAMPLER_NAMES:
+            raise UserError(f"--sampler {self.sampler!r}: choose one of "
+                            f"{', '.join(sampling.SAMPLER_NAMES)}")
+        if sampling.uses_steps(self.sampler) and not _is_int(self.steps, 1):
+            raise UserError(f"--steps {self.steps!r}: give a positive integer")
+        if "eta" in sampling.sampler_kwargs(self.sampler) and not 0.0 <= self.eta <= 1.0:
+            raise UserError(f"--eta {self.eta}: give a value between 0 and 1")
+        if not _is_int(self.batch_size, 1):
+            raise UserError(f"--batch-size {self.batch_size!r}: give a positive integer")
+        if self.tile is not None and not _is_int(self.tile, 0):
+            raise UserError(f"--tile {self.tile!r}: give a positive tile size in pixels")
+        if not _is_int(self.overlap, 0):
+            raise UserError(f"--overlap {self.overlap!r}: give a non-negative number of pixels")
+
+
+def _is_int(value: Any, low: int) -> bool:
+    """An integer (anything with ``__index__`` but a bool) >= low."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= low
+    except TypeError:
+        return False
+
 
 def member_seed(seed: int, field: int, member: int) -> int:
     """63-bit seed of the generator for (field, member), independent of batching and order."""
@@ -73,16 +110,6 @@ def member_seed(seed: int, field: int, member: int) -> int:
 def pair_generators(seed: int, pairs: Sequence[tuple[int, int]]) -> list[torch.Generator]:
     """One CPU generator per (field, member) pair."""
     return [torch.Generator().manual_seed(member_seed(seed, f, m)) for f, m in pairs]
-
-
-def _sampler_kwargs(fn: Callable[..., Tensor], steps: int, eta: float) -> dict[str, Any]:
-    params = inspect.signature(fn).parameters
-    kwargs: dict[str, Any] = {}
-    if "steps" in params:
-        kwargs["steps"] = steps
-    if "eta" in params:
-        kwargs["eta"] = eta
-    return kwargs
 
 
 def sample_pairs(
@@ -101,13 +128,15 @@ def sample_pairs(
     Returns:
         ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs``.
     """
-    from weather_sr.core import sampling
-
-    if options.sampler not in sampling.SAMPLERS:
-        raise UserError(f"--sampler {options.sampler!r}: choose one of "
-                        f"{', '.join(sampling.SAMPLERS)}")
-    fn = sampling.SAMPLERS[options.sampler]
-    kwargs = _sampler_kwargs(fn, options.steps, options.eta)
+    name, steps = options.sampler, options.steps
+    if sampling.uses_steps(name):
+        steps = operator.index(steps)  # an int (checked by SamplingOptions)
+        if steps > schedule.T:
+            raise UserError(f"--steps {steps}: the {name} sampler takes 1..{schedule.T} steps "
+                            "(T, the model's number of diffusion steps)")
+    ts = sampling.sampler_timesteps(name, schedule, steps)
+    fn = sampling.SAMPLERS[name]
+    kwargs = sampling.sampler_kwargs(name, eta=options.eta)
     chunk = max(1, options.batch_size)
     h, w = y.shape[-2:]
     out = torch.empty((len(pairs), channels, h, w), dtype=torch.float32)
@@ -117,7 +146,7 @@ def sample_pairs(
         y_chunk = y[[f for f, _ in part]].to(device or y.device)
         x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, y_chunk.device,
                                         y_chunk.dtype)
-        x0 = fn(denoiser, y_chunk, schedule, x_T=x_T, generator=gens,
+        x0 = fn(denoiser, y_chunk, schedule, ts, x_T=x_T, generator=gens,
                 progress=_scaled(progress, len(part)), **kwargs)
         out[start : start + len(part)] = x0.detach().float().cpu()
     return out

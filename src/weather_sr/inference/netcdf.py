@@ -201,8 +201,16 @@ def _degrees(attrs: Mapping[str, Any]) -> bool:
     return "degree" in units or not attrs.get("units")
 
 
-def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Write ``ds`` as NetCDF4 atomically (temp file + rename); returns the final path."""
-    with atomic_output(path, overwrite=overwrite, what="output") as tmp:
+def write_dataset(
+    ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool, checked: bool = False
+) -> Path:
+    """Write ``ds`` as NetCDF4 atomically (temp file + rename); returns the final path.
+
+    Without ``overwrite`` an existing file is never replaced; ``checked`` (the path was checked
+    before sampling): a file there now appeared meanwhile, and this result is kept beside it
+    under the temporary name that the error states. A disk error is a one-line UserError.
+    """
+    with atomic_output(path, overwrite=overwrite, what="output", option="--output",
+                       checked=checked) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
     return Path(path)

@@ -24,14 +24,14 @@ When the whole domain fits in one tile, the network is called once on the whole 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+from weather_sr.core.process import Denoiser
+
 # tile starts in y and x, tile height and width, windows [ny, th] and [nx, tw], weight sum [H, W]
 Layout = tuple[list[int], list[int], int, int, Tensor, Tensor, Tensor]
 

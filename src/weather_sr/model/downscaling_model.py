@@ -1,6 +1,6 @@
 """A trained downscaling model: the UNet plus what turns it into a denoiser and back into fields.
 
-Targets (``diffusion.target``) — the network models x0 = HR − base(cond):
+Targets (``diffusion.target``, docs/method.md §5) — the network models x0 = HR − base(cond):
 
 - ``full``: base = 0 (SR3);
 - ``residual``: base = the interpolated LR field, i.e. the first C channels of ``cond``
@@ -12,8 +12,10 @@ The diffusion runs on z0 = x0 / s, with s the per-channel RMS of x0 on the train
 (``target_scale``; all ones when off): a residual is much smaller than the field, and a target of
 unit scale keeps the noise schedule's signal-to-noise ratios what they were designed to be.
 
-Parameterisation (``prediction``) — the loss is always the seed's ε-loss; what changes is how the
-network output F becomes ε_θ (a preconditioning in the sense of EDM, Karras et al. 2022):
+Parameterisation (``prediction``, docs/method.md §6) — the loss is always the founding derivation's
+ε-loss; what changes is how the network output F becomes ε_θ (a preconditioning in the sense of
+EDM, Karras et al. 2022; the module :class:`weather_sr.nn.precond.Precond` around the UNet,
+``DownscalingModel.denoiser``):
 
 - ``epsilon``: ε_θ = F (DDPM). Its x0 estimate (x_t − σ_t ε_θ) / α_t multiplies the network's error
   by σ_t / α_t, about 60 at t = 900 of the linear schedule;
@@ -26,18 +28,18 @@ Everything works on *normalised* tensors; (de)normalisation is the data module's
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from weather_sr.core.schedule import gather
+from weather_sr.core.process import Denoiser
+from weather_sr.nn.precond import PREDICTIONS, Precond
 from weather_sr.nn.unet import UNet
 
-PREDICTIONS = ("epsilon", "v")
-Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:
+    from weather_sr.model.meta import CheckpointMeta
 
 
 def resolve_padding_x(model_cfg: dict[str, Any], periodic: bool) -> str:
@@ -79,8 +81,9 @@ class DownscalingModel:
     Attributes: ``kind`` ("diffusion" | "regression"), ``target``, ``channels`` (C), ``schedule``
     (a ``NoiseSchedule`` for diffusion, else None), ``regression`` (the frozen base model for
     ``regression_residual``), ``prediction`` ("epsilon" | "v"), ``target_scale`` (s, a float32
-    tensor ``[C]``: the diffusion runs on x0 / s), ``meta`` (normaliser dict, channel names,
-    units, grid, scale factor, the resolved config) when loaded from a checkpoint.
+    tensor ``[C]``: the diffusion runs on x0 / s), ``meta`` (a
+    :class:`~weather_sr.model.meta.CheckpointMeta`: normaliser, channel names, units, grid,
+    scale factor, the saved config) when loaded from a checkpoint, else None.
     """
 
     def __init__(
@@ -94,12 +97,12 @@ class DownscalingModel:
         regression: DownscalingModel | None = None,
         prediction: str = "epsilon",
         target_scale: torch.Tensor | None = None,
-        meta: dict[str, Any] | None = None,
+        meta: CheckpointMeta | None = None,
     ) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction {prediction!r} is not one of {PREDICTIONS}")
         self.net, self.kind, self.target, self.channels = net, kind, target, channels
-        self.schedule, self.regression, self.meta = schedule, regression, meta or {}
+        self.schedule, self.regression, self.meta = schedule, regression, meta
         self.prediction = prediction
         scale = torch.ones(channels) if target_scale is None else torch.as_tensor(target_scale)
         if scale.shape != (channels,) or not bool((scale > 0).all()):
@@ -134,24 +137,15 @@ class DownscalingModel:
         return z0 * self.target_scale.to(z0.device, z0.dtype).view(1, -1, 1, 1)
 
     @property
-    def denoiser(self) -> Denoiser:
+    def denoiser(self) -> Precond:
         """The contract's denoiser (x_t [B, C, H, W], y [B, Cy', H, W], t int64 [B]) -> ε.
 
-        ``x_t`` lives in the scaled space of z0; ``y`` is the *network* condition, i.e.
-        ``self.condition(cond)``.
+        A :class:`weather_sr.nn.precond.Precond` around ``self.net`` (ε or v parameterisation);
+        built on each access, so it always wraps the current ``net``, and never saved (the
+        checkpoints hold ``net``'s own state dict). ``x_t`` lives in the scaled space of z0;
+        ``y`` is the *network* condition, i.e. ``self.condition(cond)``.
         """
-        net, schedule = self.net, self.schedule
-
-        def eps(x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return net(x_t, t.to(x_t.device, torch.float32), y)
-
-        def eps_from_v(x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = net(x_t, t.to(x_t.device, torch.float32), y)
-            alpha = gather(schedule.alpha_bars.sqrt(), t, x_t)
-            sigma = gather((1.0 - schedule.alpha_bars).sqrt(), t, x_t)
-            return sigma * x_t + alpha * v
-
-        return eps if self.prediction == "epsilon" else eps_from_v
+        return Precond(self.net, self.schedule, self.prediction)
 
     def regress(self, y: torch.Tensor) -> torch.Tensor:
         """Regression network output (x0 of the target) for the network condition y."""
@@ -173,29 +167,38 @@ class DownscalingModel:
         steps: int | None = 50,
         generator: torch.Generator | list[torch.Generator] | None = None,
         denoiser_wrapper: Callable[[Denoiser], Denoiser] | None = None,
+        *,
+        spacing: str | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
         """cond [B, Cy, H, W] normalised -> one sample per row [B, C, H, W] (normalised HR).
 
-        ``sampler`` is a name in ``weather_sr.core.sampling.SAMPLERS`` or a sampler function;
-        ``steps`` is passed when the sampler takes it; extra ``kwargs`` (eta, x_T, progress, ...)
-        go to the sampler. ``denoiser_wrapper`` (e.g. tiling) wraps the denoiser. Regression
-        models ignore the sampler and return their prediction.
+        ``sampler`` is a name in ``weather_sr.core.sampling.SAMPLER_NAMES``, run on its grid
+        ``sampling.sampler_timesteps(sampler, schedule, steps, spacing)`` (ancestral: all T
+        steps), or a sampler function ``fn(denoiser, y, schedule, ts, **kw)``, run on
+        ``sampling.timesteps(schedule, steps, spacing or "trailing")`` (steps None: every step).
+        Extra ``kwargs`` (eta, variance, x_T, progress, ...) go to the sampler.
+        ``denoiser_wrapper`` (e.g. tiling) wraps the denoiser. Regression models ignore the
+        sampler and return their prediction.
         """
         if self.kind == "regression":
             return self.predict(cond)
         from weather_sr.core import sampling
 
-        fn = sampling.SAMPLERS[sampler] if isinstance(sampler, str) else sampler
-        if steps is not None and "steps" in inspect.signature(fn).parameters:
-            kwargs["steps"] = steps
+        if isinstance(sampler, str):
+            ts = sampling.sampler_timesteps(sampler, self.schedule, steps, spacing)
+            fn = sampling.SAMPLERS[sampler]
+        else:
+            fn = sampler
+            n = self.schedule.T if steps is None else steps
+            ts = sampling.timesteps(self.schedule, n, spacing or "trailing")
         base = self.base(cond)
         y = self.condition(cond, base)
         den = self.denoiser if denoiser_wrapper is None else denoiser_wrapper(self.denoiser)
         shape = (cond.shape[0], self.channels, *cond.shape[-2:])
         if kwargs.get("x_T") is None:
             kwargs["shape"] = shape
-        z0 = fn(den, y, self.schedule, generator=generator, **kwargs)
+        z0 = fn(den, y, self.schedule, ts, generator=generator, **kwargs)
         return base + self.unscale_target(z0.float())
 
     def to(self, device: torch.device | str) -> DownscalingModel:

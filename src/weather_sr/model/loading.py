@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from weather_sr.config import config_from_dict, config_to_dict
 from weather_sr.core.schedule import make_schedule
 from weather_sr.errors import UserError
-from weather_sr.model.checkpoint import load_checkpoint, saved_diffusion_setting
+from weather_sr.model.checkpoint import load_checkpoint
 from weather_sr.model.downscaling_model import DownscalingModel, build_unet
+from weather_sr.model.meta import CheckpointMeta
 
 
 def load_model(
@@ -28,27 +28,27 @@ def load_model(
 def model_from_payload(
     payload: dict[str, Any], *, ema: bool = True, source: str = "checkpoint"
 ) -> DownscalingModel:
-    """Rebuild a ``DownscalingModel`` (CPU) from a loaded checkpoint payload."""
-    if not isinstance(payload["config"], dict):
-        raise UserError(f"{source}: the checkpoint's config is not a mapping: it is corrupted")
-    # the saved config is validated like a user's: an incompatible version or a hand-edited
-    # checkpoint gives a UserError naming the key instead of a KeyError deep inside
-    cfg = config_to_dict(config_from_dict(payload["config"], source=f"{source} (its config)"))
-    kind = cfg["model"]["kind"]
-    target = cfg["diffusion"]["target"]
-    channels = len(payload["channels"])
-    periodic = bool((payload.get("grid") or {}).get("periodic", False))
-    reg = payload.get("regression")
+    """Rebuild a ``DownscalingModel`` (CPU) from a loaded checkpoint payload.
+
+    Its metadata is checked first (:meth:`CheckpointMeta.from_payload`: a UserError naming the
+    field) and becomes ``model.meta``.
+    """
+    meta = CheckpointMeta.from_payload(payload, source)
+    cfg = meta.resolved_config
+    kind, target = meta.kind, meta.target
+    channels = len(meta.channels)
+    periodic = meta.periodic
     regression = None
-    if reg is not None:
+    if meta.regression is not None:
+        reg = meta.regression
         try:
-            reg_net = build_unet(reg["model_config"], reg["channels"], reg["channels"], periodic)
+            reg_net = build_unet(reg.model_config, reg.channels, reg.channels, periodic)
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"{source}: its regression base is incomplete or from an incompatible "
                             f"version ({type(error).__name__}: {error})") from None
-        _load_state(reg_net, reg["state"], source + " (regression base)")
+        _load_state(reg_net, reg.state, source + " (regression base)")
         regression = DownscalingModel(
-            reg_net, kind="regression", target=reg["target"], channels=reg["channels"]
+            reg_net, kind="regression", target=reg.target, channels=reg.channels
         )
     cond_channels = channels * (2 if target == "regression_residual" else 1)
     net = build_unet(cfg["model"], channels, cond_channels, periodic)
@@ -56,19 +56,7 @@ def model_from_payload(
     schedule = None
     if kind == "diffusion":
         schedule = make_schedule(cfg["diffusion"]["schedule"], cfg["diffusion"]["timesteps"])
-    meta = {
-        k: payload.get(k)
-        for k in (
-            "config",
-            "normalizer",
-            "channels",
-            "units",
-            "scale_factor",
-            "interpolation",
-            "grid",
-            "step",
-        )
-    }
+    scale = meta.target_scale
     return DownscalingModel(
         net,
         kind=kind,
@@ -76,20 +64,10 @@ def model_from_payload(
         channels=channels,
         schedule=schedule,
         regression=regression,
-        prediction=saved_diffusion_setting(payload, "prediction"),
-        target_scale=_target_scale(payload.get("target_scale"), channels, source),
+        prediction=meta.prediction,
+        target_scale=None if scale is None else torch.tensor(scale, dtype=torch.float32),
         meta=meta,
     )
-
-
-def _target_scale(value: Any, channels: int, source: str) -> torch.Tensor | None:
-    if value is None:
-        return None
-    scale = torch.as_tensor(value, dtype=torch.float32)
-    if scale.shape != (channels,) or not bool((scale > 0).all()):
-        raise UserError(f"{source}: its target_scale {value} is not {channels} positive numbers: "
-                        "the checkpoint is corrupted")
-    return scale
 
 
 def _load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

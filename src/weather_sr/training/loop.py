@@ -5,6 +5,7 @@ Resume, data loader, signals, logging, validation and checkpoints around :class:
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import threading
@@ -16,13 +17,25 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from weather_sr.atomic import atomic_output
+from weather_sr.atomic import (
+    Source,
+    WriteFailedError,
+    atomic_output,
+    check_target,
+    remove_folder,
+)
 from weather_sr.config import RunConfig, config_to_yaml
 from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import load_checkpoint
 from weather_sr.training import distributed as D
+from weather_sr.training.checkpoints import CheckpointManager
 from weather_sr.training.kit import ItemSeeded, StreamBatchSampler
-from weather_sr.training.run_log import RunLogger, prepare_run_dir, save_sample_images
+from weather_sr.training.run_log import (
+    RunLogger,
+    finish_run_dir,
+    prepare_run_dir,
+    save_sample_images,
+)
 from weather_sr.training.trainer import Trainer, TrainingDivergedError, TrainResult, data_kwargs
 
 
@@ -106,7 +119,13 @@ def _validate_and_images(trainer: Trainer, logger: RunLogger) -> bool:
 def _resume(trainer: Trainer) -> None:
     latest = trainer.ckpt.latest()
     if latest is None:
-        raise UserError(f"--resume: no checkpoint in {trainer.ckpt.dir}")
+        # killed before its first checkpoint was complete: only a temp file may be there
+        if trainer.info.is_main:
+            trainer.ckpt.remove_stale_temps()
+        raise UserError(
+            f"--resume: no complete checkpoint yet in {trainer.ckpt.dir} (the run stopped before "
+            "its first one was written): start again with --overwrite"
+        )
     trainer.restore(load_checkpoint(latest, map_location="cpu"), str(latest))
     if trainer.info.is_main:
         trainer.ckpt.remove_stale_temps()  # half-written files of a killed run
@@ -182,13 +201,15 @@ def run_training(
         logger.close()
     if status == "interrupted" and info.is_main:
         name = trainer.stop_signal or "a stop request"
+        folder = getattr(trainer, "final_run_dir", trainer.run_dir)
         print(
             f"weather-sr train: stopped by {name} at step {trainer.step}; checkpoint saved in "
-            f"{trainer.ckpt.dir}; continue with --resume",
+            f"{folder / 'checkpoints'}; continue with --resume",
             file=sys.stderr,
         )
     D.barrier(info)
     return TrainResult(trainer.step, status, trainer.run_dir, last_saved, trainer.best_val)
+
 
 def train(
     cfg: RunConfig,
@@ -199,13 +220,23 @@ def train(
     progress: bool = True,
     bundle: Any = None,
     callback: Callable[[Trainer], None] | None = None,
+    config_file: str | Path | None = None,
 ) -> TrainResult:
     """Run (or resume) a training; returns when finished or interrupted (SIGINT/SIGTERM).
 
     ``bundle`` (a ``weather_sr.data.DataBundle``) skips ``build_datasets`` (tests, notebooks);
-    ``callback(trainer)`` is called after every step.
+    ``callback(trainer)`` is called after every step; ``config_file`` (the YAML the config came
+    from) is protected like the data: the run folder may not be, contain or lie inside it.
+
+    The run folder is created only after the data and the model are checked. With
+    ``overwrite`` the new run is built in a hidden sibling folder and replaces the old run (which
+    must carry weather-sr's marker) only when it ends (finished or stopped by a signal); if it
+    fails, the old run is left as it was. A new run that fails before its first complete
+    checkpoint leaves nothing behind.
     """
     run_dir = Path(run_dir or cfg.output.run_dir)
+    if not resume:
+        check_run_target(cfg, run_dir, config_file)
     try:
         info = D.setup(cfg.training.device)
     except UserError as error:  # select_device names --device; here it is the config key
@@ -217,8 +248,52 @@ def train(
 
             bundle = build_datasets(**data_kwargs(cfg))
         trainer = Trainer(cfg, run_dir, info, bundle)
-        # only now, with data and model checked, is the run folder created (or wiped)
-        prepare_run_dir(run_dir, resume, overwrite, info)
-        return run_training(trainer, resume, progress, callback)
+        # only now, with data and model checked, is the run folder created
+        work = prepare_run_dir(run_dir, resume, overwrite, info)
+        new = not resume and work == run_dir
+        if work != run_dir:
+            trainer.final_run_dir = run_dir
+            trainer.run_dir, trainer.ckpt = work, CheckpointManager(work, cfg.training.keep_last)
+        try:
+            result = run_training(trainer, resume, progress, callback)
+        except BaseException as error:
+            note = _discard(trainer, work, run_dir, new) if info.is_main else ""
+            if isinstance(error, WriteFailedError):
+                raise WriteFailedError(f"{error}; {note}") from None
+            raise
+        if work != run_dir and info.is_main:
+            finish_run_dir(work, run_dir)
+            moved = result.checkpoint and run_dir / Path(result.checkpoint).relative_to(work)
+            result = dataclasses.replace(result, run_dir=run_dir, checkpoint=moved or None)
+        return result
     finally:
         D.teardown(info)
+
+
+def check_run_target(cfg: RunConfig, run_dir: Path, config_file: str | Path | None) -> None:
+    """The run folder is not the current/home folder, and holds none of the run's inputs."""
+    from weather_sr.config import resolve_config_path
+
+    d = data_kwargs(cfg)
+    sources = [
+        Source("config file", None if config_file is None else resolve_config_path(config_file)),
+        Source("data.path", d["path"], data=True),
+        Source("data.lr_path", d["lr_path"], data=True),
+        Source("diffusion.regression_checkpoint", cfg.diffusion.regression_checkpoint),
+    ]
+    check_target(run_dir, "run folder", "--run-dir", sources, folder=True)
+
+
+def _discard(trainer: Trainer, work: Path, run_dir: Path, new: bool) -> str:
+    """After a failed run: remove what is of no use; say what is left (rank 0)."""
+    if work != run_dir:
+        remove_folder(work)
+        return f"the previous run in {run_dir} is unchanged (the new one was discarded)"
+    latest = trainer.ckpt.latest()
+    if latest is None and new:
+        remove_folder(run_dir)
+        return f"no checkpoint was complete, so the new run folder {run_dir} was removed"
+    trainer.ckpt.remove_stale_temps()
+    if latest is None:
+        return f"{run_dir} has no complete checkpoint"
+    return f"the run keeps its last complete checkpoint {latest}: continue with --resume"

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from weather_sr.atomic import atomic_output
+from weather_sr.atomic import (
+    atomic_output,
+    check_output_path,
+    create_folder,
+    io_errors,
+    replace_folder,
+    sibling_folder,
+)
 from weather_sr.errors import UserError
 from weather_sr.training import distributed as D
 
@@ -20,36 +26,55 @@ FIELDS = [
 
 def prepare_run_dir(
     run_dir: Path, resume: bool, overwrite: bool, info: D.DistInfo, create: bool = True
-) -> None:
-    """Refuse to clobber an existing run unless --overwrite (wipe) or --resume (continue).
+) -> Path:
+    """Refuse to clobber an existing run unless --overwrite or --resume; return the folder to
+    write the run into.
 
-    ``create=False`` only checks (nothing is created or wiped), so that training can check its
-    data and model before it touches an existing run folder.
+    ``create=False`` only checks (nothing is created), so that training can check its data and
+    model before it touches the file system. Then (rank 0): a new run gets its folder, created
+    with weather-sr's marker file; --resume continues in ``run_dir``; --overwrite of an existing
+    run (which must carry the marker) builds the new run in a hidden sibling folder, which
+    :func:`finish_run_dir` swaps in when the run ends, so the old run stays whole until then.
     """
     exists = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
     message = None
+    work = run_dir
     if resume and overwrite:
         message = "--resume and --overwrite exclude each other: choose one"
+    elif run_dir.exists() and not run_dir.is_dir():
+        message = f"run folder {run_dir} is a file: choose another --run-dir"
+    elif resume and not run_dir.is_dir():
+        message = f"--resume: run folder {run_dir} does not exist: start a new run without --resume"
     elif resume and not (run_dir / "checkpoints").is_dir():
-        message = f"--resume: run folder {run_dir} has no checkpoints to resume from"
+        message = (f"--resume: run folder {run_dir} has no complete checkpoint yet: start again "
+                   "with --overwrite")
     elif exists and not (resume or overwrite):
         message = (
             f"run folder {run_dir} already exists: pass --overwrite to replace it or "
             "--resume to continue it"
         )
-    elif run_dir.exists() and not run_dir.is_dir():
-        message = f"run folder {run_dir} is a file: choose another --run-dir"
-    D.barrier(info)  # every rank has looked before rank 0 changes anything
-    if message is None and info.is_main and create:
-        if overwrite and run_dir.is_dir():
-            shutil.rmtree(run_dir)
+    elif exists and overwrite:
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            message = (
-                f"cannot create run folder {run_dir}: {error.strerror}: choose another --run-dir"
-            )
+            check_output_path(run_dir, True, "run folder", marker="run", option="--run-dir")
+        except UserError as error:
+            message = str(error)
+    D.barrier(info)  # every rank has looked before rank 0 changes anything
+    if message is None and info.is_main and create and not resume:
+        try:
+            if exists:
+                work = sibling_folder(run_dir, "run", "run folder")
+            else:
+                create_folder(run_dir, "run", "run folder", "--run-dir")
+        except UserError as error:
+            message = str(error)
     D.broadcast_error(info, message)
+    return work
+
+
+def finish_run_dir(work: Path, run_dir: Path) -> None:
+    """Put the complete new run ``work`` in place of ``run_dir`` (--overwrite; rank 0)."""
+    if work != run_dir:
+        replace_folder(work, run_dir, "run", "run folder", "--run-dir")
 
 
 class RunLogger:
@@ -83,7 +108,7 @@ class RunLogger:
         if not self.enabled:
             return
         row = {"step": step, "split": split, **{k: metrics.get(k, "") for k in FIELDS[2:]}}
-        with self.path.open("a", newline="") as fh:
+        with io_errors(self.path, "metrics file"), self.path.open("a", newline="") as fh:
             csv.DictWriter(fh, FIELDS).writerow(row)
         if self.writer is not None:
             for key, value in metrics.items():

@@ -19,10 +19,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from weather_sr.config import RunConfig, config_to_dict
+from weather_sr.core.loss import masked_mean
 from weather_sr.errors import UserError
-from weather_sr.model.checkpoint import load_checkpoint, plain, saved_diffusion_setting
+from weather_sr.model.checkpoint import load_checkpoint, plain
 from weather_sr.model.downscaling_model import DownscalingModel, build_unet
 from weather_sr.model.loading import model_from_payload
+from weather_sr.model.meta import CheckpointMeta, RegressionBase
 from weather_sr.training import distributed as D
 from weather_sr.training.checkpoints import CheckpointManager, rng_state, set_rng_state
 from weather_sr.training.kit import (
@@ -62,15 +64,6 @@ def data_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return kw
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample mean squared error over valid pixels: [B, C, H, W] -> [B]."""
-    err = (pred.float() - target.float()) ** 2
-    if mask is None:
-        return err.flatten(1).mean(1)
-    m = mask.expand_as(err)
-    return (err * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0)
-
-
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, info: D.DistInfo, bundle: Any) -> None:
         self.cfg, self.run_dir, self.info, self.bundle = cfg, Path(run_dir), info, bundle
@@ -79,7 +72,7 @@ class Trainer:
         self.periodic = bool(getattr(bundle.grid, "periodic", False))
         self.model_cfg = config_to_dict(cfg)["model"]
         self.stop_signal: str | None = None  # set by the training loop's signal handler
-        self._regression_payload: dict[str, Any] | None = None
+        self._regression_base: RegressionBase | None = None
         self.regression = self._load_regression()
         cond_channels = self.channels * (2 if self.regression is not None else 1)
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
@@ -131,27 +124,20 @@ class Trainer:
             return None
         path = self.cfg.diffusion.regression_checkpoint
         payload = load_checkpoint(path)
-        if payload["config"]["model"]["kind"] != "regression":
+        meta = CheckpointMeta.from_payload(payload, str(path))
+        if meta.kind != "regression":
             raise UserError(f"diffusion.regression_checkpoint {path} is not a regression model")
-        if list(payload["channels"]) != list(self.bundle.channels):
-            raise UserError(
-                f"diffusion.regression_checkpoint {path} was trained on channels "
-                f"{payload['channels']}, this run uses {self.bundle.channels}"
-            )
-        units = list(payload.get("units") or self.bundle.units)
-        if units != list(self.bundle.units):
-            raise UserError(
-                f"diffusion.regression_checkpoint {path} was trained on units {units}, this run "
-                f"uses {list(self.bundle.units)}: use data in the same units"
-            )
+        b = self.bundle
+        meta.check_data(b.channels, b.units, "diffusion.regression_checkpoint: this run's data",
+                        scale_factor=b.scale_factor)
         model = model_from_payload(payload, ema=True, source=str(path))
         model.to(self.info.device).eval().net.requires_grad_(False)
-        self._regression_payload = {
-            "model_config": payload["config"]["model"],
-            "target": payload["config"]["diffusion"]["target"],
-            "channels": self.channels,
-            "state": payload["ema"],
-        }
+        self._regression_base = RegressionBase(
+            model_config=meta.model_config,
+            target=meta.target,
+            channels=self.channels,
+            state=payload["ema"],
+        )
         return model
 
     def _target_scale(self, model: DownscalingModel) -> torch.Tensor:
@@ -219,7 +205,7 @@ class Trainer:
         if self.cfg.model.kind == "regression":
             with autocast(dev, self.amp):
                 pred = model.regress(y)
-            lx = masked_mse(pred, x0, mask)
+            lx = masked_mean((pred.float() - x0.float()) ** 2, mask)  # per-sample MSE [B]
             return lx, lx, torch.zeros_like(lx)
         from weather_sr.core.loss import joint_loss
 
@@ -238,11 +224,30 @@ class Trainer:
 
     # -------------------------------------------------------------- state
 
-    def payload(self) -> dict[str, Any]:
-        b, t = self.bundle, self.cfg.training
+    def checkpoint_meta(self) -> CheckpointMeta:
+        """The metadata of a checkpoint of the run as it is now."""
+        b = self.bundle
         grid = b.grid.to_dict() if hasattr(b.grid, "to_dict") else None
-        return {
-            "step": self.step,
+        return CheckpointMeta(
+            step=self.step,
+            config=config_to_dict(self.cfg),
+            channels=tuple(b.channels),
+            units=tuple(b.units),
+            scale_factor=int(b.scale_factor),
+            interpolation=b.interpolation,
+            normalizer=plain(b.normalizer.to_dict()),
+            grid=plain(grid),
+            best_val=self.best_val,
+            nonfinite_skips=self.nonfinite_skips,
+            regression=self._regression_base,
+            target_scale=tuple(self.target_scale.tolist()),
+        )
+
+    def payload(self) -> dict[str, Any]:
+        t = self.cfg.training
+        meta = self.checkpoint_meta().to_payload()
+        return {  # the order of the file's keys: format, ..., step, weights, state, metadata
+            "step": meta.pop("step"),
             "model": self.net.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -255,21 +260,13 @@ class Trainer:
                 "last_step": self.step,
             },
             "rng": rng_state(),
-            "config": config_to_dict(self.cfg),
-            "normalizer": plain(b.normalizer.to_dict()),
-            "channels": list(b.channels),
-            "units": list(b.units),
-            "scale_factor": int(b.scale_factor),
-            "interpolation": b.interpolation,
-            "grid": plain(grid),
-            "best_val": self.best_val,
-            "nonfinite_skips": self.nonfinite_skips,
-            "regression": self._regression_payload,
-            "target_scale": self.target_scale.tolist(),
+            **meta,
         }
 
     def restore(self, payload: dict[str, Any], source: str) -> None:
-        saved = payload["config"]
+        """Continue from a checkpoint of this run: same model settings (the saved config's
+        ``model`` section and diffusion settings) and data (:meth:`CheckpointMeta.check_data`)."""
+        meta = CheckpointMeta.from_payload(payload, source)
         mine = config_to_dict(self.cfg)
         for section, key in [
             ("model", None),
@@ -279,7 +276,7 @@ class Trainer:
             ("diffusion", "prediction"),
             ("diffusion", "scale_target"),
         ]:
-            a = saved[section] if key is None else saved_diffusion_setting(payload, key)
+            a = meta.model_config if key is None else meta.diffusion_setting(key)
             b = mine[section] if key is None else mine[section][key]
             if a != b:
                 raise UserError(
@@ -287,24 +284,16 @@ class Trainer:
                     f"checkpoint {source}; resume with the same model settings"
                 )
         b = self.bundle
-        for what, a, b_ in [
-            ("channels", list(payload["channels"]), list(b.channels)),
-            ("units", list(payload.get("units") or b.units), list(b.units)),
-            ("scale factor", payload.get("scale_factor", b.scale_factor), b.scale_factor),
-        ]:
-            if a != b_:
-                raise UserError(
-                    f"--resume: the data's {what} {b_} differ from the checkpoint {source} "
-                    f"({a}); resume with the same data settings"
-                )
+        meta.check_data(b.channels, b.units, "--resume: this run's data",
+                        scale_factor=b.scale_factor)
         self.net.load_state_dict(payload["model"])
         self.ema.load_state_dict(payload["ema"])
         self.opt.load_state_dict(payload["optimizer"])
         if payload.get("grad_scaler"):
             self.scaler.load_state_dict(payload["grad_scaler"])
         set_rng_state(payload["rng"])
-        self.step, self.best_val = int(payload["step"]), payload.get("best_val")
-        self.nonfinite_skips = int(payload.get("nonfinite_skips") or 0)
+        self.step, self.best_val = meta.step, meta.best_val
+        self.nonfinite_skips = meta.nonfinite_skips
 
     # -------------------------------------------------------------- one step
 

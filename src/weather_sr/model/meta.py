@@ -1,0 +1,428 @@
+"""The typed schema of a checkpoint's metadata: :class:`CheckpointMeta` and :class:`RegressionBase`.
+
+``CheckpointMeta.from_payload`` checks every field of a loaded payload as data (types, shapes,
+counts that must agree) with a one-line error naming the field; ``to_payload`` gives back exactly
+the keys and values that :func:`weather_sr.model.checkpoint.save_checkpoint` writes.
+``CheckpointMeta.check_data`` is the one compatibility check of data against a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from weather_sr import __version__
+from weather_sr.errors import UserError
+from weather_sr.model.checkpoint import FORMAT, FORMAT_VERSION, check_header
+
+if TYPE_CHECKING:
+    from weather_sr.config import RunConfig
+    from weather_sr.data.normalise import Normalizer
+
+# What checkpoints written before these diffusion keys existed were trained with.
+LEGACY_DIFFUSION = {"prediction": "epsilon", "scale_target": False}
+# keys of a ``model`` config section that build_unet needs (kind and padding_x have defaults)
+UNET_KEYS = ("base_channels", "channel_mults", "num_res_blocks", "attention_levels",
+             "mid_attention", "head_channels", "dropout", "groups", "padding_y")
+GRID_KEYS = ("lat", "lon", "lat_name", "lon_name", "lat_attrs", "lon_attrs", "periodic")
+REGRESSION_KEYS = ("model_config", "target", "channels", "state")
+REGRESSION_TARGETS = ("full", "residual")  # a base model has no base of its own
+
+
+def _label(source: str) -> str:
+    return source if source.startswith("checkpoint") else f"checkpoint {source}"
+
+
+class _Fields:
+    """Field checks of one payload; every failure is a one-line UserError naming the field."""
+
+    def __init__(self, source: str) -> None:
+        self.label = _label(source)
+
+    def fail(self, name: str, problem: str) -> UserError:
+        return UserError(f"{self.label}: field {name!r} {problem}: the file is corrupted or "
+                         "edited; use a checkpoint written by weather-sr train")
+
+    def mapping(self, name: str, value: Any, keys: Sequence[str] = ()) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(name, f"is a {type(value).__name__}, not a mapping")
+        for key in keys:
+            if key not in value:
+                raise self.fail(name, f"has no {key!r}")
+        return value
+
+    def integer(self, name: str, value: Any, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            kind = "positive" if minimum == 1 else "non-negative"
+            raise self.fail(name, f"is {value!r}, not a {kind} whole number")
+        return value
+
+    def strings(self, name: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise self.fail(name, f"is {_short(value)}, not a list of names")
+        return tuple(value)
+
+    def number(self, name: str, value: Any) -> float | int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(name, f"is {_short(value)}, not a number")
+        return value
+
+    def array(self, name: str, value: Any) -> np.ndarray:
+        try:
+            out = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise self.fail(name, "is not an array of numbers (ragged or not numeric)") from None
+        if not np.isfinite(out).all():
+            raise self.fail(name, "has NaN or Inf values")
+        return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class RegressionBase:
+    """The frozen regression base of a CorrDiff (``regression_residual``) checkpoint."""
+
+    model_config: Mapping[str, Any]  # the base's ``model`` config section
+    target: str  # its own target: "full" or "residual"
+    channels: int  # C, the channel count of the base (that of the checkpoint)
+    state: Mapping[str, torch.Tensor] = field(compare=False, repr=False)  # its EMA weights
+
+    @classmethod
+    def from_payload(cls, value: Any, channels: int, check: _Fields) -> RegressionBase:
+        reg = check.mapping("regression", value, REGRESSION_KEYS)
+        model_config = check.mapping("regression.model_config", reg["model_config"], UNET_KEYS)
+        if model_config.get("kind", "diffusion") != "regression":
+            raise check.fail("regression.model_config",
+                             f"has kind {model_config.get('kind')!r}, not 'regression'")
+        if reg["target"] not in REGRESSION_TARGETS:
+            raise check.fail("regression.target", f"is {_short(reg['target'])}, not one of "
+                             f"{', '.join(REGRESSION_TARGETS)}")
+        n = check.integer("regression.channels", reg["channels"], 1)
+        if n != channels:
+            raise check.fail("regression.channels", f"is {n} for {channels} channels")
+        state = check.mapping("regression.state", reg["state"])
+        if not state:
+            raise check.fail("regression.state", "is empty (the regression base has no weights)")
+        for key, tensor in state.items():
+            if not isinstance(key, str) or not isinstance(tensor, torch.Tensor):
+                raise check.fail("regression.state", f"entry {_short(key)} is not a named tensor")
+        return cls(model_config, reg["target"], n, state)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"model_config": self.model_config, "target": self.target,
+                "channels": self.channels, "state": self.state}
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about its model and data, typed (every key but the weights and the
+    training state).
+
+    Fields are those of the file (see the module docstring); ``None`` marks a key that older
+    checkpoints lack (units, scale_factor, interpolation, normalizer, grid, target_scale, ...).
+    ``config`` is the saved plain config dict; :meth:`run_config` is it resolved and validated.
+    ``source`` (the file, for messages) is not part of the file.
+    """
+
+    step: int
+    config: Mapping[str, Any]
+    channels: tuple[str, ...]
+    units: tuple[str, ...] | None = None
+    scale_factor: int | None = None
+    interpolation: str | None = None
+    normalizer: Mapping[str, Any] | None = None  # Normalizer.to_dict()
+    grid: Mapping[str, Any] | None = None  # Grid.to_dict()
+    best_val: float | None = None
+    nonfinite_skips: int = 0
+    regression: RegressionBase | None = None
+    target_scale: tuple[float, ...] | None = None
+    format_version: int = FORMAT_VERSION
+    package_version: str | None = __version__
+    source: str = field(default="checkpoint", compare=False)
+
+    # ------------------------------------------------------------ payload <-> schema
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], source: str = "checkpoint"
+                     ) -> CheckpointMeta:
+        """The metadata of a loaded payload, every field checked as data.
+
+        Checks: format and version; step a whole number >= 0; config a valid run config (the
+        same checks as a user's); channels unique non-empty names; units one name per channel;
+        scale_factor a positive whole number; interpolation a known mode; normalizer of a known
+        kind, for these channels, with finite mean/std of shape [C, 1, 1] (channel) or [C, H, W]
+        (pixel) and std > 0; grid with 1-D finite lat/lon; target_scale C positive finite
+        numbers; a regression base exactly when the target is ``regression_residual``, with its
+        model config, target, channel count and weights. Each failure is a UserError naming the
+        checkpoint, the field and what to do.
+        """
+        check_header(payload, source)
+        check = _Fields(source)
+        step = check.integer("step", payload["step"], 0)
+        version = payload.get("package_version")
+        if version is not None and not isinstance(version, str):
+            raise check.fail("package_version", f"is {_short(version)}, not a version string")
+        channels = check.strings("channels", payload["channels"])
+        if not channels or len(set(channels)) != len(channels) or not all(channels):
+            raise check.fail("channels", f"is {_short(list(channels))}, not distinct names")
+        n = len(channels)
+        units = payload.get("units")
+        if units is not None:
+            units = check.strings("units", units)
+            if len(units) != n:
+                entries = "entry" if len(units) == 1 else "entries"
+                raise check.fail("units", f"has {len(units)} {entries} for {n} channels")
+        scale = payload.get("scale_factor")
+        if scale is not None:
+            check.integer("scale_factor", scale, 1)
+        interpolation = payload.get("interpolation")
+        if interpolation is not None:
+            from weather_sr.data.pairs import INTERPOLATIONS
+
+            if interpolation not in INTERPOLATIONS:
+                raise check.fail("interpolation", f"is {_short(interpolation)}, not one of "
+                                 f"{', '.join(INTERPOLATIONS)}")
+        normalizer = payload.get("normalizer")
+        if normalizer is not None:
+            normalizer = _check_normalizer(normalizer, channels, check)
+        grid = payload.get("grid")
+        if grid is not None:
+            grid = _check_grid(grid, check)
+        best_val = payload.get("best_val")
+        if best_val is not None:
+            check.number("best_val", best_val)
+        skips = check.integer("nonfinite_skips", payload.get("nonfinite_skips") or 0, 0)
+        scale_t = payload.get("target_scale")
+        if scale_t is not None:
+            if not isinstance(scale_t, list | tuple) or len(scale_t) != n or not all(
+                not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+                and v > 0 for v in scale_t
+            ):
+                raise check.fail("target_scale", f"is {_short(scale_t)}, not {n} positive numbers")
+            scale_t = tuple(scale_t)
+        config, target = _check_config(payload["config"], check, source)
+        reg = payload.get("regression")
+        if (reg is not None) != (target == "regression_residual"):
+            raise check.fail("regression", f"is {'missing' if reg is None else 'present'} but "
+                             f"the model's diffusion.target is {target}")
+        return cls(
+            step=step,
+            config=config,
+            channels=channels,
+            units=units,
+            scale_factor=scale,
+            interpolation=interpolation,
+            normalizer=normalizer,
+            grid=grid,
+            best_val=best_val,
+            nonfinite_skips=skips,
+            regression=None if reg is None else RegressionBase.from_payload(reg, n, check),
+            target_scale=scale_t,
+            format_version=payload["format_version"],
+            package_version=version,
+            source=source,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """The metadata keys of the file, with the values as written (lists, not tuples)."""
+        return {
+            "format": FORMAT,
+            "format_version": self.format_version,
+            "package_version": self.package_version,
+            "step": self.step,
+            "config": self.config,
+            "normalizer": self.normalizer,
+            "channels": list(self.channels),
+            "units": None if self.units is None else list(self.units),
+            "scale_factor": self.scale_factor,
+            "interpolation": self.interpolation,
+            "grid": self.grid,
+            "best_val": self.best_val,
+            "nonfinite_skips": self.nonfinite_skips,
+            "regression": None if self.regression is None else self.regression.to_payload(),
+            "target_scale": None if self.target_scale is None else list(self.target_scale),
+        }
+
+    # ------------------------------------------------------------ views
+
+    def run_config(self) -> RunConfig:
+        """The saved config, resolved and validated (a new object on each call)."""
+        from weather_sr.config import config_from_dict
+
+        return config_from_dict(dict(self.config), source=f"{self.source} (its config)")
+
+    @cached_property
+    def resolved_config(self) -> dict[str, Any]:
+        """``config_to_dict(self.run_config())``: every key, defaults filled in (do not modify)."""
+        from weather_sr.config import config_to_dict
+
+        return config_to_dict(self.run_config())
+
+    @property
+    def kind(self) -> str:
+        """``model.kind``: "diffusion" or "regression"."""
+        return self.resolved_config["model"]["kind"]
+
+    @property
+    def target(self) -> str:
+        """``diffusion.target``: "full", "residual" or "regression_residual"."""
+        return self.resolved_config["diffusion"]["target"]
+
+    @property
+    def model_config(self) -> Mapping[str, Any]:
+        """The ``model`` section as saved (what build_unet is given)."""
+        return self.config["model"]
+
+    def diffusion_setting(self, key: str) -> Any:
+        """``config.diffusion[key]`` as saved, or its legacy value for older checkpoints."""
+        return self.config["diffusion"].get(key, LEGACY_DIFFUSION.get(key))
+
+    @property
+    def prediction(self) -> str:
+        return self.diffusion_setting("prediction")
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the training grid is global in longitude (False when no grid is saved)."""
+        return bool((self.grid or {}).get("periodic", False))
+
+    def make_normalizer(self) -> Normalizer:
+        """The saved normaliser as a :class:`weather_sr.data.Normalizer`."""
+        from weather_sr.data.normalise import Normalizer
+
+        self.require("normalizer", to="normalise data")
+        return Normalizer.from_dict(dict(self.normalizer or {}))
+
+    def require(self, *names: str, to: str) -> None:
+        """UserError naming the first of ``names`` this (older) checkpoint lacks."""
+        for name in names:
+            if getattr(self, name) is None:
+                raise UserError(f"{_label(self.source)} has no {name!r}: it cannot {to}")
+
+    # ------------------------------------------------------------ the compatibility check
+
+    def check_data(
+        self, channels: Sequence[str], units: Sequence[str], where: str, *, names: bool = True,
+        scale_factor: int | None = None, unknown_units: bool = False,
+    ) -> None:
+        """UserError naming the first way data described by ``where`` does not fit this
+        checkpoint; the one check of training resume, the CorrDiff regression base, evaluate and
+        downscale. In this order:
+
+        1. channel names and order equal the checkpoint's (``names=False``: not compared, e.g.
+           LR inputs named by ``data.lr_variables``), naming the missing ones or the order;
+        2. the channel count is the checkpoint's;
+        3. units equal channel by channel (surrounding whitespace ignored), unless the
+           checkpoint has none (older files). A blank unit on one side only is a mismatch,
+           except with ``unknown_units=True`` (input files of downscale, whose variables may
+           lack a units attribute), where a blank unit on either side is not compared;
+        4. ``scale_factor``, when given, equals the checkpoint's (unless it has none).
+        """
+        check_channels_of(channels, units, self.channels, self.units, where,
+                          checkpoint=f"the checkpoint {self.source}", names=names,
+                          unknown_units=unknown_units)
+        if (scale_factor is not None and self.scale_factor is not None
+                and int(scale_factor) != self.scale_factor):
+            raise UserError(
+                f"{where}: the data is set up for scale factor {scale_factor}, the checkpoint "
+                f"{self.source} downscales by {self.scale_factor}: use "
+                f"data.scale_factor={self.scale_factor}"
+            )
+
+
+def check_channels_of(
+    found: Sequence[str], found_units: Sequence[str], expected: Sequence[str],
+    expected_units: Sequence[str] | None, where: str, *, checkpoint: str = "the checkpoint",
+    names: bool = True, unknown_units: bool = False,
+) -> None:
+    """Steps 1-3 of :meth:`CheckpointMeta.check_data` for explicit lists (``expected_units``
+    None: the checkpoint has no units, they are not compared)."""
+    if names and list(found) != list(expected):
+        missing = [c for c in expected if c not in found]
+        detail = (f"missing {', '.join(missing)}" if missing
+                  else f"order {list(found)} instead of {list(expected)}")
+        raise UserError(f"{where}: channels do not match {checkpoint} ({detail}): use data with "
+                        f"the variables {list(expected)}, in this order")
+    if len(found) != len(expected):
+        raise UserError(f"{where}: {len(found)} channels but {checkpoint} has {len(expected)}")
+    if not expected_units:
+        return
+    for name, got, want in zip(expected, found_units, expected_units, strict=True):
+        got, want = str(got).strip(), str(want).strip()
+        if got == want or (unknown_units and not (got and want)):
+            continue
+        if not got:
+            raise UserError(f"{where}: variable {name} has no units but {checkpoint} was trained "
+                            f"on {want!r}: give data in {want!r} with its units attribute")
+        raise UserError(f"{where}: variable {name} is in units {got!r} but {checkpoint} was "
+                        f"trained on {want!r}: convert the data first")
+
+
+def _check_config(value: Any, check: _Fields, source: str) -> tuple[Mapping[str, Any], str]:
+    """The saved config and its (resolved) diffusion target."""
+    from weather_sr.config import config_from_dict
+
+    config = check.mapping("config", value, ("model", "diffusion"))
+    check.mapping("config.model", config["model"])
+    check.mapping("config.diffusion", config["diffusion"])
+    # validated like a user's config: an incompatible version or a hand-edited checkpoint gives
+    # a UserError naming the key instead of a KeyError deep inside
+    cfg = config_from_dict(dict(config), source=f"{source} (its config)")
+    return config, cfg.diffusion.target
+
+
+def _check_normalizer(value: Any, channels: tuple[str, ...], check: _Fields) -> Mapping[str, Any]:
+    from weather_sr.data.normalise import KINDS
+
+    norm = check.mapping("normalizer", value, ("kind", "channels", "mean", "std"))
+    if norm["kind"] not in KINDS:
+        raise check.fail("normalizer", f"has kind {_short(norm['kind'])}, not one of "
+                         f"{', '.join(KINDS)}")
+    if check.strings("normalizer.channels", norm["channels"]) != channels:
+        raise check.fail("normalizer", f"is for channels {_short(norm['channels'])}, the "
+                         f"checkpoint's are {list(channels)}")
+    mean, std = check.array("normalizer.mean", norm["mean"]), check.array("normalizer.std",
+                                                                          norm["std"])
+    n = len(channels)
+    for name, arr in (("mean", mean), ("std", std)):
+        ok = arr.ndim == 3 and arr.shape[0] == n and min(arr.shape) >= 1
+        if ok and norm["kind"] == "channel":
+            ok = arr.shape[1:] == (1, 1)
+        if not ok:
+            want = f"[{n}, 1, 1]" if norm["kind"] == "channel" else f"[{n}, H, W]"
+            raise check.fail(f"normalizer.{name}", f"has shape {list(arr.shape)}, not {want} "
+                             f"({norm['kind']} statistics of {n} channels)")
+    if mean.shape != std.shape:
+        raise check.fail("normalizer.std", f"has shape {list(std.shape)}, the mean "
+                         f"{list(mean.shape)}")
+    if not (std > 0).all():
+        raise check.fail("normalizer.std", "has values <= 0")
+    return norm
+
+
+def _check_grid(value: Any, check: _Fields) -> Mapping[str, Any]:
+    grid = check.mapping("grid", value, GRID_KEYS)
+    for name in ("lat", "lon"):
+        arr = check.array(f"grid.{name}", grid[name])
+        if arr.ndim != 1 or arr.size == 0:
+            raise check.fail(f"grid.{name}", f"has shape {list(arr.shape)}, not [n] with n >= 1")
+    for name in ("lat_name", "lon_name"):
+        if not isinstance(grid[name], str):
+            raise check.fail(f"grid.{name}", f"is {_short(grid[name])}, not a name")
+    for name in ("lat_attrs", "lon_attrs"):
+        check.mapping(f"grid.{name}", grid[name])
+    if not isinstance(grid["periodic"], bool):
+        raise check.fail("grid.periodic", f"is {_short(grid['periodic'])}, not true or false")
+    check.mapping("grid.aux", grid.get("aux", {}))
+    return grid
+
