@@ -11,6 +11,12 @@ southern Africa and the South Atlantic). Reads it with cfgrib (the project's ``g
 eccodes for the projection keys; keeps precipitable water (pwat) and cloud-top brightness
 temperature (btmp); crops the central 128 x 192 points (rows 6..133, columns 9..200), divisible
 by 16; uses valid time as the time axis; writes compressed NetCDF atomically.
+
+x/y are the true projected coordinates (metres) of the CF ``polar_stereographic`` grid mapping
+(south pole, standard parallel LaD, orientation, the GRIB message's spherical earth, no false
+easting/northing): the 2-D latitude/longitude that eccodes computes for the grid points are put
+through the mapping with pyproj (the ``dev`` extra), and the result must be a regular grid;
+otherwise the file gets no grid mapping (only the 2-D latitude/longitude).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyproj  # before xarray opens a file: the eccodes wheel loads a PROJ library of its own
 import xarray as xr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +35,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from weather_sr.atomic import atomic_output  # noqa: E402
 
 VARIABLES = ("pwat", "btmp")
+STANDARD_NAMES = {"pwat": "atmosphere_mass_content_of_water_vapor",
+                  "btmp": "toa_brightness_temperature"}
+EARTH_RADIUS = {0: 6367470.0, 6: 6371229.0}  # GRIB2 shapeOfTheEarth -> sphere radius (m)
+REGULAR_TOLERANCE = 1.0  # metres: projected points must lie this close to a regular grid
 CROP_Y, CROP_X = slice(6, 134), slice(9, 201)  # central 128 x 192 of 140 x 210
 OUT = ROOT / "src" / "weather_sr" / "sample_data" / "safrica_sample.nc"
 
@@ -36,13 +47,81 @@ def grid_keys(grib: Path) -> dict[str, float]:
     """Projection keys of the first GRIB message (eccodes)."""
     import eccodes
 
-    keys = ("DxInMetres", "DyInMetres", "LaDInDegrees", "orientationOfTheGridInDegrees")
+    keys = ("DxInMetres", "DyInMetres", "LaDInDegrees", "orientationOfTheGridInDegrees",
+            "shapeOfTheEarth")
     with open(grib, "rb") as fh:
         h = eccodes.codes_grib_new_from_file(fh)
         try:
             return {k: float(eccodes.codes_get(h, k)) for k in keys}
         finally:
             eccodes.codes_release(h)
+
+
+def grid_mapping(keys: dict[str, float]) -> dict[str, float | str] | None:
+    """CF polar_stereographic attributes of the GRIB grid (None: earth shape not a known sphere)."""
+    radius = EARTH_RADIUS.get(int(keys["shapeOfTheEarth"]))
+    if radius is None:
+        return None
+    return {
+        "grid_mapping_name": "polar_stereographic",
+        "latitude_of_projection_origin": -90.0,
+        "standard_parallel": keys["LaDInDegrees"],
+        "straight_vertical_longitude_from_pole": keys["orientationOfTheGridInDegrees"],
+        "false_easting": 0.0,
+        "false_northing": 0.0,
+        "earth_radius": radius,
+    }
+
+
+def projected_xy(
+    lat: np.ndarray, lon: np.ndarray, mapping: dict[str, float | str]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """1-D x [nx], y [ny] (metres) of the 2-D lat/lon [ny, nx] in ``mapping``; None unless the
+    projected points form a regular grid (to :data:`REGULAR_TOLERANCE`)."""
+    crs = pyproj.CRS.from_cf(dict(mapping))
+    to_xy = pyproj.Transformer.from_crs(crs.geodetic_crs, crs, always_xy=True)
+    px, py = to_xy.transform(lon, lat)
+    x, y = px.mean(axis=0), py.mean(axis=1)
+    off = max(np.abs(px - x[None, :]).max(), np.abs(py - y[:, None]).max())
+    steps = np.concatenate([np.diff(x), np.diff(y)])
+    if off > REGULAR_TOLERANCE or np.ptp(steps) > REGULAR_TOLERANCE:
+        return None
+    return x, y
+
+
+def with_true_projection(ds: xr.Dataset, mapping: dict[str, float | str] | None) -> xr.Dataset:
+    """``ds`` with x/y replaced by the projected coordinates of its 2-D latitude/longitude and
+    ``mapping`` as its grid mapping; without a grid mapping when that fails. Values, times and
+    latitude/longitude are kept as they are."""
+    xy = None if mapping is None else projected_xy(
+        ds["latitude"].values, ds["longitude"].values, mapping)
+    ds = ds.drop_vars("polar_stereographic", errors="ignore")
+    for name in VARIABLES:
+        ds[name].attrs.pop("grid_mapping", None)
+        ds[name].attrs["standard_name"] = STANDARD_NAMES[name]
+    if xy is None:
+        print("the grid does not fit the polar stereographic mapping: no grid mapping written")
+        return ds
+    x, y = xy
+    ds = ds.assign_coords(
+        x=("x", x, {"standard_name": "projection_x_coordinate", "long_name": "x coordinate of "
+                    "projection", "units": "m", "axis": "X"}),
+        y=("y", y, {"standard_name": "projection_y_coordinate", "long_name": "y coordinate of "
+                    "projection", "units": "m", "axis": "Y"}),
+    )
+    ds["polar_stereographic"] = ((), np.int32(0), dict(mapping))
+    for name in VARIABLES:
+        ds[name].attrs["grid_mapping"] = "polar_stereographic"
+    return ds
+
+
+def write(ds: xr.Dataset, output: Path) -> None:
+    """Compressed NetCDF, atomically; no _FillValue on coordinates."""
+    enc: dict[str, dict] = {v: {"zlib": True, "complevel": 9, "shuffle": True} for v in VARIABLES}
+    enc.update({c: {"_FillValue": None} for c in ("x", "y", "latitude", "longitude") if c in ds})
+    enc["time"] = {"dtype": "int32"}  # whole hours; CF-1.8 has no int64
+    with atomic_output(output, overwrite=True, what="sample file") as tmp:
+        ds.to_netcdf(tmp, encoding=enc, engine="netcdf4")
 
 
 def read_variable(grib: Path, name: str) -> xr.DataArray:
@@ -62,13 +141,8 @@ def build(grib: Path) -> xr.Dataset:
     keys = grid_keys(grib)
     parts = {v: read_variable(grib, v) for v in VARIABLES}
     first = parts[VARIABLES[0]]
-    ny, nx = first.sizes["y"], first.sizes["x"]
-    y = (np.arange(ny) + CROP_Y.start) * keys["DyInMetres"]
-    x = (np.arange(nx) + CROP_X.start) * keys["DxInMetres"]
     coords = {
         "time": ("time", first["time"].values, {"standard_name": "time", "axis": "T"}),
-        "y": ("y", y, {"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y"}),
-        "x": ("x", x, {"standard_name": "projection_x_coordinate", "units": "m", "axis": "X"}),
         "latitude": (
             ("y", "x"),
             first["latitude"].values,
@@ -83,19 +157,8 @@ def build(grib: Path) -> xr.Dataset:
     data_vars = {}
     for name, da in parts.items():
         attrs = {k: da.attrs[k] for k in ("long_name", "units") if k in da.attrs}
-        attrs.update(grid_mapping="polar_stereographic", coordinates="latitude longitude")
+        attrs.update(coordinates="latitude longitude")
         data_vars[name] = (("time", "y", "x"), da.values.astype(np.float32), attrs)
-    data_vars["polar_stereographic"] = (
-        (),
-        np.int32(0),
-        {
-            "grid_mapping_name": "polar_stereographic",
-            "latitude_of_projection_origin": -90.0,
-            "standard_parallel": keys["LaDInDegrees"],
-            "straight_vertical_longitude_from_pole": keys["orientationOfTheGridInDegrees"],
-            "comment": "x/y are offsets from the first point of the original 140x210 grid",
-        },
-    )
     attrs = {
         "title": "weather-sr sample: NCEP forecast over southern Africa (pwat, btmp)",
         "institution": "US National Weather Service - NCEP (GRIB centre kwbc, subcentre 12)",
@@ -104,7 +167,8 @@ def build(grib: Path) -> xr.Dataset:
         "history": "scripts/make_sample_data.py: central 128x192 crop, valid time as time axis",
         "Conventions": "CF-1.8",
     }
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return with_true_projection(xr.Dataset(data_vars, coords=coords, attrs=attrs),
+                                grid_mapping(keys))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if not grib.is_file():
         parser.error(f"{grib} not found: unpack the pygrib sdist and give its folder")
     ds = build(grib)
-    enc = {v: {"zlib": True, "complevel": 9, "shuffle": True} for v in VARIABLES}
-    with atomic_output(args.output, overwrite=True, what="sample file") as tmp:
-        ds.to_netcdf(tmp, encoding=enc, engine="netcdf4")
+    write(ds, args.output)
     size = args.output.stat().st_size / 1e6
     print(f"wrote {args.output} ({size:.2f} MB): {dict(ds.sizes)}")
     return 0

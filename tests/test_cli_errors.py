@@ -100,7 +100,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     bad.mkdir()
     data = write_netcdf(synthetic_dataset(12, 32, 32, variables=("t2m", "z"), seed=5),
                         root / "fields.nc")
-    lr = _variant(root / "lr.nc", lambda ds: ds.isel(lat=slice(0, 8), lon=slice(0, 8)))
+    # every 4th point: an 8 x 8 field on the LR grid spacing (x4), as downscale expects
+    lr = _variant(root / "lr.nc", lambda ds: ds.isel(lat=slice(0, 32, 4), lon=slice(0, 32, 4)))
     dif = train(load_config(None, [f"data.path={data}", *TINY]), root / "dif", progress=False)
     reg = train(load_config(None, [f"data.path={data}", *TINY, "model.kind=regression"]),
                 root / "reg", progress=False)

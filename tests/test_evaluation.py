@@ -102,7 +102,9 @@ def test_findings_state_wins_and_losses() -> None:
     text = "\n".join(findings(results, "t"))
     assert "RMSE 1.5 beats bicubic (2)" in text
     assert "RMSE 1.5 does NOT beat regression (1)" in text
-    assert "0.40x that of bicubic; meets" in text and "0.50x that of regression; meets" in text
+    assert "0.40x that of bicubic: members are closer to" in text
+    assert "0.50x that of regression: members are closer to" in text
+    assert "target" not in text  # the user's targets are theirs to set
     assert "spread/skill 0.60 (under-dispersive" in text
     assert "CRPS 0.9 beats the CRPS (= MAE) of bicubic (1.2)" in text
     assert "CRPS 0.9 does NOT beat the CRPS (= MAE) of regression (0.8)" in text

@@ -124,7 +124,8 @@ def test_sampling_options_are_checked_naming_the_option() -> None:
     from weather_sr.core.schedule import linear_schedule
 
     bad = [({"sampler": "euler"}, "--sampler 'euler'"), ({"steps": 0}, "--steps 0"),
-           ({"sampler": "dpmpp_2m", "steps": 2.5}, "--steps 2.5"), ({"eta": 1.5}, "--eta 1.5"),
+           ({"sampler": "dpmpp_2m", "steps": 2.5}, "--steps 2.5"),
+           ({"sampler": "ddim", "eta": 1.5}, "--eta 1.5"),
            ({"batch_size": 0}, "--batch-size 0"), ({"tile": -8}, "--tile -8"),
            ({"overlap": -1}, "--overlap -1")]
     for changes, words in bad:

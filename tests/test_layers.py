@@ -2,8 +2,9 @@
 
 Order (docs/architecture.md): core <- nn <- model <- {training, inference} <- evaluation <- demo
 <- commands <- cli. ``data`` is used from ``model`` upwards and imports none of those layers. The
-base utilities (errors, atomic, devices, config) import only ``errors``; ``core`` and ``nn``
-import nothing of weather_sr but ``errors``. Every import anywhere in a file counts, including
+base utilities (errors, targets, write_errors, atomic, devices, config) import only ``errors``
+(``atomic`` also ``targets`` and ``write_errors``); ``core`` imports nothing of weather_sr but
+``errors``, ``nn`` only ``core`` besides. Every import anywhere in a file counts, including
 imports inside functions (a lazy import is still a dependency).
 """
 
@@ -22,7 +23,7 @@ LAYER = {
     "__init__": 0, "errors": 0,
     "core": 1,
     "nn": 2,
-    "atomic": 1, "devices": 1, "config": 1,
+    "atomic": 1, "runtime": 1, "targets": 1, "write_errors": 1, "devices": 1, "config": 1,
     "data": 2,
     "model": 3,
     "training": 4, "inference": 4,
@@ -37,10 +38,13 @@ ONLY = {
     "errors": set(),
     "core": {"errors"},
     "nn": {"errors", "core"},
-    "atomic": {"errors"},
+    "targets": {"errors"},
+    "write_errors": {"errors"},
+    "atomic": {"errors", "targets", "write_errors"},
     "devices": {"errors"},
+    "runtime": set(),
     "config": {"errors"},
-    "data": {"errors", "atomic"},
+    "data": {"errors", "atomic", "targets", "write_errors"},
 }
 
 
@@ -59,8 +63,22 @@ def module_name(path: Path) -> str:
 def imports_of(path: Path) -> set[str]:
     """Every weather_sr module named by an import anywhere in the file (``from a import b`` gives
     ``a.b`` when that is a module, else ``a``)."""
+    return imports_in(ast.parse(path.read_text(encoding="utf-8")))
+
+
+def lazy_imports_of(path: Path) -> set[str]:
+    """The weather_sr modules imported inside the file's module-level ``__getattr__`` (PEP 562)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            found |= imports_in(node)
+    return found
+
+
+def imports_in(tree: ast.AST) -> set[str]:
+    """:func:`imports_of` for a parsed file or a node of one."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "weather_sr"}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -75,7 +93,28 @@ def imports_of(path: Path) -> set[str]:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-GRAPH = {name: imports_of(path) - {name} for name, path in MODULES.items()}
+# The one exception to "the root package imports nothing": its module ``__getattr__`` imports the
+# Python API on first use (``weather_sr.load_model``, ``weather_sr.downscale``). That runs after
+# the package is initialised, so it is neither an import-time dependency nor an edge of an import
+# cycle. Only these lazy imports are dropped; any other import in the root still counts.
+LAZY = {"weather_sr": {"weather_sr.inference.api"}}
+
+
+def graph_imports(name: str, path: Path) -> set[str]:
+    """The imports of module ``name`` that the layer and cycle rules check."""
+    lazy = lazy_imports_of(path) - LAZY.get(name, set())  # not allowed lazily: counts
+    return (_outside_getattr(path) | lazy) - {name}
+
+
+def _outside_getattr(path: Path) -> set[str]:
+    """Imports of the file outside its module-level ``__getattr__``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree.body = [n for n in tree.body
+                 if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
+    return imports_in(tree)
+
+
+GRAPH = {name: graph_imports(name, path) for name, path in MODULES.items()}
 
 
 def test_every_part_has_a_layer() -> None:
@@ -142,3 +181,31 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     assert violations("weather_sr.training.loop", {"weather_sr.inference.ensemble"})
     assert violations("weather_sr.data.pairs", {"weather_sr.model.loading"})
     assert not violations("weather_sr.demo", deps)
+
+
+def test_root_imports_only_the_api_and_only_lazily(tmp_path: Path) -> None:
+    """The root package's only weather_sr import is the API, inside ``__getattr__``; an eager
+    import there, or another lazy one, is a violation (and would be a cycle edge)."""
+    root = MODULES["weather_sr"]
+    assert lazy_imports_of(root) == LAZY["weather_sr"]
+    assert GRAPH["weather_sr"] == set()
+    eager = tmp_path / "eager.py"
+    eager.write_text("from weather_sr.inference import api\n\n\ndef __getattr__(name):\n"
+                     "    from weather_sr.inference import api\n    return api\n")
+    assert graph_imports("weather_sr", eager) == {"weather_sr.inference.api"}
+    assert violations("weather_sr", graph_imports("weather_sr", eager))
+    other = tmp_path / "other.py"
+    other.write_text("def __getattr__(name):\n    from weather_sr import cli\n    return cli\n")
+    assert violations("weather_sr", graph_imports("weather_sr", other))
+
+
+def test_import_weather_sr_stays_cheap() -> None:
+    """``import weather_sr`` loads neither torch nor xarray; the API attributes still resolve."""
+    import subprocess
+    import sys
+
+    code = ("import sys, weather_sr; assert 'torch' not in sys.modules, 'torch'; "
+            "assert 'xarray' not in sys.modules, 'xarray'; "
+            "from weather_sr import __version__; "
+            "assert callable(weather_sr.downscale) and callable(weather_sr.load_model)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
-import hashlib
 import io
 import os
 import re
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from safety_helpers import ENV, TINY, digests
 
 from weather_sr.atomic import OutputAppearedError, atomic_output, read_marker, write_marker
 from weather_sr.cli import main
@@ -38,13 +38,6 @@ from weather_sr.training.loop import train
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file system semantics")
 
-TINY = ["data.variables=[pwat, btmp]", "data.patch_size=16", "model.base_channels=8",
-        "model.channel_mults=[1, 2]", "model.num_res_blocks=1", "model.head_channels=8",
-        "model.mid_attention=false", "diffusion.timesteps=20", "training.batch_size=2",
-        "training.steps=2", "training.warmup_steps=1", "training.val_every=100000",
-        "training.val_images=0", "training.precision=fp32", "output.tensorboard=false",
-        "training.device=cpu"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # 2 shared CPU cores
 FAST = ["--members", "2", "--steps", "2", "--device", "cpu"]
 
 
@@ -56,7 +49,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "data").mkdir()
     sample = Path(shutil.copy(sample_data_path(), root / "data" / "sample.nc"))
     with xr.open_dataset(sample) as ds:
-        lr = ds[["pwat", "btmp"]].isel(time=slice(0, 2), y=slice(0, 8), x=slice(0, 8)).load()
+        every4 = {"y": slice(0, 32, 4), "x": slice(0, 32, 4)}  # on the LR grid spacing
+        lr = ds[["pwat", "btmp"]].isel(time=slice(0, 2), **every4).load()
     lr.to_netcdf(root / "data" / "lr.nc")
     with xr.open_dataset(sample) as ds:  # all times, a 32x32 corner: quick evaluations
         ds[["pwat", "btmp"]].isel(y=slice(0, 32), x=slice(0, 32)).load().to_netcdf(
@@ -71,21 +65,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "sample": sample, "lr": root / "data" / "lr.nc", "cfg": cfg,
             "reg": Path(reg.checkpoint), "ck": Path(dif.checkpoint), "run": root / "runs" / "dif",
             "crop": root / "data" / "crop.nc"}
-
-
-def digests(*folders: Path) -> dict[str, str]:
-    """SHA-256 of every file below ``folders`` (hidden ones too); folders map to ''."""
-    out: dict[str, str] = {}
-    for folder in folders:
-        for dirpath, _, files in os.walk(folder):
-            out[dirpath] = ""
-            for name in files:
-                path = os.path.join(dirpath, name)
-                if os.path.isfile(path):
-                    out[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-                else:
-                    out[path] = "special"
-    return out
 
 
 def cli(*args: object, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -493,8 +472,8 @@ def test_train_overwrite_keeps_the_old_run_until_the_new_one_ends(world: dict[st
 
 
 def test_check_target_resolves_links_and_parents(world: dict[str, Path], tmp_path: Path) -> None:
-    from weather_sr.atomic import Source, check_target
     from weather_sr.errors import UserError
+    from weather_sr.targets import Source, check_target
 
     link = tmp_path / "link.nc"
     link.symlink_to(world["lr"])

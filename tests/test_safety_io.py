@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,8 +24,9 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from safety_helpers import ENV, TINY, digests
 
-from weather_sr.atomic import WriteFailedError, atomic_output, read_marker, write_marker
+from weather_sr.atomic import atomic_output, read_marker, write_marker
 from weather_sr.cli import main
 from weather_sr.config import config_to_yaml, load_config
 from weather_sr.data import sample_data_path, write_zarr
@@ -34,17 +34,11 @@ from weather_sr.inference.netcdf import write_dataset
 from weather_sr.model.checkpoint import save_checkpoint
 from weather_sr.training.loop import train
 from weather_sr.training.run_log import RunLogger
+from weather_sr.write_errors import WriteFailedError
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file systems")
 
-TINY = ["data.variables=[pwat, btmp]", "data.patch_size=16", "model.base_channels=8",
-        "model.channel_mults=[1, 2]", "model.num_res_blocks=1", "model.head_channels=8",
-        "model.mid_attention=false", "diffusion.timesteps=20", "training.batch_size=2",
-        "training.steps=2", "training.warmup_steps=1", "training.val_every=100000",
-        "training.val_images=0", "training.precision=fp32", "output.tensorboard=false",
-        "training.device=cpu"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 FULL = "no space left on device while writing"
 
 
@@ -53,24 +47,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("safety_io")
     sample = Path(shutil.copy(sample_data_path(), root / "sample.nc"))
     with xr.open_dataset(sample) as ds:
-        ds[["pwat", "btmp"]].isel(time=slice(0, 2), y=slice(0, 8), x=slice(0, 8)).load(
+        ds[["pwat", "btmp"]].isel(time=slice(0, 2), y=slice(0, 32, 4), x=slice(0, 32, 4)).load(
         ).to_netcdf(root / "lr.nc")
     cfg = root / "tiny.yaml"
     cfg.write_text(config_to_yaml(load_config(None, [f"data.path={sample}", *TINY])))
     result = train(load_config(cfg), root / "run", progress=False, config_file=cfg)
     return {"root": root, "lr": root / "lr.nc", "cfg": cfg, "ck": Path(result.checkpoint),
             "run": root / "run"}
-
-
-def digests(*folders: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for folder in folders:
-        for dirpath, _, files in os.walk(folder):
-            out[dirpath] = ""
-            for name in files:
-                out[os.path.join(dirpath, name)] = hashlib.sha256(
-                    Path(dirpath, name).read_bytes()).hexdigest()
-    return out
 
 
 def run_cli(argv: list[object], real_disk: bool, capsys) -> tuple[int, str]:

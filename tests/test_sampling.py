@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -326,3 +328,75 @@ def test_one_list_of_sampler_names_for_cli_and_config(tmp_path, monkeypatch) -> 
         code = main(["demo", "--device", "cpu", "--out", str(tmp_path / name), "--sampler", name])
         assert code == (2 if name == "euler" else 0), name
     assert ran == list(SAMPLER_NAMES)
+
+
+# ------------------------------------------------------------------ the log-SNR grid, defaults
+
+
+def test_logsnr_grid_unchanged_for_the_linear_schedule() -> None:
+    """The demo's grid (linear, T = 1000, 20 steps): the floor LOGSNR_MIN does not bite."""
+    from weather_sr.core.sampling import LOGSNR_MIN
+
+    sch = make_schedule("linear", 1000)
+    assert float(sch.log_snr()[-1]) > LOGSNR_MIN
+    assert timesteps(sch, 20, "logsnr") == [1000, 951, 899, 844, 786, 723, 654, 578, 493, 400,
+                                            303, 212, 139, 87, 53, 31, 18, 10, 5, 2]
+
+
+@pytest.mark.parametrize("steps", [10, 20, 50])
+def test_logsnr_grid_well_spread_for_cosine(steps: int) -> None:
+    """Cosine (lambda_T ~ -9.9): after t_0 = T the grid is even in lambda from LOGSNR_MIN, so
+    only t_0 sits at lambda < LOGSNR_MIN (unclipped: 8 of 20 at t >= 993); and the exact
+    Gaussian denoiser keeps the variance of a scale-0.1 component better than trailing."""
+    from weather_sr.core.sampling import LOGSNR_MIN
+
+    sch = make_schedule("cosine", 1000)
+    ts = timesteps(sch, steps, "logsnr")
+    lam = sch.log_snr()[ts].numpy()
+    assert ts[0] == 1000 and int((lam < LOGSNR_MIN).sum()) == 1
+    assert sum(t >= 993 for t in ts) <= (2 if steps <= 20 else 4)
+    gaps = np.diff(lam[1:])  # even up to the rounding of t to integers
+    h = (float(sch.log_snr()[1]) - LOGSNR_MIN) / steps
+    assert 0.5 * h < gaps.min() and gaps.max() < 2 * h
+    s2 = 0.01
+    err = abs(exact_dpmpp_gain(sch, ts, s2) ** 2 / s2 - 1)
+    trailing = abs(exact_dpmpp_gain(sch, timesteps(sch, steps), s2) ** 2 / s2 - 1)
+    assert err < {10: 0.1, 20: 0.02, 50: 0.01}[steps] and err < trailing
+
+
+def test_one_set_of_defaults() -> None:
+    """Library, config (validation preview), Python API and CLI share core.sampling's defaults."""
+    import inspect
+
+    from weather_sr.cli import build_parser
+    from weather_sr.config import DiffusionConfig
+    from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
+    from weather_sr.demo import FULL, run_demo
+    from weather_sr.inference import api
+    from weather_sr.inference.ensemble import SamplingOptions
+    from weather_sr.model.downscaling_model import DownscalingModel
+
+    assert (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_ETA) == ("dpmpp_2m", 20, 0.0)
+    assert DEFAULT_SPACING[DEFAULT_SAMPLER] == "logsnr"
+    cfg = DiffusionConfig()
+    assert (cfg.val_sampler, cfg.val_sample_steps) == (DEFAULT_SAMPLER, DEFAULT_STEPS)
+    opts = SamplingOptions()
+    assert (opts.sampler, opts.steps, opts.eta) == (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_ETA)
+    params = inspect.signature(DownscalingModel.sample).parameters
+    assert (params["sampler"].default, params["steps"].default) == (DEFAULT_SAMPLER, DEFAULT_STEPS)
+    params = inspect.signature(api.downscale).parameters
+    assert (params["sampler"].default, params["steps"].default, params["eta"].default) == (
+        DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_ETA)
+    assert inspect.signature(run_demo).parameters["sampler"].default == DEFAULT_SAMPLER
+    assert FULL.sampler_steps == DEFAULT_STEPS
+    parser = build_parser()
+    for argv in (["downscale", "--checkpoint", "c.pt", "--input", "i", "--output", "o"],
+                 ["evaluate", "--checkpoint", "c.pt", "--out", "d"]):
+        args = parser.parse_args(argv)
+        assert (args.sampler, args.steps, args.eta) == (DEFAULT_SAMPLER, DEFAULT_STEPS,
+                                                        DEFAULT_ETA), argv[0]
+    assert parser.parse_args(["demo"]).sampler == DEFAULT_SAMPLER
+    for name in ("sample.yaml", "era5_example.yaml"):  # the shipped configs say the same
+        text = (Path(__file__).resolve().parents[1] / "configs" / name).read_text()
+        assert f"val_sampler: {DEFAULT_SAMPLER}" in text
+        assert f"val_sample_steps: {DEFAULT_STEPS}\n" in text

@@ -1,9 +1,9 @@
-"""Safe output: a target is never a source, only weather-sr's own output is replaced, and only
-when the new one is complete; an existing file that appeared meanwhile is never replaced.
+"""Safe output: only weather-sr's own output is replaced, and only when the new one is complete;
+an existing file that appeared meanwhile is never replaced.
 
-- :func:`check_target` runs before any work: it refuses an output (file, run, report or demo
-  folder) that is the current folder, one of its parents, ``/`` or the home folder; that is,
-  lies inside or contains a path the command reads; or that is not a regular file or folder.
+(That a target is never a source is :func:`weather_sr.targets.check_target`; disk errors are
+:mod:`weather_sr.write_errors`.)
+
 - :func:`check_output_path`: the target's folder exists and is writable; an existing target only
   with ``overwrite``, and then only a regular file, or a folder carrying weather-sr's marker file
   (:data:`MARKER`) of the right kind.
@@ -12,9 +12,8 @@ when the new one is complete; an existing file that appeared meanwhile is never 
   (``os.link`` / ``renameat2(RENAME_NOREPLACE)``): :class:`OutputAppearedError`, the result is kept
   under its temporary name. With ``overwrite`` a file is renamed over the old one and a folder
   is exchanged with the old one, which is then removed. An interrupted or failed writer leaves
-  nothing behind (its temporary file or folder is removed) and the target as it was.
-- I/O errors of the disk (ENOSPC, EDQUOT, EROFS, EIO, also when a library hides them as
-  ``RuntimeError``) become :class:`WriteFailedError`: one line naming the file and what to do.
+  nothing behind (its temporary file or folder is removed) and the target as it was; a disk error
+  becomes :class:`weather_sr.write_errors.WriteFailedError`.
 """
 
 from __future__ import annotations
@@ -22,35 +21,27 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import glob
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 from weather_sr.errors import UserError
+from weather_sr.targets import special_kind
+from weather_sr.write_errors import (
+    IO_PROBLEMS,
+    WriteFailedError,
+    errno_of,
+    io_errors,
+    write_error_message,
+)
 
 PathLike = str | os.PathLike[str]
 
 MARKER = ".weather-sr"  # in every run, report and demo folder that weather-sr creates
 FOLDER_KINDS = ("run", "report", "demo")
-LOW_SPACE = 1 << 20  # bytes free below which a library's write error is taken for a full disk
-_EDQUOT = getattr(errno, "EDQUOT", 122)
-IO_PROBLEMS: dict[int, tuple[str, str]] = {
-    errno.ENOSPC: ("no space left on device", "free space or choose another folder"),
-    _EDQUOT: ("disk quota exceeded", "free space within your quota or choose another folder"),
-    errno.EROFS: ("read-only file system", "choose another folder"),
-    errno.EIO: ("input/output error", "check the disk, then choose another folder"),
-}
-_WORDS = {"no space left": errno.ENOSPC, "disk quota": _EDQUOT,
-          "read-only file system": errno.EROFS, "input/output error": errno.EIO}
-
-
-class WriteFailedError(UserError):
-    """Writing an output failed because of the disk (full, quota, read-only, I/O error)."""
 
 
 class OutputAppearedError(UserError):
@@ -93,184 +84,6 @@ def _is_zarr(folder: Path) -> bool:
     return any((folder / m).exists() for m in (".zgroup", ".zarray", "zarr.json", ".zmetadata"))
 
 
-# ---------------------------------------------------------------- I/O errors
-
-
-def _errno_of(error: BaseException) -> int | None:
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno:
-            return int(e.errno)
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def _disk_state(folder: Path) -> int | None:
-    """ENOSPC/EROFS when the file system of ``folder`` is full or read-only, else None."""
-    try:
-        st = os.statvfs(folder)
-    except (OSError, AttributeError):
-        return None
-    if st.f_flag & getattr(os, "ST_RDONLY", 1):
-        return errno.EROFS
-    if st.f_bavail * st.f_frsize < LOW_SPACE or (st.f_files and st.f_favail == 0):
-        return errno.ENOSPC
-    return None
-
-
-def write_error_message(error: BaseException, path: PathLike, what: str = "output") -> str | None:
-    """One line for an I/O error while writing ``path``, or None when it is not one.
-
-    An ``OSError`` carries its errno; netCDF/HDF5 ("NetCDF: HDF error", or a "Permission denied"
-    on a full disk) and torch ("enforce fail at inline_container.cc") hide or remap it, so unless
-    the errno is one of ENOSPC, EDQUOT, EROFS, EIO the file system of ``path`` is examined (full
-    or read-only). Call it before removing the partial file, which holds the missing space.
-    """
-    if not isinstance(error, OSError | RuntimeError) or isinstance(error, UserError):
-        return None
-    code = _errno_of(error)
-    if code is None:
-        text = str(error).lower()
-        code = next((c for words, c in _WORDS.items() if words in text), None)
-    if code not in IO_PROBLEMS:  # libraries hide or remap the errno (HDF5 says EACCES)
-        code = _disk_state(Path(path).parent) or code
-    if code is None:
-        return None
-    problem, fix = IO_PROBLEMS.get(code, (os.strerror(code).lower(), "choose another folder"))
-    return f"{problem} while writing {what} {path}: {fix}"
-
-
-@contextlib.contextmanager
-def io_errors(path: PathLike, what: str) -> Iterator[None]:
-    """Turn an I/O error inside the block (a plain write, e.g. an appended CSV row) into
-    :class:`WriteFailedError` naming ``path``."""
-    try:
-        yield
-    except FileExistsError:
-        raise
-    except (OSError, RuntimeError) as error:
-        message = write_error_message(error, path, what)
-        if message is None:
-            raise
-        raise WriteFailedError(message) from None
-
-
-# ---------------------------------------------------------------- targets vs sources
-
-
-@dataclass(frozen=True)
-class Source:
-    """A path a command reads: ``label`` names it in messages (``--input``, ``data.path``)."""
-
-    label: str
-    path: PathLike | Sequence[PathLike] | None
-    data: bool = False  # read as data: a FIFO, device or socket is refused (it would hang)
-
-
-def _expand(spec: PathLike | Sequence[PathLike] | None) -> list[str]:
-    if spec is None:
-        return []
-    items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
-    out: list[str] = []
-    for item in items:
-        text = os.fspath(item)
-        if not text:
-            continue
-        if any(ch in text for ch in "*?["):
-            out.extend(sorted(glob.glob(text)) or [])
-        else:
-            out.append(text)
-    return out
-
-
-def _special_kind(mode: int) -> str | None:
-    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-                       (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return None
-
-
-def _inside(a: Path, b: Path) -> bool:
-    """Whether ``a`` lies inside ``b`` or is ``b``."""
-    return a == b or a.is_relative_to(b)
-
-
-def check_target(
-    target: PathLike, what: str, option: str, sources: Iterable[Source], *, folder: bool
-) -> Path:
-    """Refuse (UserError naming both paths) a target that would destroy what the command reads.
-
-    ``target`` is an output file (``folder=False``) or a run/report/demo folder. Refused: a
-    trailing slash on a file name; the current folder, one of its parents (``/`` included) or the
-    home folder (or one of its parents); a path equal to, inside or containing any of
-    ``sources`` (globs are expanded; paths are compared after resolving symbolic links and
-    ``..``); an existing target that is a device, FIFO or socket, a folder given as a file, or a
-    file given as a folder. A data source that is a device, FIFO or socket is refused too.
-    Call it before any work; it reads nothing but the file system's metadata.
-    """
-    text = os.fspath(target)
-    kind = "folder" if folder else "file name"
-    if not text.strip():
-        raise UserError(f"{what}: {option} is empty: give a {kind}")
-    if not folder and text.endswith(("/", os.sep)):
-        raise UserError(f"{what} {text} ends with '/': give a file name for {option} "
-                        f"(e.g. {text}downscaled.nc)")
-    real = Path(os.path.realpath(text))
-    cwd = Path(os.path.realpath(os.getcwd()))
-    if real == cwd:
-        raise UserError(f"{what} {text} is the current folder: give a new {kind} for {option}")
-    if _inside(cwd, real):
-        where = ("the root folder /" if real == Path(real.anchor)
-                 else "a parent of the current folder")
-        raise UserError(f"{what} {text} is {where} ({cwd} lies inside it): give a new {kind} "
-                        f"for {option}")
-    with contextlib.suppress(RuntimeError, KeyError, OSError):
-        home = Path(os.path.realpath(Path.home()))
-        if _inside(home, real):
-            raise UserError(f"{what} {text} is your home folder {home} or contains it: give a "
-                            f"new {kind} for {option}")
-    try:
-        st = os.stat(text)
-    except OSError:
-        st = None
-    if st is not None:
-        special = _special_kind(st.st_mode)
-        if special:
-            raise UserError(f"{what} {text} is a {special}, not a regular "
-                            f"{'folder' if folder else 'file'}: give a new {kind} for {option}")
-        if folder and not stat.S_ISDIR(st.st_mode):
-            raise UserError(f"{what} {text} is a file, not a weather-sr folder: choose another "
-                            f"{option}")
-        if not folder and stat.S_ISDIR(st.st_mode):
-            raise UserError(f"{what} {text} is a folder: give the name of a file for {option}")
-    for source in sources:
-        for path in _expand(source.path):
-            src = Path(os.path.realpath(path))
-            if src == real:
-                relation = "is"
-            elif real.is_relative_to(src):
-                relation = "is inside"
-            elif src.is_relative_to(real):
-                relation = "contains"
-            else:
-                relation = None
-            if relation:
-                raise UserError(f"{what} {text} {relation} the {source.label} {path}: the output "
-                                f"must not touch what the command reads: choose another {option}")
-            if source.data:
-                try:
-                    special = _special_kind(os.stat(path).st_mode)
-                except OSError:
-                    special = None
-                if special:
-                    raise UserError(f"{source.label} {path} is a {special}, not a data file: "
-                                    "give a NetCDF, Zarr or GRIB file")
-    return Path(text)
-
-
 # ---------------------------------------------------------------- checks of the output path
 
 
@@ -309,7 +122,7 @@ def _check_replaceable(target: Path, what: str, marker: str | None, option: str)
         st = os.stat(target)
     except OSError:  # a dangling symbolic link: the link itself is replaced
         return
-    special = _special_kind(st.st_mode)
+    special = special_kind(st.st_mode)
     if special:
         raise UserError(f"{what} {target} is a {special}: it is never replaced; choose another "
                         f"{option}")
@@ -514,7 +327,7 @@ def create_folder(path: PathLike, kind: str, what: str, option: str) -> Path:
                             f"created it): it was left as it is; choose another {option}"
                             ) from None
     except OSError as error:
-        message = write_error_message(error, folder, what) if _errno_of(error) in IO_PROBLEMS \
+        message = write_error_message(error, folder, what) if errno_of(error) in IO_PROBLEMS \
             else None
         raise UserError(message or f"cannot create {what} {folder}: {error.strerror}: choose "
                         f"another {option}") from None

@@ -1,6 +1,7 @@
-"""Command line: ``weather-sr <command> ...``. Thin: parses, then hands over to a command module.
+"""Probabilistic downscaling of weather fields: train, downscale, evaluate, demo.
 
-Each command lives in ``weather_sr.commands.<name>`` with ``configure(parser)`` and ``run(args)``.
+The parser only parses, then hands over to a command module. Each command lives in
+``weather_sr.commands.<name>`` with ``configure(parser)`` and ``run(args)``.
 A :class:`~weather_sr.errors.UserError` becomes one line on stderr and exit status 2; ``--debug``
 shows the traceback instead.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from weather_sr import __version__
@@ -21,6 +23,16 @@ COMMANDS: dict[str, str] = {
     "evaluate": "Evaluate checkpoints and baselines on a test split; write a report.",
     "demo": "Train, downscale and evaluate on the shipped sample data; write the report.",
 }
+
+
+def _one_line(prefix: str):  # -> a warnings.showwarning replacement
+    """Warnings as one line on stderr, ``<prefix>: warning: <message>`` (no source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        print(f"{prefix}: warning: {text}", file=file or sys.stderr)
+
+    return show
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from weather_sr.runtime import tune_malloc
+
+    tune_malloc()  # before any large allocation (weather_sr.runtime; opt out by environment)
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous, warnings.showwarning = warnings.showwarning, _one_line(f"weather-sr {args.command}")
     try:
         return int(args._module.run(args) or 0)
     except UserError as error:
@@ -60,3 +76,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"weather-sr {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous

@@ -75,8 +75,10 @@ class DiffusionConfig:
     regression_checkpoint: str | None = None
     prediction: Literal["epsilon", "v"] = "v"
     scale_target: bool = True  # diffuse x0 / (its per-channel RMS on the training split)
-    val_sampler: Literal["ancestral", "ddim", "dpmpp_2m"] = "ddim"
-    val_sample_steps: int = 10
+    # the library's sampling defaults (weather_sr.core.sampling.DEFAULT_SAMPLER / DEFAULT_STEPS;
+    # this module imports only errors, so they are repeated here and a test keeps them equal)
+    val_sampler: Literal["ancestral", "ddim", "dpmpp_2m"] = "dpmpp_2m"
+    val_sample_steps: int = 20
 
 
 @dataclass
@@ -316,6 +318,15 @@ def _require(ok: bool, source: str, message: str) -> None:
         raise UserError(f"{source}: {message}")
 
 
+SEED_MAX = 2**63 - 1  # seeds are stored as 64-bit integers (NetCDF attribute, torch generator)
+
+
+def check_seed(seed: int, option: str = "--seed") -> None:
+    """UserError unless ``seed`` lies in 0..2**63-1 (checked before any work)."""
+    if not 0 <= seed <= SEED_MAX:
+        raise UserError(f"{option} {seed}: give an integer from 0 to 2**63-1 ({SEED_MAX})")
+
+
 def validate(cfg: RunConfig, source: str = "config") -> None:
     """Range and consistency checks that the types alone cannot express."""
     d, m, f, t = cfg.data, cfg.model, cfg.diffusion, cfg.training
@@ -405,6 +416,6 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     for name in ("log_every", "val_every", "checkpoint_every", "keep_last"):
         r(getattr(t, name) >= 1, f"training.{name} = {getattr(t, name)} must be >= 1")
     for name, seed in (("data.seed", d.seed), ("training.seed", t.seed)):
-        r(0 <= seed < 2**63, f"{name} = {seed} must be in 0..2**63-1")
+        r(0 <= seed <= SEED_MAX, f"{name} = {seed} must be in 0..2**63-1")
     for name in ("num_workers", "val_batches", "val_images", "max_nonfinite_skips"):
         r(getattr(t, name) >= 0, f"training.{name} = {getattr(t, name)} must be >= 0")

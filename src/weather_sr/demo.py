@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from weather_sr.config import load_config
+from weather_sr.core.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.errors import UserError
 from weather_sr.inference.ensemble import SamplingOptions
 
@@ -57,7 +58,8 @@ class DemoBudget:
 
 
 FULL = DemoBudget(steps=1200, batch=8, base_channels=16, channel_mults=(1, 2, 2),
-                  patch_size=32, members=8, sampler_steps=20, max_fields=None, val_every=400)
+                  patch_size=32, members=8, sampler_steps=DEFAULT_STEPS, max_fields=None,
+                  val_every=400)
 QUICK = DemoBudget(steps=4, batch=2, base_channels=8, channel_mults=(1, 2),
                    patch_size=32, members=2, sampler_steps=3, max_fields=2, val_every=4)
 
@@ -101,7 +103,7 @@ def _yaml(value: Any) -> str:
 
 
 def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto",
-             overwrite: bool = False, sampler: str = "dpmpp_2m") -> Path:
+             overwrite: bool = False, sampler: str = DEFAULT_SAMPLER) -> Path:
     """Train the four runs into ``out/runs``, evaluate into ``out/report``; return report.md.
 
     ``out`` is created with weather-sr's marker; with ``overwrite`` an existing demo folder (it
@@ -139,9 +141,9 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto",
 
 def check_demo_target(out: str | Path) -> None:
     """The demo folder is not the current/home folder and holds none of what the demo reads."""
-    from weather_sr.atomic import Source, check_target
     from weather_sr.config import resolve_config_path
     from weather_sr.data import sample_data_path
+    from weather_sr.targets import Source, check_target
 
     sources = [Source("sample data", sample_data_path(), data=True),
                Source("sample config", resolve_config_path("sample"))]

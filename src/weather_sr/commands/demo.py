@@ -12,12 +12,18 @@ from weather_sr.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from weather_sr.core.sampling import DEFAULT_SAMPLER, SAMPLER_NAMES
+
+    names = f"{', '.join(SAMPLER_NAMES[:-1])} or {SAMPLER_NAMES[-1]}"
+
     parser.add_argument("--out", default="demo_output",
                         help="folder to create (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny models and budgets (about a minute)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--sampler", default="dpmpp_2m", help="sampler for the ensembles")
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, cuda, mps or cuda:N (default: %(default)s)")
+    parser.add_argument("--sampler", default=DEFAULT_SAMPLER,
+                        help=f"sampler for the ensembles: {names} (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (a demo folder weather-sr wrote) once "
                              "the new one is complete")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from weather_sr.core.sampling import SAMPLER_NAMES
+from weather_sr.config import check_seed
+from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_NAMES
 from weather_sr.devices import DEVICE_CHOICES
 from weather_sr.errors import UserError
 
@@ -12,26 +14,35 @@ from weather_sr.errors import UserError
 def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--checkpoint", required=True, help="trained diffusion checkpoint (.pt)")
-    add("--input", required=True, help="LR fields (NetCDF, Zarr or GRIB); HR fields with --coarsen")
+    add("--input", required=True,
+        help="LR fields (NetCDF, Zarr or GRIB); HR fields with --coarsen; 'sample': the "
+             "shipped sample file (an HR file: use it with --coarsen)")
     add("--output", required=True, help="output NetCDF file (written atomically)")
-    add("--members", type=int, default=8, help="ensemble members per field (default 8)")
-    add("--sampler", choices=SAMPLER_NAMES, default="dpmpp_2m", help="sampler (default dpmpp_2m)")
-    add("--steps", type=int, default=20, help="sampler steps (ancestral: all T steps; default 20)")
-    add("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral-like")
-    add("--seed", type=int, default=0, help="random seed; each (field, member) derives its own")
+    add("--members", type=int, default=8, help="ensemble members per field (default: %(default)s)")
+    add("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_SAMPLER,
+        help="sampler (default: %(default)s)")
+    add("--steps", type=int, default=DEFAULT_STEPS,
+        help="sampler steps (ancestral: all T steps) (default: %(default)s)")
+    add("--eta", type=float, default=DEFAULT_ETA,
+        help="DDIM eta: 0 deterministic, 1 ancestral-like (default: %(default)s)")
+    add("--seed", type=int, default=0,
+        help="random seed; each (field, member) derives its own (default: %(default)s)")
     add("--coarsen", action="store_true",
         help="the input is HR: coarsen it by the checkpoint's scale factor first (evaluation)")
     add("--tile", type=int, default=None,
         help="tile size in HR pixels for large domains (default: whole field at once)")
-    add("--overlap", type=int, default=32, help="overlap between tiles in HR pixels (default 32)")
+    add("--overlap", type=int, default=32,
+        help="overlap between tiles in HR pixels (default: %(default)s)")
     add("--batch-size", type=int, default=8,
-        help="(field, member) samples per batch, and tiles per network call (default 8)")
-    add("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
+        help="(field, member) samples per batch, and tiles per network call (default: %(default)s)")
+    add("--device", default="auto",
+        help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: %(default)s)")
     add("--overwrite", action="store_true",
         help="replace an existing output file (never one of the inputs) once the new one is "
              "complete")
     add("--target-grid", default=None,
-        help="NetCDF file whose 1-D lat/lon give the output coordinates (same size as output)")
+        help="NetCDF file whose 1-D lat/lon give the output coordinates (same size as output; "
+             "default: the cell centres of the LR grid's sub-cells)")
     add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -47,15 +58,6 @@ def _check(args: argparse.Namespace) -> None:
     if not 0.0 <= args.eta <= 1.0:
         raise UserError(f"--eta {args.eta}: give a value between 0 and 1")
     check_seed(args.seed)
-
-
-SEED_MAX = 2**63 - 1  # seeds are stored as 64-bit integers (NetCDF attribute, torch generator)
-
-
-def check_seed(seed: int, option: str = "--seed") -> None:
-    """UserError unless ``seed`` lies in 0..2**63-1 (checked before any work)."""
-    if not 0 <= seed <= SEED_MAX:
-        raise UserError(f"{option} {seed}: give an integer from 0 to 2**63-1 ({SEED_MAX})")
 
 
 def command_line(args: argparse.Namespace) -> list[str]:
@@ -75,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from weather_sr.inference.ensemble import SamplingOptions
 
     _check(args)
+    if args.input == "sample" and not Path(args.input).exists():
+        from weather_sr.data.sample import sample_data_path
+
+        args.input = str(sample_data_path())
     options = SamplingOptions(
         sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
         members=args.members, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,

@@ -14,16 +14,22 @@ from weather_sr.errors import UserError
 
 def add_sampling_options(parser: argparse.ArgumentParser, members: int, steps: int) -> None:
     """Sampling options shared by ``evaluate`` and ``demo``."""
-    from weather_sr.core.sampling import SAMPLER_NAMES
+    from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, SAMPLER_NAMES
 
     names = f"{', '.join(SAMPLER_NAMES[:-1])} or {SAMPLER_NAMES[-1]}"
-    parser.add_argument("--members", type=int, default=members, help="ensemble size")
-    parser.add_argument("--sampler", default="dpmpp_2m", help=f"{names} (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=steps, help="sampler steps")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--batch-size", type=int, default=16, help="samples per network call")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--members", type=int, default=members,
+                        help="ensemble size (default: %(default)s)")
+    parser.add_argument("--sampler", default=DEFAULT_SAMPLER,
+                        help=f"{names} (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=steps,
+                        help="sampler steps (ancestral: all T steps) (default: %(default)s)")
+    parser.add_argument("--eta", type=float, default=DEFAULT_ETA,
+                        help="DDIM eta in [0, 1] (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="samples per network call (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, cuda, mps or cuda:N (default: %(default)s)")
 
 
 def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
@@ -44,7 +50,7 @@ def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
         raise UserError(f"option --eta {args.eta}: give a value in [0, 1]")
     if args.batch_size < 1:
         raise UserError(f"option --batch-size {args.batch_size}: give at least 1")
-    from weather_sr.commands.downscale import check_seed
+    from weather_sr.config import check_seed
 
     check_seed(args.seed)
     return SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
@@ -55,13 +61,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a checkpoint (.pt) of weather-sr train; repeat for several")
     parser.add_argument("--data", help="data files (default: the checkpoint's training data)")
-    parser.add_argument("--out", required=True, help="report folder to create")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--max-fields", type=int, help="score only the first N fields")
+    parser.add_argument("--out", required=True,
+                        help="report folder to create (report.md, metrics.json, figures)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="which split of the data to score (default: %(default)s)")
+    parser.add_argument("--max-fields", type=int,
+                        help="score only the first N fields (default: all)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (a report folder weather-sr wrote) once "
                              "the new report is complete")
-    add_sampling_options(parser, members=8, steps=20)
+    from weather_sr.core.sampling import DEFAULT_STEPS
+
+    add_sampling_options(parser, members=8, steps=DEFAULT_STEPS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,8 +9,10 @@ is data-parallel (DDP).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from weather_sr.errors import UserError
 
@@ -72,4 +74,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.status == "interrupted":
         return 130
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(finished_line(result, cfg.model.kind))
     return 0
+
+
+def finished_line(result: Any, kind: str) -> str:
+    """The last line of a finished run: its folder and the checkpoint to use (``best.pt``, the
+    lowest validation loss; the last step's checkpoint when no validation ran)."""
+    run_dir = Path(result.run_dir)
+    best = run_dir / "checkpoints" / "best.pt"
+    ckpt = best if best.is_file() else result.checkpoint
+    why = "lowest validation loss" if ckpt == best else "last step"
+    use = ("for downscale and evaluate" if kind == "diffusion" else
+           "for evaluate and as diffusion.regression_checkpoint of a diffusion run")
+    return (f"weather-sr train: finished at step {result.step}; run folder {run_dir}; "
+            f"checkpoint to use {use}: {ckpt} ({why})")

@@ -40,8 +40,18 @@ t_0 = T > t_1 > ... > t_{steps-1} >= 1:
   2024, "Common diffusion noise schedules and sample steps are flawed"); the last evaluation is
   at t ~ T / steps. With steps = T it is T, T-1, ..., 1.
 - ``"logsnr"`` (DPM-Solver++'s default, Lu et al.'s recommendation): evenly spaced in
-  lambda = log(sqrt(ab) / sqrt(1 - ab)) from lambda_T towards lambda_1 (steps + 1 points, the last
-  replaced by the jump to t = 0), rounded to integers and kept strictly decreasing.
+  lambda = log(sqrt(ab) / sqrt(1 - ab)) from max(lambda_T, :data:`LOGSNR_MIN`) towards lambda_1
+  (steps + 1 points, the first replaced by t_0 = T and the last by the jump to t = 0), rounded to
+  integers and kept strictly decreasing. The floor matters for the cosine schedule only: its
+  alpha_bar_T ~ 2.4e-9 (lambda_T ~ -9.9) spends a third of the lambda range in its last few
+  steps, so an unclipped grid put 8 of 20 evaluations at t >= 993 where the network sees almost
+  pure noise. The linear schedule of :func:`~weather_sr.core.schedule.make_schedule` with
+  T >= 1000 has lambda_T ~ -5.06 > LOGSNR_MIN, so its grid is the plain log-SNR grid (for a small
+  T its betas are rescaled and lambda_T falls lower, e.g. -5.4 at T = 100: the floor applies).
+
+Defaults (the one home; the library, the config's validation preview and the CLI all read them):
+:data:`DEFAULT_SAMPLER` = ``"dpmpp_2m"``, :data:`DEFAULT_STEPS` = 20, :data:`DEFAULT_ETA` = 0,
+each on its sampler's :data:`DEFAULT_SPACING` (dpmpp_2m: ``"logsnr"`` for every schedule).
 
 Measured with the exact denoiser of Gaussian data (tests/test_sampling.py): first-order samplers
 (DDIM) lose variance at few steps, and "trailing" loses most of the variance of components whose
@@ -65,8 +75,12 @@ from weather_sr.core.process import Denoiser, Generators, randn_like_batch
 from weather_sr.core.schedule import NoiseSchedule
 
 __all__ = [
+    "DEFAULT_ETA",
+    "DEFAULT_SAMPLER",
     "DEFAULT_SPACING",
+    "DEFAULT_STEPS",
     "GENERATOR_LISTS",
+    "LOGSNR_MIN",
     "SAMPLERS",
     "SAMPLER_NAMES",
     "SPACINGS",
@@ -90,6 +104,14 @@ GENERATOR_LISTS = True  # every sampler accepts one generator per batch row (see
 
 
 SPACINGS = ("trailing", "logsnr")
+# floor of the log-SNR grid (the value diffusers' DPMSolverMultistepScheduler recommends for the
+# cosine schedule, ``lambda_min_clipped``); below the T = 1000 linear schedule's lambda_T ~ -5.06
+LOGSNR_MIN = -5.1
+
+# the one set of sampling defaults (module doc)
+DEFAULT_SAMPLER = "dpmpp_2m"
+DEFAULT_STEPS = 20
+DEFAULT_ETA = 0.0
 
 
 def timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") -> list[int]:
@@ -100,7 +122,7 @@ def timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") ->
     if spacing != "logsnr":
         raise ValueError(f"timesteps: expected a spacing in {SPACINGS}, got {spacing!r}")
     lam = schedule.log_snr()[1:].flip(0).numpy()  # increasing: t = T, T-1, ..., 1
-    targets = np.linspace(lam[0], lam[-1], steps + 1)[:-1]
+    targets = np.linspace(max(lam[0], LOGSNR_MIN), lam[-1], steps + 1)[:-1]
     ts = np.rint(np.interp(targets, lam, np.arange(T, 0, -1, dtype=np.float64)))
     out = [T]
     for i in range(1, steps):  # strictly decreasing, leaving room for the remaining steps

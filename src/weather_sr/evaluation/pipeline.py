@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weather_sr.atomic import Source, atomic_output, check_output_path, check_target
+from weather_sr.atomic import atomic_output, check_output_path
 from weather_sr.data import DataBundle, build_datasets, sample_data_path
 from weather_sr.errors import UserError
 from weather_sr.evaluation.evalset import (
@@ -33,6 +33,7 @@ from weather_sr.inference.downscale import saved_config
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.model.downscaling_model import DownscalingModel
 from weather_sr.model.loading import load_model
+from weather_sr.targets import Source, check_target
 
 
 def bundle_for(model: DownscalingModel, data_path: str | None) -> DataBundle:
@@ -137,6 +138,9 @@ def evaluate_checkpoints(
 def _settings(data: EvalSet, options: SamplingOptions, data_path: Any,
               checkpoints: Sequence[str | Path], models: Sequence[DownscalingModel]
               ) -> Mapping[str, Any]:
+    evals = {str(c): _network_evaluations(m, options)
+             for c, m in zip(checkpoints, models, strict=True)}
+    distinct = {n for n in evals.values() if n is not None}
     return {
         "data": str(data_path),
         "split": data.split,
@@ -145,9 +149,22 @@ def _settings(data: EvalSet, options: SamplingOptions, data_path: Any,
         "members": options.members,
         "sampler": options.sampler,
         "steps": options.steps,
+        # denoiser calls per member actually made (ancestral: all T, whatever --steps says);
+        # one number when every diffusion checkpoint agrees, else None (see each checkpoint)
+        "network_evaluations": distinct.pop() if len(distinct) == 1 else None,
         "eta": options.eta,
         "seed": options.seed,
         "checkpoints": {str(c): {"kind": m.kind, "target": m.target,
-                                 "step": None if m.meta is None else m.meta.step}
+                                 "step": None if m.meta is None else m.meta.step,
+                                 "network_evaluations": evals[str(c)]}
                         for c, m in zip(checkpoints, models, strict=True)},
     }
+
+
+def _network_evaluations(model: DownscalingModel, options: SamplingOptions) -> int | None:
+    """Denoiser calls per ensemble member for ``model`` (None: a regression model, no sampling)."""
+    if model.kind != "diffusion" or model.schedule is None:
+        return None
+    from weather_sr.core.sampling import network_evaluations
+
+    return network_evaluations(options.sampler, model.schedule, options.steps)

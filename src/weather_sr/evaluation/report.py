@@ -158,14 +158,16 @@ def findings(results: Mapping[str, Mapping[str, Any]], channel: str) -> list[str
                              f"of {ref} ({r['mae']:.4g}).")
             if r.get("lsd_high") and m.get("member_lsd_high") is not None:
                 ratio = m["member_lsd_high"] / r["lsd_high"]
-                verdict = "meets" if ratio <= 0.5 else "misses"
+                closer = "closer to" if ratio < 1 else "no closer to"
                 lines.append(f"{channel}, {name}: member LSD (upper half of frequencies) is "
-                             f"{ratio:.2f}x that of {ref}; {verdict} the target <= 0.5.")
+                             f"{ratio:.2f}x that of {ref}: members are {closer} the true "
+                             "spectrum at small scales (lower is better).")
         ssr = m.get("spread_skill")
         if ssr is not None:
             state = "calibrated" if 0.8 <= ssr <= 1.2 else (
                 "under-dispersive" if ssr < 0.8 else "over-dispersive")
-            lines.append(f"{channel}, {name}: spread/skill {ssr:.2f} ({state}; target 0.8-1.2).")
+            lines.append(f"{channel}, {name}: spread/skill {ssr:.2f} ({state}; 1 is ideal, "
+                         "0.8-1.2 is commonly read as calibrated).")
     return lines
 
 
@@ -194,7 +196,7 @@ def write_report(
         "- channels: " + ", ".join(f"{c} [{u}]" for c, u in zip(data.channels, data.units,
                                                                    strict=True)),
         f"- ensembles: {settings.get('members')} members, sampler {settings.get('sampler')}, "
-        f"{settings.get('steps')} steps, seed {settings.get('seed')}",
+        f"{_evaluations_text(settings)}, seed {settings.get('seed')}",
         "- scores in physical units, "
         + ("cos-latitude area weighted" if data.lat_is_degrees else "uniformly weighted")
         + "; CRPS of a deterministic method is its MAE; LSD = log-spectral distance to the truth "
@@ -222,3 +224,11 @@ def _finite_ensemble_note(members: Any) -> str:
             f"spread²/M, so a calibrated {members}-member mean is {worse} worse in RMSE than μ "
             "itself; 'RMSE M→∞' = sqrt(RMSE² − spread²/M) removes that term (WeatherBench 2's "
             "unbiased ensemble-mean RMSE)")
+
+
+def _evaluations_text(settings: Mapping[str, Any]) -> str:
+    """``N network evaluations per member`` (what the sampler made; ancestral: all T steps)."""
+    n = settings.get("network_evaluations")
+    if n is None:
+        return f"{settings.get('steps')} steps"
+    return f"{n} network evaluations per member"

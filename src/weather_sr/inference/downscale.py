@@ -5,9 +5,10 @@ ensemble on the HR grid with :mod:`weather_sr.inference.ensemble`, write CF NetC
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from weather_sr.atomic import Source, check_output_path, check_target
+from weather_sr.atomic import check_output_path
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
 from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
@@ -30,6 +31,7 @@ from weather_sr.inference.netcdf import (
     write_dataset,
 )
 from weather_sr.model.meta import CheckpointMeta, check_channels_of
+from weather_sr.targets import Source, check_target
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Prepared:
     input_members: np.ndarray | None
     long_names: list[str]
     aux: dict[str, xr.DataArray] | None = None  # 2-D lat/lon, grid mapping (HR input only)
+    standard_names: list[str] | None = None  # of the input variables ("" when none)
 
 
 def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
@@ -64,26 +67,66 @@ def check_channels(
                       unknown_units=True)
 
 
+def input_variables(meta: CheckpointMeta, coarsen_input: bool) -> tuple[list[str], bool]:
+    """The variables to read for the checkpoint, and whether they are its own HR channels
+    (False: the config names separate ``data.lr_variables`` for the LR input)."""
+    cfg = meta.run_config().data
+    lr_vars = cfg.lr_variables if not coarsen_input else None
+    return list(lr_vars or cfg.variables or meta.channels), not lr_vars
+
+
 def prepare_input(
     path: str | os.PathLike[str], meta: CheckpointMeta, *, coarsen_input: bool,
     target_grid: str | os.PathLike[str] | None,
 ) -> Prepared:
-    """Open the input with the checkpoint's variables, check channels/units, coarsen if asked."""
+    """Open the input file with the checkpoint's variables; then :func:`prepare_fields`."""
+    from weather_sr import data
+
+    variables, _ = input_variables(meta, coarsen_input)
+    fields = data.open_fields(path, variables, load=True)
+    with _opened(path) as source:
+        return prepare_fields(fields, meta, coarsen_input=coarsen_input, target_grid=target_grid,
+                              where=f"input {path}", source=source)
+
+
+def prepare_dataset(
+    ds: xr.Dataset, meta: CheckpointMeta, *, coarsen_input: bool,
+    target_grid: str | os.PathLike[str] | None = None, where: str = "input Dataset",
+) -> Prepared:
+    """:func:`prepare_input` for an ``xarray.Dataset`` in memory (the Python API)."""
+    from weather_sr.data.reading import check_values, standardise
+
+    if not isinstance(ds, xr.Dataset):
+        raise UserError(f"{where}: expected an xarray.Dataset, got {type(ds).__name__}")
+    variables, _ = input_variables(meta, coarsen_input)
+    fields = standardise(ds, variables, where).load()
+    check_values(fields.values, [str(c) for c in fields["channel"].values], where)
+    return prepare_fields(fields, meta, coarsen_input=coarsen_input, target_grid=target_grid,
+                          where=where, source=ds)
+
+
+def prepare_fields(
+    fields: xr.DataArray, meta: CheckpointMeta, *, coarsen_input: bool,
+    target_grid: str | os.PathLike[str] | None, where: str, source: xr.Dataset | None,
+) -> Prepared:
+    """Standardised, loaded input ``fields`` (:func:`weather_sr.data.open_fields`) checked
+    against the checkpoint (channels, units), coarsened if asked, with the output grid;
+    ``source`` (the raw Dataset, None if it cannot be opened) gives long names and the 2-D
+    auxiliary coordinates of an HR input."""
     from weather_sr import data
 
     cfg = meta.run_config().data
     meta.require("scale_factor", to="downscale")
     s = int(meta.scale_factor or 0)
     channels = list(meta.channels)
-    lr_vars = cfg.lr_variables if not coarsen_input else None
-    variables = lr_vars or cfg.variables or channels
-    fields = data.open_fields(path, variables, load=True)
-    where = f"input {path}"
+    variables, own = input_variables(meta, coarsen_input)
     meta.check_data([str(c) for c in fields["channel"].values], list(fields.attrs["units"]),
-                    where, names=not lr_vars, unknown_units=True)
-    long_names = _long_names(path, variables, len(channels))
+                    where, names=own, unknown_units=True)
+    long_names = _long_names(source, variables, len(channels))
     aux = None
     grid = data.grid_of(fields)
+    if not coarsen_input:
+        warn_if_finer(grid, meta, s, where)
     values = np.asarray(fields.values, dtype=np.float32)
     if coarsen_input:
         h, w = data.crop_to_multiple(values.shape[2], values.shape[3], s, True, where)
@@ -93,7 +136,7 @@ def prepare_input(
         out_grid = OutputGrid(grid.lat[:h], grid.lon[:w], grid.lat_name, grid.lon_name,
                               grid.lat_attrs, grid.lon_attrs)
         if target_grid is None:
-            aux = _aux_coords(path, variables[0], out_grid)
+            aux = _aux_coords(source, variables[0], out_grid)
     else:
         lr = values
         out_grid = hr_grid_from_lr(grid.lat, grid.lon, s, lat_name=grid.lat_name,
@@ -103,37 +146,73 @@ def prepare_input(
         out_grid = read_target_grid(target_grid, lr.shape[2] * s, lr.shape[3] * s)
     times = fields["time"].values if "time" in fields.coords else None
     members = fields["member"].values if "member" in fields.coords else None
-    return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names, aux)
+    return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names, aux,
+                    _long_names(source, variables, len(channels), "standard_name"))
+
+
+def _spacing(values: Any) -> float | None:
+    """Median absolute spacing of 1-D coordinate values (None for fewer than 2)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.median(np.abs(np.diff(v)))) if v.ndim == 1 and v.size > 1 else None
+
+
+def warn_if_finer(grid: Any, meta: CheckpointMeta, s: int, where: str) -> None:
+    """Warn (one line) when the input grid is clearly finer than the model's LR grid (the
+    training HR spacing x ``s``): an HR file given without --coarsen makes an s x s larger run."""
+    trained = meta.grid or {}
+    units = (str(trained.get("lat_attrs", {}).get("units", "")),
+             str(getattr(grid, "lat_attrs", {}).get("units", "")))
+    hr, found = _spacing(trained.get("lat", [])), _spacing(grid.lat)
+    if hr is None or found is None or units[0] != units[1] or found >= 0.75 * hr * s:
+        return
+    h, w = grid.shape
+    warnings.warn(
+        f"{where}: its grid spacing ({found:.4g}) is finer than the model's LR grid "
+        f"({hr * s:.4g}, the HR training grid {hr:.4g} x {s}): it is downscaled to "
+        f"{h * s}x{w * s}; if it is an HR field, give --coarsen", UserWarning, stacklevel=2)
+
+
+@contextlib.contextmanager
+def _opened(path: str | os.PathLike[str]) -> Iterator[xr.Dataset | None]:
+    """The input file as one Dataset (for its attributes), None when xarray cannot open it so."""
+    try:
+        ds = xr.open_dataset(path)
+    except (OSError, ValueError):
+        yield None
+        return
+    with ds:
+        yield ds
 
 
 def _aux_coords(
-    path: str | os.PathLike[str], variable: str, grid: OutputGrid
+    ds: xr.Dataset | None, variable: str, grid: OutputGrid
 ) -> dict[str, xr.DataArray] | None:
     """2-D auxiliary coordinates (e.g. latitude/longitude of a projected grid) on the output grid
     and the CF grid-mapping variable of an HR input, to carry into the output; None if absent."""
     dims = (grid.lat_name, grid.lon_name)
+    if ds is None:
+        return None
     try:
-        with xr.open_dataset(path) as ds:
-            if variable not in ds or not set(dims) <= set(ds.dims):
-                return None
-            sel = {grid.lat_name: grid.lat, grid.lon_name: grid.lon}
-            aux = {str(k): v.sel(sel).load() for k, v in ds.coords.items()
-                   if set(v.dims) == set(dims)}
-            mapping = str(ds[variable].attrs.get("grid_mapping", ""))
-            if mapping in ds.variables:
-                aux[f"grid_mapping:{mapping}"] = ds[mapping].load()
+        if variable not in ds or not set(dims) <= set(ds.dims):
+            return None
+        sel = {grid.lat_name: grid.lat, grid.lon_name: grid.lon}
+        aux = {str(k): v.sel(sel).load() for k, v in ds.coords.items()
+               if set(v.dims) == set(dims)}
+        mapping = str(ds[variable].attrs.get("grid_mapping", ""))
+        if mapping in ds.variables:
+            aux[f"grid_mapping:{mapping}"] = ds[mapping].load()
     except (OSError, ValueError, KeyError):
         return None
     return aux or None
 
 
-def _long_names(path: str | os.PathLike[str], variables: Sequence[str], n: int) -> list[str]:
-    """long_name of each input variable, repeated for its level channels ("" when unknown)."""
-    try:
-        with xr.open_dataset(path) as ds:
-            names = [str(ds[v].attrs.get("long_name", "")) if v in ds else "" for v in variables]
-    except (OSError, ValueError):
+def _long_names(
+    ds: xr.Dataset | None, variables: Sequence[str], n: int, attr: str = "long_name"
+) -> list[str]:
+    """long_name (or ``attr``) of each input variable ("" when unknown)."""
+    if ds is None:
         return [""] * n
+    names = [str(ds[v].attrs.get(attr, "")) if v in ds else "" for v in variables]
     return names if len(names) == n else [""] * n
 
 
@@ -144,7 +223,11 @@ def downscale(
     target_grid: str | os.PathLike[str] | None = None, argv: Sequence[str] | None = None,
     show_progress: bool = True,
 ) -> Path:
-    """The whole ``weather-sr downscale``; returns the output path."""
+    """The whole ``weather-sr downscale``; returns the output path.
+
+    Reads with :func:`prepare_input`, then the same :func:`downscale_prepared` as the Python API
+    (:func:`weather_sr.downscale`), and writes the Dataset it returns.
+    """
     from weather_sr.model.loading import load_model
 
     check_downscale_target(output, checkpoint, input_path, target_grid)
@@ -152,21 +235,47 @@ def downscale(
     dev = select_device(device)
     model = load_model(checkpoint, dev)
     check_downscale_target(output, checkpoint, input_path, target_grid, model)
+    meta = check_model(model, checkpoint)
+    prep = prepare_input(input_path, meta, coarsen_input=coarsen_input, target_grid=target_grid)
+    ds = downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
+                            coarsen_input=coarsen_input, input_name=str(input_path), argv=argv,
+                            show_progress=show_progress)
+    return write_dataset(ds, output, overwrite=overwrite, checked=True)
+
+
+def check_model(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
+    """UserError unless ``model`` is a diffusion model whose metadata can downscale."""
     if getattr(model, "kind", "diffusion") != "diffusion":
         raise UserError(f"checkpoint {checkpoint} is a regression model: downscale samples "
-                        "ensembles and needs a diffusion checkpoint")
-    meta = _meta(model, checkpoint)
-    prep = prepare_input(input_path, meta, coarsen_input=coarsen_input, target_grid=target_grid)
-    options = _resolve_options(options, model, prep)
-    from weather_sr import data
+                        "ensembles and needs a diffusion checkpoint (model.kind: diffusion, "
+                        "e.g. runs/diffusion/checkpoints/best.pt); use the regression one with "
+                        "evaluate or as diffusion.regression_checkpoint")
+    return _meta(model, checkpoint)
 
+
+def downscale_prepared(
+    model: Any, prep: Prepared, options: SamplingOptions, *,
+    checkpoint: str | os.PathLike[str] | None, device: torch.device, coarsen_input: bool,
+    input_name: str, argv: Sequence[str] | None = None, show_progress: bool = False,
+) -> xr.Dataset:
+    """Sample the ensemble for checked input ``prep`` and build the CF Dataset (values, grid,
+    attributes) that ``weather-sr downscale`` writes and :func:`weather_sr.downscale` returns.
+
+    ``checkpoint``: the file the model came from (its SHA-256 goes into the provenance); None for
+    a model built in memory (no file to hash: ``checkpoint_sha256`` is "").
+    """
+    from weather_sr import data
+    from weather_sr.core.sampling import network_evaluations
+
+    meta = check_model(model, checkpoint or "(in memory)")
+    options = _resolve_options(options, model, prep)
     normalizer = meta.make_normalizer()
     s = int(meta.scale_factor or 0)
     cond = data.prepare_condition(prep.lr, normalizer, s, meta.interpolation or "bicubic",
                                   periodic=prep.periodic)
     progress, close = _progress_bar(len(prep.lr) * options.members, show_progress)
     try:
-        x = sample_ensemble(model, cond, options, device=dev, progress=progress)
+        x = sample_ensemble(model, cond, options, device=device, progress=progress)
     finally:
         close()
     fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
@@ -175,20 +284,27 @@ def downscale(
         check_finite(fields, list(meta.channels), ~missing)
     except UserError:  # name the input field when one far outside the training data explains it
         culprit = out_of_range_input(fields, missing, prep, normalizer, list(meta.channels),
-                                     list(meta.units or []), input_path)
+                                     list(meta.units or []), input_name)
         if culprit is None:
             raise
         raise UserError(culprit) from None
     fields = np.where(missing, np.nan, fields)  # no data where the input had none
-    attrs = provenance(checkpoint=checkpoint, sampler=options.sampler, steps=options.steps,
-                       eta=options.eta, seed=options.seed, members=options.members,
-                       tile=options.tile, overlap=options.overlap, argv=argv,
-                       extra={"input": str(input_path), "scale_factor": s,
-                              "coarsened_input": int(coarsen_input)})
+    extra = {"input": input_name, "downscaling_factor": s, "coarsened_input": int(coarsen_input),
+             # denoiser calls per member actually made (ancestral: all T, not --steps)
+             "network_evaluations": network_evaluations(options.sampler, model.schedule,
+                                                        options.steps)}
+    attrs = provenance(checkpoint=checkpoint if checkpoint is not None else os.devnull,
+                       sampler=options.sampler, steps=options.steps, eta=options.eta,
+                       seed=options.seed, members=options.members, tile=options.tile,
+                       overlap=options.overlap, argv=argv, extra=extra)
+    if checkpoint is None:  # the file it was loaded from, if known, but not hashed again
+        source = str(getattr(meta, "source", "") or "")
+        attrs.update(checkpoint=source if source != "checkpoint" else "(in memory)",
+                     checkpoint_sha256="")
     ds = build_dataset(fields, prep.grid, channels=list(meta.channels),
                        units=list(meta.units or []) or [""] * fields.shape[2],
-                       long_names=prep.long_names, times=prep.times,
-                       input_members=prep.input_members, attrs=attrs)
+                       long_names=prep.long_names, standard_names=prep.standard_names,
+                       times=prep.times, input_members=prep.input_members, attrs=attrs)
     for name, value in (prep.aux or {}).items():
         if name.startswith("grid_mapping:"):
             ds[name.split(":", 1)[1]] = value
@@ -196,7 +312,7 @@ def downscale(
                 ds[var].attrs["grid_mapping"] = name.split(":", 1)[1]
         else:
             ds = ds.assign_coords({name: value.drop_vars(list(value.coords), errors="ignore")})
-    return write_dataset(ds, output, overwrite=overwrite, checked=True)
+    return ds
 
 
 def check_downscale_target(

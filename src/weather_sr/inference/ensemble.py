@@ -64,9 +64,9 @@ class SamplingOptions:
     that knows the model (``inference.downscale``).
     """
 
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
+    sampler: str = sampling.DEFAULT_SAMPLER  # defaults: the one set in weather_sr.core.sampling
+    steps: int = sampling.DEFAULT_STEPS
+    eta: float = sampling.DEFAULT_ETA
     seed: int = 0
     members: int = 1
     batch_size: int = 8

@@ -1,5 +1,11 @@
 """CF-1.8 NetCDF output of a downscaled ensemble: HR grid, ``member`` dimension, provenance.
 
+The file passes the IOOS compliance-checker at CF-1.8 and converts to netCDF classic: time is
+stored as float64 (int64 types arrive only in CF-1.9), integer attributes as 32-bit integers
+(a seed beyond that range as its decimal string), coordinates carry no ``_FillValue``, ``member``
+has units "1" and standard_name ``realization``. Each variable keeps the ``standard_name`` of the
+input; else one from :data:`STANDARD_NAMES` (common weather variables by short name); else none.
+
 The HR coordinates are the cell centres of the s×s sub-cells of each LR cell (cell edges halfway
 between LR centres, extrapolated at the ends), or the coordinates of a target grid file. The file is
 written through :func:`weather_sr.atomic.atomic_output`, so a failed or interrupted write leaves
@@ -30,6 +36,22 @@ LAT_ATTRS = {"standard_name": "latitude", "long_name": "latitude", "units": "deg
              "axis": "Y"}
 LON_ATTRS = {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
              "axis": "X"}
+STANDARD_NAMES = {
+    # short name -> CF standard name, used when the input variable has none
+    "t2m": "air_temperature", "2t": "air_temperature", "tas": "air_temperature",
+    "t": "air_temperature", "d2m": "dew_point_temperature", "2d": "dew_point_temperature",
+    "u10": "eastward_wind", "10u": "eastward_wind", "uas": "eastward_wind", "u": "eastward_wind",
+    "v10": "northward_wind", "10v": "northward_wind", "vas": "northward_wind",
+    "v": "northward_wind", "msl": "air_pressure_at_mean_sea_level",
+    "psl": "air_pressure_at_mean_sea_level", "sp": "surface_air_pressure",
+    "ps": "surface_air_pressure", "z": "geopotential", "q": "specific_humidity",
+    "huss": "specific_humidity", "r": "relative_humidity",
+    "tp": "lwe_thickness_of_precipitation_amount",
+    "pr": "precipitation_flux", "sst": "sea_surface_temperature", "tcc": "cloud_area_fraction",
+    "tcwv": "atmosphere_mass_content_of_water_vapor",
+    "pwat": "atmosphere_mass_content_of_water_vapor", "btmp": "toa_brightness_temperature",
+}
+INT32 = (-(2**31), 2**31 - 1)
 LAT_NAMES = ("lat", "latitude", "nav_lat", "grid_latitude", "rlat", "y")
 LON_NAMES = ("lon", "longitude", "nav_lon", "grid_longitude", "rlon", "x")
 
@@ -135,7 +157,16 @@ def provenance(
     }
     for key, value in (extra or {}).items():
         attrs[key] = value if isinstance(value, int | float | str) else str(value)
-    return attrs
+    return {key: _cf_attr(value) for key, value in attrs.items()}
+
+
+def _cf_attr(value: Any) -> Any:
+    """An attribute value in a type netCDF classic and CF-1.8 allow: int32, float64 or text."""
+    if isinstance(value, bool | np.bool_):
+        return np.int32(value)
+    if isinstance(value, int | np.integer):
+        return np.int32(value) if INT32[0] <= int(value) <= INT32[1] else str(int(value))
+    return value
 
 
 def check_finite(samples: np.ndarray, channels: Sequence[str], valid: np.ndarray | None) -> None:
@@ -156,11 +187,13 @@ def build_dataset(
     samples: np.ndarray, grid: OutputGrid, *, channels: Sequence[str], units: Sequence[str],
     long_names: Sequence[str] | None = None, times: np.ndarray | None = None,
     input_members: np.ndarray | None = None, attrs: Mapping[str, Any] | None = None,
+    standard_names: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """Ensemble ``samples [N, M, C, H, W]`` (physical units) -> CF Dataset.
 
     Dims ``(time, member, lat, lon)``; when the input itself has ensemble members, the first dim is
-    ``sample`` with ``time`` and ``input_member`` coordinates on it.
+    ``sample`` with ``time`` and ``input_member`` coordinates on it. ``standard_names`` (the
+    input's, "" when it had none) falls back to :data:`STANDARD_NAMES` by channel name.
     """
     m, h, w = samples.shape[1], samples.shape[3], samples.shape[4]
     if (grid.lat.size, grid.lon.size) != (h, w):
@@ -172,7 +205,8 @@ def build_dataset(
         **grid.lon_attrs, "axis": "X"}
     coords: dict[str, Any] = {
         "member": ("member", np.arange(m, dtype=np.int32),
-                   {"standard_name": "realization", "long_name": "ensemble member"}),
+                   {"standard_name": "realization", "long_name": "ensemble member",
+                    "units": "1"}),
         grid.lat_name: (grid.lat_name, np.asarray(grid.lat), lat_attrs),
         grid.lon_name: (grid.lon_name, np.asarray(grid.lon), lon_attrs),
     }
@@ -180,20 +214,42 @@ def build_dataset(
     if times is not None and not np.issubdtype(np.asarray(times).dtype, np.datetime64):
         time_attrs = {"long_name": "index of the input field"}  # the input had no time axis
     if times is not None:
-        coords["time"] = (first, np.asarray(times), time_attrs)
+        coords["time"] = (first, _int32(np.asarray(times)), time_attrs)
     if input_members is not None:
-        coords["input_member"] = (first, np.asarray(input_members),
+        coords["input_member"] = (first, _int32(np.asarray(input_members)),
                                   {"long_name": "ensemble member of the input"})
     dims = (first, "member", grid.lat_name, grid.lon_name)
     data_vars = {}
     for k, name in enumerate(channels):
         var_attrs = {"long_name": (long_names[k] if long_names else "") or name,
                      "units": units[k] if units[k] else "1"}
+        standard = (standard_names[k] if standard_names else "") or STANDARD_NAMES.get(name)
+        if standard:
+            var_attrs["standard_name"] = standard
         data_vars[name] = (dims, samples[:, :, k].astype(np.float32), var_attrs)
-    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
+    ds = xr.Dataset(data_vars, coords=coords,
+                    attrs={k: _cf_attr(v) for k, v in (attrs or {}).items()})
     for name in channels:
         ds[name].encoding.update(zlib=True, complevel=4, _FillValue=np.float32(np.nan))
     return ds
+
+
+def _int32(values: np.ndarray) -> np.ndarray:
+    """Integer values as int32 when they fit (netCDF classic has no int64)."""
+    if np.issubdtype(values.dtype, np.integer) and values.size and (
+            INT32[0] <= values.min() and values.max() <= INT32[1]):
+        return values.astype(np.int32)
+    return values
+
+
+def cf_encoding(ds: xr.Dataset) -> None:
+    """Encode ``ds`` in place for CF-1.8 / netCDF classic: datetimes as float64, no
+    ``_FillValue`` on coordinates (nor on the grid-mapping variable)."""
+    for name, var in ds.variables.items():
+        if np.issubdtype(var.dtype, np.datetime64) or np.issubdtype(var.dtype, np.timedelta64):
+            var.encoding["dtype"] = "float64"
+        if name in ds.coords or "grid_mapping_name" in var.attrs:
+            var.encoding["_FillValue"] = None
 
 
 def _degrees(attrs: Mapping[str, Any]) -> bool:
@@ -212,5 +268,6 @@ def write_dataset(
     """
     with atomic_output(path, overwrite=overwrite, what="output", option="--output",
                        checked=checked) as tmp:
+        cf_encoding(ds)
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
     return Path(path)

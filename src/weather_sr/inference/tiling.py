@@ -11,8 +11,10 @@ full field (noise is drawn once, on the whole field), and the network only ever 
   a neighbouring tile (flat 1 elsewhere, including the domain edges), 0 on a tile's outermost
   pixel, normalised so they sum to 1 at every pixel; with exactly ``overlap`` pixels shared the two
   ramps already sum to 1 (sin² + cos²), so the normalisation only matters where the last tile
-  overlaps more. A network with receptive radius r differs from the untiled one only within r - 1
-  pixels inside a tile's ramp (none at all for a 3x3 convolution);
+  overlaps more. Only for a purely local network (a convolution stack of receptive radius r) does
+  a tiled evaluation equal the untiled one outside r - 1 pixels of a tile's ramps (exactly, for a
+  3x3 convolution). The shipped UNet is not local: GroupNorm statistics and the middle
+  self-attention span the whole tile, so tiling changes its output everywhere;
 - ``periodic_x`` treats x (longitude) as circular: tiles are spread evenly round the circle and may
   straddle the seam, so a global grid has no seam and no zero-padded edge in longitude;
 - at most ``max_batch`` tile-samples go through the network per call, so peak memory in the model is

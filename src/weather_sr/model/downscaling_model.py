@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from weather_sr.core.process import Denoiser
+from weather_sr.core.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.nn.precond import PREDICTIONS, Precond
 from weather_sr.nn.unet import UNet
 
@@ -163,8 +164,8 @@ class DownscalingModel:
     def sample(
         self,
         cond: torch.Tensor,
-        sampler: str | Callable[..., torch.Tensor] = "ddim",
-        steps: int | None = 50,
+        sampler: str | Callable[..., torch.Tensor] = DEFAULT_SAMPLER,
+        steps: int | None = DEFAULT_STEPS,
         generator: torch.Generator | list[torch.Generator] | None = None,
         denoiser_wrapper: Callable[[Denoiser], Denoiser] | None = None,
         *,
@@ -177,6 +178,7 @@ class DownscalingModel:
         ``sampling.sampler_timesteps(sampler, schedule, steps, spacing)`` (ancestral: all T
         steps), or a sampler function ``fn(denoiser, y, schedule, ts, **kw)``, run on
         ``sampling.timesteps(schedule, steps, spacing or "trailing")`` (steps None: every step).
+        Defaults: ``sampling.DEFAULT_SAMPLER`` / ``DEFAULT_STEPS`` (DPM-Solver++(2M), 20 steps).
         Extra ``kwargs`` (eta, variance, x_T, progress, ...) go to the sampler.
         ``denoiser_wrapper`` (e.g. tiling) wraps the denoiser. Regression models ignore the
         sampler and return their prediction.

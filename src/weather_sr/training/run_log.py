@@ -12,12 +12,12 @@ from weather_sr.atomic import (
     atomic_output,
     check_output_path,
     create_folder,
-    io_errors,
     replace_folder,
     sibling_folder,
 )
 from weather_sr.errors import UserError
 from weather_sr.training import distributed as D
+from weather_sr.write_errors import io_errors
 
 FIELDS = [
     "step", "split", "loss", "loss_x", "loss_f", "lr", "grad_norm", "seconds", "nonfinite_skips",

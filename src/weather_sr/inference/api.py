@@ -1,0 +1,101 @@
+"""The Python API: ``weather_sr.load_model`` and ``weather_sr.downscale`` on ``xarray`` data.
+
+The same steps as ``weather-sr downscale`` (:mod:`weather_sr.inference.downscale`: input checks,
+conditioning, sampling, the CF Dataset), without files: the CLI writes the Dataset that
+:func:`downscale` returns. Defaults are the library's (:mod:`weather_sr.core.sampling`).
+
+    import xarray as xr
+    import weather_sr
+
+    model = weather_sr.load_model("runs/sample/checkpoints/last.pt")
+    lr = xr.open_dataset("lr.nc")
+    ens = weather_sr.downscale(lr, model, members=8, seed=0)   # xarray.Dataset
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import xarray as xr
+
+from weather_sr.config import check_seed
+from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
+from weather_sr.devices import select_device
+from weather_sr.errors import UserError
+from weather_sr.inference.downscale import check_model, downscale_prepared, prepare_dataset
+from weather_sr.inference.ensemble import SamplingOptions
+from weather_sr.inference.netcdf import cf_encoding
+from weather_sr.model import loading
+from weather_sr.model.downscaling_model import DownscalingModel
+
+__all__ = ["downscale", "load_model"]
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
+               ) -> DownscalingModel:
+    """A trained checkpoint (``.pt`` of ``weather-sr train``) as an eval-mode model on ``device``
+    (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``), with its EMA weights."""
+    return loading.load_model(path, select_device(str(device)))
+
+
+def downscale(
+    ds: xr.Dataset, checkpoint: str | os.PathLike[str] | DownscalingModel, *, members: int = 8,
+    sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, eta: float = DEFAULT_ETA,
+    seed: int = 0, coarsen: bool = False, tile: int | None = None, overlap: int = 32,
+    batch_size: int = 8, device: str | torch.device = "auto", progress: bool = False,
+) -> xr.Dataset:
+    """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``).
+
+    Args:
+        ds: the checkpoint's variables (names and units as in training) on a lat/lon grid, with
+            an optional time (and member) dimension; read in full.
+        checkpoint: a checkpoint path or a model of :func:`load_model` (moved to ``device``).
+        members, sampler, steps, eta, seed, tile, overlap, batch_size: as the CLI's options of
+            the same names; each (field, member) has its own seed, so values do not depend on
+            batching.
+    Returns:
+        The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
+        channel ``[time, member, lat, lon]`` with CF attributes and the provenance attributes.
+    Raises:
+        UserError (a ValueError): a bad option, or a Dataset without the checkpoint's variables or
+        with other units.
+    """
+    for name, value in (("members", members), ("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{name}={value!r}: give a positive integer")
+    check_seed(int(seed), "seed")
+    options = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=int(seed),
+                              members=members, batch_size=batch_size, tile=tile, overlap=overlap)
+    dev = select_device(str(device))
+    path: str | os.PathLike[str] | None
+    if isinstance(checkpoint, DownscalingModel):
+        model, path = checkpoint.to(dev).eval(), None
+    else:
+        model, path = loading.load_model(checkpoint, dev), checkpoint
+    meta = check_model(model, path or "(in memory)")
+    prep = prepare_dataset(ds, meta, coarsen_input=coarsen)
+    out = downscale_prepared(model, prep, options, checkpoint=path, device=dev,
+                             coarsen_input=coarsen, input_name=_input_name(ds), argv=[],
+                             show_progress=progress)
+    call = _call(members, sampler, steps, eta, seed, coarsen, tile, overlap, batch_size, dev)
+    out.attrs["command_line"] = call
+    out.attrs["history"] = f"{out.attrs['date_created']}: {call}"
+    cf_encoding(out)  # so that out.to_netcdf(...) writes what the CLI writes
+    return out
+
+
+def _input_name(ds: xr.Dataset) -> str:
+    """Where the Dataset came from (its file, when xarray recorded one) for the provenance."""
+    source: Any = ds.encoding.get("source")
+    return str(source) if source else "(xarray.Dataset)"
+
+
+def _call(*values: Any) -> str:
+    """The call, as the provenance's command line (``history``, ``command_line``)."""
+    names = ("members", "sampler", "steps", "eta", "seed", "coarsen", "tile", "overlap",
+             "batch_size", "device")
+    args = ", ".join(f"{n}={str(v) if isinstance(v, torch.device) else v!r}"
+                     for n, v in zip(names, values, strict=True))
+    return f"weather_sr.downscale(ds, checkpoint, {args})"

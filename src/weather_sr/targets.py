@@ -1,0 +1,127 @@
+"""A target is never a source: :func:`check_target` refuses an output that would destroy what the
+command reads, before any work starts."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from weather_sr.errors import UserError
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A path a command reads: ``label`` names it in messages (``--input``, ``data.path``)."""
+
+    label: str
+    path: PathLike | Sequence[PathLike] | None
+    data: bool = False  # read as data: a FIFO, device or socket is refused (it would hang)
+
+
+def _expand(spec: PathLike | Sequence[PathLike] | None) -> list[str]:
+    if spec is None:
+        return []
+    items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    out: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        if not text:
+            continue
+        if any(ch in text for ch in "*?["):
+            out.extend(sorted(glob.glob(text)) or [])
+        else:
+            out.append(text)
+    return out
+
+
+def special_kind(mode: int) -> str | None:
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return None
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """Whether ``a`` lies inside ``b`` or is ``b``."""
+    return a == b or a.is_relative_to(b)
+
+
+def check_target(
+    target: PathLike, what: str, option: str, sources: Iterable[Source], *, folder: bool
+) -> Path:
+    """Refuse (UserError naming both paths) a target that would destroy what the command reads.
+
+    ``target`` is an output file (``folder=False``) or a run/report/demo folder. Refused: a
+    trailing slash on a file name; the current folder, one of its parents (``/`` included) or the
+    home folder (or one of its parents); a path equal to, inside or containing any of
+    ``sources`` (globs are expanded; paths are compared after resolving symbolic links and
+    ``..``); an existing target that is a device, FIFO or socket, a folder given as a file, or a
+    file given as a folder. A data source that is a device, FIFO or socket is refused too.
+    Call it before any work; it reads nothing but the file system's metadata.
+    """
+    text = os.fspath(target)
+    kind = "folder" if folder else "file name"
+    if not text.strip():
+        raise UserError(f"{what}: {option} is empty: give a {kind}")
+    if not folder and text.endswith(("/", os.sep)):
+        raise UserError(f"{what} {text} ends with '/': give a file name for {option} "
+                        f"(e.g. {text}downscaled.nc)")
+    real = Path(os.path.realpath(text))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if real == cwd:
+        raise UserError(f"{what} {text} is the current folder: give a new {kind} for {option}")
+    if _inside(cwd, real):
+        where = ("the root folder /" if real == Path(real.anchor)
+                 else "a parent of the current folder")
+        raise UserError(f"{what} {text} is {where} ({cwd} lies inside it): give a new {kind} "
+                        f"for {option}")
+    with contextlib.suppress(RuntimeError, KeyError, OSError):
+        home = Path(os.path.realpath(Path.home()))
+        if _inside(home, real):
+            raise UserError(f"{what} {text} is your home folder {home} or contains it: give a "
+                            f"new {kind} for {option}")
+    try:
+        st = os.stat(text)
+    except OSError:
+        st = None
+    if st is not None:
+        special = special_kind(st.st_mode)
+        if special:
+            raise UserError(f"{what} {text} is a {special}, not a regular "
+                            f"{'folder' if folder else 'file'}: give a new {kind} for {option}")
+        if folder and not stat.S_ISDIR(st.st_mode):
+            raise UserError(f"{what} {text} is a file, not a weather-sr folder: choose another "
+                            f"{option}")
+        if not folder and stat.S_ISDIR(st.st_mode):
+            raise UserError(f"{what} {text} is a folder: give the name of a file for {option}")
+    for source in sources:
+        for path in _expand(source.path):
+            src = Path(os.path.realpath(path))
+            if src == real:
+                relation = "is"
+            elif real.is_relative_to(src):
+                relation = "is inside"
+            elif src.is_relative_to(real):
+                relation = "contains"
+            else:
+                relation = None
+            if relation:
+                raise UserError(f"{what} {text} {relation} the {source.label} {path}: the output "
+                                f"must not touch what the command reads: choose another {option}")
+            if source.data:
+                try:
+                    special = special_kind(os.stat(path).st_mode)
+                except OSError:
+                    special = None
+                if special:
+                    raise UserError(f"{source.label} {path} is a {special}, not a data file: "
+                                    "give a NetCDF, Zarr or GRIB file")
+    return Path(text)

@@ -1,0 +1,30 @@
+"""What the data-safety tests share: a tiny training config and file digests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+TINY = ["data.variables=[pwat, btmp]", "data.patch_size=16", "model.base_channels=8",
+        "model.channel_mults=[1, 2]", "model.num_res_blocks=1", "model.head_channels=8",
+        "model.mid_attention=false", "diffusion.timesteps=20", "training.batch_size=2",
+        "training.steps=2", "training.warmup_steps=1", "training.val_every=100000",
+        "training.val_images=0", "training.precision=fp32", "output.tensorboard=false",
+        "training.device=cpu"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # 2 shared CPU cores
+
+
+def digests(*folders: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folders`` (hidden ones too); folders map to ''."""
+    out: dict[str, str] = {}
+    for folder in folders:
+        for dirpath, _, files in os.walk(folder):
+            out[dirpath] = ""
+            for name in files:
+                path = os.path.join(dirpath, name)
+                if os.path.isfile(path):
+                    out[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                else:
+                    out[path] = "special"
+    return out
