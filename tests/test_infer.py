@@ -16,7 +16,6 @@ from weather_sr import __version__
 from weather_sr.cli import main
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
-from weather_sr.inference.downscale import check_channels
 from weather_sr.inference.ensemble import (
     SamplingOptions,
     member_seed,
@@ -32,6 +31,7 @@ from weather_sr.inference.netcdf import (
     provenance,
     write_dataset,
 )
+from weather_sr.model.meta import check_channels_of
 
 # ------------------------------------------------------------------ seeds, devices
 
@@ -234,13 +234,17 @@ def test_nan_from_model_is_refused() -> None:
 
 
 def test_channel_and_unit_checks() -> None:
-    check_channels(["t2m", "u10"], ["K", ""], ["t2m", "u10"], ["K", "m s-1"], "input f.nc")
+    check_channels_of(["t2m", "u10"], ["K", ""], ["t2m", "u10"], ["K", "m s-1"], "input f.nc",
+                      unknown_units=True)  # downscale: a blank input unit is not compared
     with pytest.raises(UserError, match="missing u10"):
-        check_channels(["t2m"], ["K"], ["t2m", "u10"], ["K", "m s-1"], "input f.nc")
+        check_channels_of(["t2m"], ["K"], ["t2m", "u10"], ["K", "m s-1"], "input f.nc",
+                          unknown_units=True)
     with pytest.raises(UserError, match="order"):
-        check_channels(["u10", "t2m"], ["", ""], ["t2m", "u10"], ["", ""], "input f.nc")
+        check_channels_of(["u10", "t2m"], ["", ""], ["t2m", "u10"], ["", ""], "input f.nc",
+                          unknown_units=True)
     with pytest.raises(UserError, match=r"variable t2m is in units 'degC'.*'K'"):
-        check_channels(["t2m"], ["degC"], ["t2m"], ["K"], "input f.nc")
+        check_channels_of(["t2m"], ["degC"], ["t2m"], ["K"], "input f.nc",
+                          unknown_units=True)
 
 
 # ------------------------------------------------------------------ CLI end to end

@@ -5,6 +5,8 @@ refusal of regression checkpoints, ``--input sample``."""
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,6 +43,15 @@ def test_every_option_has_help_with_its_default(command: str) -> None:
     if command != "train":
         assert all(name in text for name in SAMPLER_NAMES), f"{command}: samplers not all listed"
 
+
+
+def test_help_does_not_load_torch() -> None:
+    """Building the parser of every command (``--help``, choices, defaults) stays light: the
+    sampler names and defaults come from a module without torch (a fresh interpreter)."""
+    code = ("import sys\nfrom weather_sr.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in ('torch', 'xarray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 def test_no_developer_text_for_users() -> None:
     texts = {"--help": build_parser().format_help()}

@@ -12,7 +12,7 @@ from weather_sr.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from weather_sr.core.sampling import DEFAULT_SAMPLER, SAMPLER_NAMES
+    from weather_sr.core.sampler_defaults import DEFAULT_SAMPLER, SAMPLER_NAMES
 
     names = f"{', '.join(SAMPLER_NAMES[:-1])} or {SAMPLER_NAMES[-1]}"
 
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from weather_sr.atomic import check_output_path
-    from weather_sr.core.sampling import SAMPLER_NAMES
+    from weather_sr.core.sampler_defaults import SAMPLER_NAMES
     from weather_sr.demo import check_demo_target, run_demo
     from weather_sr.devices import select_device
 

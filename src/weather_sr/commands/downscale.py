@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from weather_sr.config import check_seed
-from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_NAMES
+from weather_sr.core.sampler_defaults import (
+    DEFAULT_ETA,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLER_NAMES,
+)
 from weather_sr.devices import DEVICE_CHOICES
 from weather_sr.errors import UserError
 

@@ -14,7 +14,7 @@ from weather_sr.errors import UserError
 
 def add_sampling_options(parser: argparse.ArgumentParser, members: int, steps: int) -> None:
     """Sampling options shared by ``evaluate`` and ``demo``."""
-    from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, SAMPLER_NAMES
+    from weather_sr.core.sampler_defaults import DEFAULT_ETA, DEFAULT_SAMPLER, SAMPLER_NAMES
 
     names = f"{', '.join(SAMPLER_NAMES[:-1])} or {SAMPLER_NAMES[-1]}"
     parser.add_argument("--members", type=int, default=members,
@@ -33,7 +33,7 @@ def add_sampling_options(parser: argparse.ArgumentParser, members: int, steps: i
 
 
 def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
-    from weather_sr.core.sampling import SAMPLER_NAMES
+    from weather_sr.core.sampler_defaults import SAMPLER_NAMES
     from weather_sr.inference.ensemble import SamplingOptions
 
     if args.members < 2:
@@ -70,7 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (a report folder weather-sr wrote) once "
                              "the new report is complete")
-    from weather_sr.core.sampling import DEFAULT_STEPS
+    from weather_sr.core.sampler_defaults import DEFAULT_STEPS
 
     add_sampling_options(parser, members=8, steps=DEFAULT_STEPS)
 

@@ -72,6 +72,12 @@ import torch
 from torch import Tensor
 
 from weather_sr.core.process import Denoiser, Generators, randn_like_batch
+from weather_sr.core.sampler_defaults import (
+    DEFAULT_ETA,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLER_NAMES,
+)
 from weather_sr.core.schedule import NoiseSchedule
 
 __all__ = [
@@ -109,9 +115,6 @@ SPACINGS = ("trailing", "logsnr")
 LOGSNR_MIN = -5.1
 
 # the one set of sampling defaults (module doc)
-DEFAULT_SAMPLER = "dpmpp_2m"
-DEFAULT_STEPS = 20
-DEFAULT_ETA = 0.0
 
 
 def timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") -> list[int]:
@@ -376,7 +379,8 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim": sample_ddim,
     "dpmpp_2m": sample_dpmpp_2m,
 }
-SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # the one list of names (CLI, config, options)
+if tuple(SAMPLERS) != SAMPLER_NAMES:  # the one list of names (CLI, config, options)
+    raise ImportError(f"SAMPLERS {tuple(SAMPLERS)} != SAMPLER_NAMES {SAMPLER_NAMES}")
 # each sampler's default grid spacing; None: every step T..1 (``steps`` does not apply)
 DEFAULT_SPACING: dict[str, str | None] = {
     "ancestral": None,

@@ -30,7 +30,7 @@ from weather_sr.inference.netcdf import (
     read_target_grid,
     write_dataset,
 )
-from weather_sr.model.meta import CheckpointMeta, check_channels_of
+from weather_sr.model.meta import CheckpointMeta
 from weather_sr.targets import Source, check_target
 
 
@@ -55,16 +55,6 @@ def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
         raise UserError(f"checkpoint {checkpoint} has no metadata: it cannot downscale")
     meta.require("normalizer", "scale_factor", to="downscale")
     return meta
-
-
-def check_channels(
-    found: Sequence[str], found_units: Sequence[str], expected: Sequence[str],
-    expected_units: Sequence[str], where: str, *, names: bool = True,
-) -> None:
-    """UserError naming the first mismatch in channel names/order or units: the rules of
-    :meth:`CheckpointMeta.check_data` for an input file (a blank unit is not compared)."""
-    check_channels_of(found, found_units, expected, expected_units, where, names=names,
-                      unknown_units=True)
 
 
 def input_variables(meta: CheckpointMeta, coarsen_input: bool) -> tuple[list[str], bool]:

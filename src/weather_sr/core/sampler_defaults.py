@@ -1,0 +1,11 @@
+"""The sampler names and the one set of sampling defaults, without importing torch.
+
+The command line builds its parser (``--help``, choices, defaults) from these, so they live apart
+from the samplers in :mod:`weather_sr.core.sampling`, which checks at import that its
+``SAMPLERS`` are exactly :data:`SAMPLER_NAMES`.
+"""
+
+SAMPLER_NAMES: tuple[str, ...] = ("ancestral", "ddim", "dpmpp_2m")
+DEFAULT_SAMPLER = "dpmpp_2m"
+DEFAULT_STEPS = 20
+DEFAULT_ETA = 0.0
