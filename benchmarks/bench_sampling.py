@@ -11,6 +11,11 @@ fresh subprocess: time per step and peak memory (CUDA: ``max_memory_allocated``;
 process's peak RSS above a baseline process that only builds the model), plus the largest network
 input. Targets: time ratio <= 1.1 x area ratio; model memory flat.
 
+Part 3, streaming memory: ``weather-sr downscale`` (an untrained UNet: memory does not depend on
+the weights) on 1, 8 and 32 LR fields, each run in a fresh process: its peak RSS (``ru_maxrss`` and
+``VmHWM``) and wall time. Target: the 32-field peak within 1.2x of the 1-field peak (the fields
+are read, sampled and written ``--chunk-fields`` at a time).
+
     .venv/bin/python benchmarks/bench_sampling.py --quick   # a few minutes on an idle laptop CPU
     .venv/bin/python benchmarks/bench_sampling.py --device cuda --checkpoint runs/x/best.pt
 """
@@ -263,6 +268,93 @@ def bench_tiling(args: argparse.Namespace, device: torch.device) -> None:
           f"{16 * 2 * 2 * 4 * side * side * 4 / 2**20:.1f} MB at 16x)")
 
 
+# ---------------------------------------------------------------- part 3: streaming memory
+
+
+def untrained_checkpoint(path: Path, base: int) -> Path:
+    """An untrained diffusion checkpoint (channels t2m, u10 in K, scale 4, T = 1000)."""
+    from weather_sr.config import RunConfig, config_to_dict
+    from weather_sr.data import Normalizer
+    from weather_sr.model.checkpoint import save_checkpoint
+    from weather_sr.model.downscaling_model import build_unet
+
+    ch = ["t2m", "u10"]
+    cfg = config_to_dict(RunConfig())
+    cfg["data"].update(variables=ch, scale_factor=4)
+    cfg["model"].update(base_channels=base, channel_mults=[1, 2, 2], num_res_blocks=1)
+    torch.manual_seed(0)
+    state = build_unet(cfg["model"], 2, 2, False).state_dict()
+    norm = Normalizer("channel", ch, np.full((2, 1, 1), 280.0), np.full((2, 1, 1), 5.0))
+    save_checkpoint(path, {"step": 0, "model": state, "ema": state, "config": cfg,
+                           "channels": ch, "units": ["K", "K"], "normalizer": norm.to_dict(),
+                           "scale_factor": 4, "interpolation": "bicubic", "grid": None,
+                           "regression": None})
+    return path
+
+
+def _vmhwm_mb() -> float:
+    """Peak resident set size of this process from /proc (MB; 0 where there is no /proc)."""
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines()
+                    if x.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0.0
+    return float(line.split()[1]) / 1024
+
+
+def child_downscale(spec: dict[str, Any]) -> dict[str, Any]:
+    """One ``weather-sr downscale`` in this fresh process: exit status, peak memory, time."""
+    from weather_sr.cli import main as cli
+
+    torch.set_num_threads(spec["threads"])
+    t0 = time.perf_counter()
+    code = cli(spec["argv"])
+    return {"rc": code, "wall": time.perf_counter() - t0, "hwm_mb": _vmhwm_mb(),
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def bench_memory(args: argparse.Namespace, device: torch.device) -> None:
+    from weather_sr.data import synthetic_dataset
+
+    root = Path(tempfile.mkdtemp(prefix="bench_stream_"))
+    ny, nx = (24, 32) if args.quick else (36, 48)
+    steps, base = (2, 16) if args.quick else (5, 32)
+    ckpt = untrained_checkpoint(root / "model.pt", base)
+    synthetic_dataset(32, ny, nx, variables=("t2m", "u10"), seed=0).to_netcdf(root / "lr.nc")
+    common = ["downscale", "--checkpoint", str(ckpt), "--members", str(args.members),
+              "--sampler", "ddim", "--steps", str(steps), "--batch-size", str(args.members),
+              "--device", str(device), "--no-progress"]
+    print(f"\nstreaming memory (downscale of {ny}x{nx} -> {4 * ny}x{4 * nx}, 2 channels, "
+          f"{args.members} members, DDIM {steps} steps, base {base} untrained UNet, "
+          f"batch size {args.members}: the same network batches whatever the number of fields; "
+          f"--chunk-fields 8, device {device})")
+    print(f"{'fields':>6s} {'format':>6s} {'peak RSS MB':>11s} {'VmHWM MB':>9s} "
+          f"{'s/field':>8s} {'ensemble MB':>11s}")
+    peaks = {}
+    for n, fmt in ((1, "nc"), (8, "nc"), (32, "nc"), (32, "zarr")):
+        with xr_open(root / "lr.nc") as ds:
+            ds.isel(time=slice(0, n)).to_netcdf(root / f"lr{n}.nc")
+        argv = [*common, "--input", str(root / f"lr{n}.nc"), "--output",
+                str(root / f"out{n}.{fmt}")]
+        r = run_child({"kind": "downscale", "threads": torch.get_num_threads(), "argv": argv})
+        if r["rc"] != 0:
+            raise RuntimeError(f"downscale of {n} fields failed with exit status {r['rc']}")
+        whole = n * args.members * 2 * (4 * ny) * (4 * nx) * 4 / 2**20  # float32, at once
+        peaks[(n, fmt)] = r["rss_mb"]
+        print(f"{n:6d} {fmt:>6s} {r['rss_mb']:11.0f} {r['hwm_mb']:9.0f} {r['wall'] / n:8.2f} "
+              f"{whole:11.1f}", flush=True)
+    ratio = peaks[(32, "nc")] / peaks[(1, "nc")]
+    print(f"peak RSS 32 fields / 1 field: {ratio:.3f} (target <= 1.2: "
+          f"{'MET' if ratio <= 1.2 else 'NOT MET'}); 8 fields / 1 field: "
+          f"{peaks[(8, 'nc')] / peaks[(1, 'nc')]:.3f}")
+
+
+def xr_open(path: Path):  # -> xarray.Dataset (xarray imported only by the parts that need it)
+    import xarray as xr
+
+    return xr.open_dataset(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="use this checkpoint (else train one)")
@@ -272,11 +364,14 @@ def main() -> None:
                         help="training steps of the model trained here (150 quick, 3000 full)")
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--fields", type=int, default=2)
-    parser.add_argument("--part", choices=("all", "samplers", "tiling"), default="all")
+    parser.add_argument("--part", choices=("all", "samplers", "tiling", "memory"),
+                        default="all")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(child_downscale(spec) if spec.get("kind") == "downscale"
+                         else child(spec)))
         return
     device = select_device(args.device)
     torch.manual_seed(0)
@@ -284,6 +379,8 @@ def main() -> None:
         bench_samplers(args, device)
     if args.part in ("all", "tiling"):
         bench_tiling(args, device)
+    if args.part in ("all", "memory"):
+        bench_memory(args, device)
 
 
 if __name__ == "__main__":

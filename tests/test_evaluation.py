@@ -13,7 +13,7 @@ from weather_sr.cli import main
 from weather_sr.config import load_config
 from weather_sr.data import build_datasets, coarsen, synthetic_dataset, upsample, write_netcdf
 from weather_sr.evaluation.evalset import baseline_predictions, load_split, method_name, score
-from weather_sr.evaluation.report import channel_table, findings
+from weather_sr.evaluation.report import channel_table, verdicts
 from weather_sr.training.loop import train
 
 torch.set_num_threads(1)
@@ -91,25 +91,26 @@ def _result(kind: str, rmse: float, lsd_high: float, **extra: float) -> dict:
     return {"kind": kind, "metrics": {"t": metrics}}
 
 
-def test_findings_state_wins_and_losses() -> None:
+def test_verdicts_state_wins_and_losses() -> None:
     results = {
+        "bilinear": _result("deterministic", 3.0, 12.0),
         "bicubic": _result("deterministic", 2.0, 10.0),
         "regression": _result("deterministic", 1.0, 8.0),
         "diff": _result("ensemble", 1.5, 9.0, member_lsd_high=4.0, spread_skill=0.6, crps=0.9),
     }
     results["bicubic"]["metrics"]["t"]["mae"] = 1.2
     results["regression"]["metrics"]["t"]["mae"] = 0.8
-    text = "\n".join(findings(results, "t"))
-    assert "RMSE 1.5 beats bicubic (2)" in text
-    assert "RMSE 1.5 does NOT beat regression (1)" in text
-    assert "0.40x that of bicubic: members are closer to" in text
-    assert "0.50x that of regression: members are closer to" in text
-    assert "target" not in text  # the user's targets are theirs to set
-    assert "spread/skill 0.60 (under-dispersive" in text
-    assert "CRPS 0.9 beats the CRPS (= MAE) of bicubic (1.2)" in text
-    assert "CRPS 0.9 does NOT beat the CRPS (= MAE) of regression (0.8)" in text
+    lines = verdicts(results, ["t"])
+    head, row = lines[0], lines[2]
+    assert "RMSE < bicubic?" in head and "CRPS < regression?" in head
+    assert "bilinear" not in head  # one interpolation baseline: bicubic
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["t", "diff", "yes (1.5 < 2)", "yes (0.9 < 1.2)", "yes (4 < 10)",
+                     "no (1.5 ≥ 1)", "no (0.9 ≥ 0.8)", "yes (4 < 8)", "under-dispersive (0.60)"]
+    assert "win 4 of 6 comparisons" in lines[-1]
+    assert verdicts({"bicubic": results["bicubic"]}, ["t"]) == []  # no ensemble: no table
     table = channel_table(results, "t")
-    assert table.count("\n") == 4 and "| diff | 1.5 |" in table
+    assert table.count("\n") == 5 and "| diff | 1.5 |" in table
 
 
 def test_method_names_are_unique(tmp_path: Path) -> None:

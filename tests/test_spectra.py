@@ -97,3 +97,63 @@ def test_bad_input_raises_user_error():
         spectra.radial_psd(np.zeros((4, 4)), window="kaiser")
     with pytest.raises(UserError, match="band"):
         spectra.log_spectral_distance(np.ones(3), np.ones(3), np.arange(3) / 4, band="low")
+
+
+@pytest.mark.parametrize("h, w, s", [(32, 32, 4), (24, 40, 2), (30, 60, 3)])
+def test_lsd_above_lr_nyquist_brute_force(h, w, s):
+    """band='above_lr' against a brute-force loop over every DFT coefficient: its radial
+    frequency, bin round(ν L) (half to even), kept when 0.5 / s < ν_k ≤ ν_max, per-bin mean
+    power, dB."""
+    rng = np.random.default_rng(4)
+    truth = rng.normal(size=(3, h, w))
+    pred = rng.normal(size=(3, h, w)) * np.linspace(0.5, 2.0, w)
+    length = min(h, w)
+    sums: dict[int, list[float]] = {}
+    for fields, slot in ((truth, 0), (pred, 1)):
+        dft = np.fft.fft2(fields)
+        for m in range(h):
+            for n in range(w):
+                ky = m if m <= h // 2 else m - h  # signed wavenumbers (np.fft.fftfreq)
+                kx = n if n <= w // 2 else n - w
+                nu = np.sqrt((ky / h) ** 2 + (kx / w) ** 2)
+                k = round(nu * length)  # half to even, as np.rint (e.g. 2.5 -> 2)
+                entry = sums.setdefault(k, [0.0, 0.0, 0])
+                entry[slot] += float(np.mean(np.abs(dft[:, m, n]) ** 2) / (h * w))
+                entry[2] += slot == 0
+    top = (length // 2) / length
+    cut = 0.5 / s
+    sq = [(10 * np.log10(p / t)) ** 2 for k, (t, p, _) in sums.items()
+          if cut + 1e-12 < k / length <= top + 1e-12]
+    expected = np.sqrt(np.mean(sq))
+    st, sp = spectra.radial_psd(truth), spectra.radial_psd(pred)
+    got = spectra.log_spectral_distance(sp.power, st.power, st.freq, band="above_lr",
+                                        scale_factor=s)
+    assert got == pytest.approx(expected, rel=1e-10)
+    assert spectra.lr_nyquist(s) == cut
+    # s = 1: the LR grid resolves everything up to 0.5: no bin left
+    with pytest.raises(UserError, match="no frequency bin"):
+        spectra.log_spectral_distance(sp.power, st.power, st.freq, band="above_lr",
+                                      scale_factor=1)
+    with pytest.raises(UserError, match="needs the scale factor"):
+        spectra.log_spectral_distance(sp.power, st.power, st.freq, band="above_lr")
+    with pytest.raises(UserError, match="integer >= 1"):
+        spectra.lr_nyquist(0)
+
+
+def test_evaluate_method_scores_lsd_above_lr():
+    from weather_sr.evaluation.metrics import evaluate_method
+
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=(2, 1, 16, 16))
+    ens = truth[:, None] + 0.3 * rng.normal(size=(2, 3, 1, 16, 16))
+    plain = evaluate_method(truth, ens)
+    assert "member_lsd_above_lr" not in plain["mean"]
+    out = evaluate_method(truth, ens, scale_factor=4)
+    psd = out["psd"]
+    ref = spectra.log_spectral_distance(np.array(psd["member"]["channel_0"]),
+                                        np.array(psd["truth"]["channel_0"]),
+                                        np.array(psd["freq"]["channel_0"]), band="above_lr",
+                                        scale_factor=4)
+    assert out["mean"]["member_lsd_above_lr"] == pytest.approx(ref)
+    assert out["mean"]["lsd_above_lr"] > 0
+    assert out["mean"]["member_lsd"] == plain["mean"]["member_lsd"]

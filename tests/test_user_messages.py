@@ -94,7 +94,7 @@ def _grid(step: float, n: int = 8) -> SimpleNamespace:
 
 
 def test_downscale_warns_when_the_input_is_finer_than_the_lr_grid() -> None:
-    from weather_sr.inference.downscale import warn_if_finer
+    from weather_sr.inference.prepare import warn_if_finer
 
     meta = SimpleNamespace(grid={"lat": list(np.arange(16) * 10.0), "lat_attrs": {"units": "m"}})
     with warnings.catch_warnings():

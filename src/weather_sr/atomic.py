@@ -40,8 +40,8 @@ from weather_sr.write_errors import (
 
 PathLike = str | os.PathLike[str]
 
-MARKER = ".weather-sr"  # in every run, report and demo folder that weather-sr creates
-FOLDER_KINDS = ("run", "report", "demo")
+MARKER = ".weather-sr"  # in every run, report, demo and Zarr output folder weather-sr creates
+FOLDER_KINDS = ("run", "report", "demo", "downscale")  # downscale: a Zarr output
 
 
 class OutputAppearedError(UserError):

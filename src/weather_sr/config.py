@@ -22,10 +22,33 @@ from weather_sr.errors import UserError
 
 
 @dataclass
+class InputsConfig:
+    """``data.inputs``: the predictors (docs/data.md, "Three kinds of condition").
+
+    ``path`` None: the variables come from the targets' file and are coarsened like the targets;
+    else a dataset on its own regular grid, regridded onto the targets' grid with ``regrid``.
+    """
+
+    path: str | list[str] | None = None
+    variables: list[str] = field(default_factory=list)
+    regrid: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+
+@dataclass
+class StaticConfig:
+    """``data.static``: fields constant in time on the targets' grid (orography, land-sea mask)."""
+
+    path: str | list[str] = ""
+    variables: list[str] = field(default_factory=list)
+
+
+@dataclass
 class DataConfig:
     """Keyword arguments of ``weather_sr.data.build_datasets``, one to one (see its docstring).
 
     ``path: sample`` stands for the shipped sample file (``weather_sr.data.sample_data_path()``).
+    ``inputs``, ``static``, ``features`` and ``transforms`` shape the network's condition
+    (docs/data.md); omitted, the condition is the targets' own LR field, as in SR3.
     """
 
     path: str | list[str] = "sample"
@@ -45,6 +68,10 @@ class DataConfig:
     load: bool = True
     area_weighted: bool = False
     crop: bool = True
+    inputs: InputsConfig | None = None
+    static: StaticConfig | None = None
+    features: list[Literal["lat", "lon", "doy", "hour"]] = field(default_factory=list)
+    transforms: dict[str, str] = field(default_factory=dict)  # {variable: log1p | power:P}
 
 
 @dataclass
@@ -67,10 +94,21 @@ class ModelConfig:
 class DiffusionConfig:
     schedule: Literal["linear", "cosine"] = "linear"
     timesteps: int = 1000
-    lam: float = 1.0
-    weight: Literal["none", "radial"] = "none"
+    lam: float = 0.0  # the Fourier term's weight: 0 by the ablation (README, docs/method.md §4)
+    # W of the Fourier term (docs/method.md §4): none (W = 1) | radial: 1 + gamma (nu/nu_max)^power
+    # | band: 1 up to the LR grid's Nyquist frequency (0.5 / data.scale_factor), 1 + gamma above
+    weight: Literal["none", "radial", "band"] = "none"
     gamma: float = 1.0
     power: float = 2.0
+    weight_normalise: bool = False  # divide W by sqrt(mean W^2 over the coefficients): mean W^2 = 1
+    # noise-level gate of W and of the amplitude term, per sample: W_t = 1 + g(t) (W - 1);
+    # none: g = 1 | time: g = 1 where t <= gate_t * timesteps, else 0 | snr: g = SNR/(1 + SNR)
+    gate: Literal["none", "time", "snr"] = "none"
+    gate_t: float = 0.5  # with gate: time, the fraction of diffusion.timesteps
+    # weight mu of the amplitude term: g(t) x the binned radial log-power difference of the
+    # Fourier branch's x0 estimate to x0 (needs lam > 0); 0 = off
+    amp_mu: float = 0.0
+    loss_divide: bool = False  # divide the total loss by (1 + lam)
     target: Literal["full", "residual", "regression_residual"] = "residual"
     regression_checkpoint: str | None = None
     prediction: Literal["epsilon", "v"] = "v"
@@ -151,6 +189,13 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(f"{source}: {key} = {value!r} is not one of {list(args)}{hint}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {key} must be a mapping, got {value!r}")
+        return {
+            _coerce(k, args[0], f"{key} (a key)", source): _coerce(v, args[1], f"{key}.{k}", source)
+            for k, v in value.items()
+        }
     if origin is list:
         if not isinstance(value, list | tuple):
             raise UserError(f"{source}: {key} must be a list, got {value!r}")
@@ -171,6 +216,16 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     )
 
 
+def _section_type(tp: Any) -> type | None:
+    """The dataclass of a (possibly optional) nested section, else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return inner[0] if inner else None
+    return None
+
+
 def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     if raw is None:
         raw = {}
@@ -185,8 +240,9 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
             raise UserError(f"{source}: unknown key {dotted}{hint}; known: {', '.join(names)}")
-        if dataclasses.is_dataclass(hints[key]):
-            kwargs[key] = _build(hints[key], value, dotted, source)
+        section = _section_type(hints[key])
+        if section is not None and (value is not None or section is hints[key]):
+            kwargs[key] = _build(section, value, dotted, source)
         else:
             kwargs[key] = _coerce(value, hints[key], dotted, source)
     return cls(**kwargs)
@@ -337,6 +393,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         len(d.split) == 3 and all(x >= 0 for x in d.split) and d.split[0] > 0,
         f"data.split = {d.split} must be three fractions (train, val, test) with train > 0",
     )
+    _validate_condition(cfg, source)
     r(
         len(m.channel_mults) >= 1 and all(c >= 1 for c in m.channel_mults),
         f"model.channel_mults = {m.channel_mults} must be a non-empty list of positive integers",
@@ -382,6 +439,18 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     r(f.lam >= 0, f"diffusion.lam = {f.lam} must be >= 0")
     r(f.gamma >= 0, f"diffusion.gamma = {f.gamma} must be >= 0")
     r(f.power > 0, f"diffusion.power = {f.power} must be > 0")
+    r(0 < f.gate_t <= 1, f"diffusion.gate_t = {f.gate_t} must be in (0, 1]")
+    r(f.amp_mu >= 0, f"diffusion.amp_mu = {f.amp_mu} must be >= 0 (0 = off)")
+    r(
+        f.amp_mu == 0 or f.lam > 0,
+        f"diffusion.amp_mu = {f.amp_mu} needs diffusion.lam > 0 (the amplitude term is computed "
+        "on the Fourier branch, which lam = 0 skips)",
+    )
+    r(
+        f.gate == "none" or (f.lam > 0 and (f.weight != "none" or f.amp_mu > 0)),
+        f"diffusion.gate = {f.gate} acts on W and the amplitude term of the Fourier branch: it "
+        "needs diffusion.lam > 0 and diffusion.weight radial or band, or diffusion.amp_mu > 0",
+    )
     r(
         1 <= f.val_sample_steps <= f.timesteps,
         f"diffusion.val_sample_steps = {f.val_sample_steps} must be in 1..diffusion.timesteps",
@@ -419,3 +488,30 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         r(0 <= seed <= SEED_MAX, f"{name} = {seed} must be in 0..2**63-1")
     for name in ("num_workers", "val_batches", "val_images", "max_nonfinite_skips"):
         r(getattr(t, name) >= 0, f"training.{name} = {getattr(t, name)} must be >= 0")
+
+
+def _validate_condition(cfg: RunConfig, source: str) -> None:
+    """The rules of ``data.inputs`` / ``data.static`` that need no data (docs/data.md)."""
+    d, target = cfg.data, cfg.diffusion.target
+    r = lambda ok, msg: _require(ok, source, msg)  # noqa: E731
+    for name, values in (("data.variables", d.variables), ("data.features", d.features)):
+        r(len(set(values)) == len(values), f"{name} = {values} lists a name twice")
+    if d.static is not None:
+        r(bool(d.static.path), "data.static.path: give the file of the static fields")
+        r(bool(d.static.variables), "data.static.variables: list at least one (e.g. [orog])")
+        r(len(set(d.static.variables)) == len(d.static.variables),
+          f"data.static.variables = {d.static.variables} lists a name twice")
+    if d.inputs is None:
+        return
+    inputs = d.inputs.variables
+    r(bool(inputs), "data.inputs.variables: list at least one predictor (e.g. [t2m, u10])")
+    r(len(set(inputs)) == len(inputs), f"data.inputs.variables = {inputs} lists a name twice")
+    r(d.lr_path is None and d.lr_variables is None,
+      "data.inputs replaces data.lr_path / data.lr_variables: give one of the two")
+    r(d.normalisation == "channel", "data.normalisation = pixel needs the targets' own LR "
+      "field as condition: use channel with data.inputs")
+    missing = [v for v in d.variables if v not in inputs]
+    r(target != "residual" or not missing,
+      f"diffusion.target = residual needs an input of the same name for every target (missing: "
+      f"{', '.join(missing)}): add them to data.inputs.variables or use regression_residual "
+      "or full")

@@ -162,9 +162,10 @@ def _run_all(out: Path, budget: DemoBudget, dev: torch.device, sampler: str) -> 
         overrides = run_overrides(name, budget, checkpoints.get("regression"), str(dev))
         cfg = load_config("sample", overrides)
         result = train(cfg, out / "runs" / name)
-        if result.status != "finished" or result.checkpoint is None:
+        best = out / "runs" / name / "checkpoints" / "best.pt"  # the rule: lowest val. loss
+        if result.status != "finished" or not best.is_file():
             raise UserError(f"demo: training of {name} was interrupted; run the demo again")
-        checkpoints[name] = result.checkpoint
+        checkpoints[name] = best
     print(f"[demo {len(RUNS) + 1}/{len(RUNS) + 1}] downscaling the test split and scoring",
           flush=True)
     options = SamplingOptions(sampler=sampler, steps=budget.sampler_steps,

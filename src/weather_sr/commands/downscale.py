@@ -1,4 +1,5 @@
-"""`weather-sr downscale`: sample an HR ensemble for LR fields (NetCDF/Zarr/GRIB in, NetCDF out)."""
+"""`weather-sr downscale`: sample an HR ensemble for LR fields (NetCDF/Zarr/GRIB in, NetCDF or Zarr
+out, written chunk by chunk)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--input", required=True,
         help="LR fields (NetCDF, Zarr or GRIB); HR fields with --coarsen; 'sample': the "
              "shipped sample file (an HR file: use it with --coarsen)")
-    add("--output", required=True, help="output NetCDF file (written atomically)")
+    add("--output", required=True,
+        help="output NetCDF file, or Zarr folder (a name ending in .zarr or --format zarr); "
+             "written atomically")
+    add("--format", dest="output_format", choices=("netcdf", "zarr"), default=None,
+        help="output format (default: zarr when --output ends in .zarr, else netcdf)")
+    add("--chunk-fields", type=int, default=8,
+        help="fields read, sampled and written at a time; memory grows with it, not with the "
+             "number of fields (default: %(default)s)")
+    add("--resume", action="store_true",
+        help="Zarr: continue the partial output .NAME.partial of an interrupted run after its "
+             "complete fields (the same options required)")
     add("--members", type=int, default=8, help="ensemble members per field (default: %(default)s)")
     add("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_SAMPLER,
         help="sampler (default: %(default)s)")
@@ -35,7 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--coarsen", action="store_true",
         help="the input is HR: coarsen it by the checkpoint's scale factor first (evaluation)")
     add("--tile", type=int, default=None,
-        help="tile size in HR pixels for large domains (default: whole field at once)")
+        help="tile size in HR pixels, to bound memory on large domains; use at least twice "
+             "the training patch size (README: what tiling costs) (default: whole field)")
     add("--overlap", type=int, default=32,
         help="overlap between tiles in HR pixels (default: %(default)s)")
     add("--batch-size", type=int, default=8,
@@ -52,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("members", "steps", "batch_size"):
+    for name in ("members", "steps", "batch_size", "chunk_fields"):
         value = getattr(args, name)
         if value < 1:
             raise UserError(f"--{name.replace('_', '-')} {value}: give a positive integer")
@@ -69,11 +81,13 @@ def command_line(args: argparse.Namespace) -> list[str]:
     """The effective command (every option with its value), to reproduce the run."""
     argv = ["weather-sr", "downscale"]
     for key in ("checkpoint", "input", "output", "members", "sampler", "steps", "eta", "seed",
-                "tile", "overlap", "batch_size", "device", "target_grid"):
+                "tile", "overlap", "batch_size", "chunk_fields", "output_format", "device",
+                "target_grid"):
         value = getattr(args, key)
         if value is not None:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
-    argv += [f"--{k}" for k in ("coarsen", "overwrite") if getattr(args, k)]
+            option = "format" if key == "output_format" else key.replace("_", "-")
+            argv += [f"--{option}", str(value)]
+    argv += [f"--{k}" for k in ("coarsen", "overwrite", "resume") if getattr(args, k)]
     return argv
 
 
@@ -94,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.input, args.output, options, coarsen_input=args.coarsen,
         device=args.device, overwrite=args.overwrite, target_grid=args.target_grid,
         argv=command_line(args), show_progress=not args.no_progress,
+        chunk_fields=args.chunk_fields, output_format=args.output_format, resume=args.resume,
     )
     print(f"wrote {path}")
     return 0

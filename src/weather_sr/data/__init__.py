@@ -2,6 +2,7 @@
 datasets, synthetic fields and the shipped sample. Imports nothing above ``errors``/``atomic``."""
 
 from weather_sr.data.builder import DataBundle, build_datasets, prepare_condition
+from weather_sr.data.condition import ConditionSpec
 from weather_sr.data.datasets import PairDataset
 from weather_sr.data.files import open_dataset, resolve_paths
 from weather_sr.data.grid import Grid, grid_of, hr_grid_from_lr
@@ -29,6 +30,7 @@ __all__ = [
     "INTERPOLATIONS",
     "SAMPLE_FILE",
     "SAMPLE_VARIABLES",
+    "ConditionSpec",
     "DataBundle",
     "Grid",
     "Normalizer",

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
+from weather_sr.data.condition import ConditionSpec, default_condition, grid_latlon
 from weather_sr.data.datasets import PairDataset
 from weather_sr.data.files import PathSpec
 from weather_sr.data.grid import Grid, grid_of
@@ -41,6 +43,7 @@ class DataBundle:
     grid: Grid
     scale_factor: int
     interpolation: str
+    condition: ConditionSpec | None = None  # what the network sees; None: the default (SR3)
 
 
 def _patch(
@@ -114,6 +117,10 @@ def build_datasets(
     load: bool = True,
     area_weighted: bool = False,
     crop: bool = True,
+    inputs: Mapping[str, Any] | None = None,
+    static: Mapping[str, Any] | None = None,
+    features: Sequence[str] = (),
+    transforms: Mapping[str, str] | None = None,
 ) -> DataBundle:
     """Open HR (and optional paired LR) data and return train/val/test datasets (see DataBundle).
 
@@ -121,7 +128,12 @@ def build_datasets(
     columns (``crop=False``: UserError instead). Without ``lr_path`` LR is the NaN-aware block
     mean of HR (cos-latitude weighted if ``area_weighted``). ``lr_noise_std`` adds Gaussian noise
     to LR, in units of each channel's std. Statistics come from the training split only.
+    ``inputs`` ({path, variables, regrid}), ``static`` ({path, variables}), ``features`` and
+    ``transforms`` ({variable: "log1p" | "power:P"}) shape the condition (docs/data.md,
+    :mod:`weather_sr.data.inputs`).
     """
+    from weather_sr.data.inputs import build_condition, check_transformed
+
     s = check_scale_factor(scale_factor)
     interpolation = check_interpolation(interpolation)
     if isinstance(variables, str):
@@ -135,7 +147,15 @@ def build_datasets(
     if load:
         fields = fields.load()
     train_idx, val_idx, test_idx = split_samples(fields["time"].values, split, gap)
-    normalizer = compute_stats(fields, train_idx, normalisation, where)  # also checks NaN/Inf
+    names = [*variables, *((inputs or {}).get("variables") or [])]
+    tf = {}
+    if transforms:
+        from weather_sr.data.transforms import parse_transforms
+
+        tf = parse_transforms(transforms, list(dict.fromkeys(names)), "data.transforms")
+    check_transformed(fields, tf, where)
+    # also checks NaN/Inf
+    normalizer = compute_stats(fields, train_idx, normalisation, where, transforms=tf)
     grid = grid_of(fields)
     hr_values = fields.values if load else LazyFields(path, list(variables), H, W)
     lr_values, lr_samples = None, None
@@ -143,6 +163,10 @@ def build_datasets(
         lr_values, lr_samples = _paired_lr(lr_path, lr_variables or variables, fields, s, load)
     lat = grid.lat if area_weighted else None
     source = FieldSource(hr_values, s, (H, W), lr_values, lr_samples, lat)
+    condition, in_source = build_condition(
+        fields, normalizer, train_idx, path=path, source=source, inputs=inputs, static=static,
+        features=features, transforms=tf, load=load)
+    f_lat, f_lon = grid_latlon(grid) if condition.features else (None, None)
     times = fields["time"].values
     members = fields["member"].values if "member" in fields.coords else None
     common = dict(
@@ -160,6 +184,10 @@ def build_datasets(
             random=train,
             times=times[idx],
             members=None if members is None else members[idx],
+            condition=condition,
+            inputs=in_source,
+            lat=f_lat,
+            lon=f_lon,
             **common,
         )
 
@@ -173,34 +201,47 @@ def build_datasets(
         grid,
         s,
         interpolation,
+        condition,
     )
 
 
 def prepare_condition(
     lr_fields: xr.DataArray | np.ndarray | torch.Tensor,
-    normalizer: Normalizer,
+    condition: ConditionSpec | Normalizer,
     scale_factor: int,
     interpolation: str = "bicubic",
     periodic: bool | None = None,
+    *,
+    lat: np.ndarray | None = None,
+    lon: np.ndarray | None = None,
+    times: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """LR fields [N, C, h, w] in physical units (NaN allowed) -> condition [N, C, h*s, w*s].
+    """LR inputs [N, Ci, h, w] in physical units (NaN allowed) -> condition [N, Cc, h*s, w*s]
+    (inputs already regridded onto the HR grid, [N, Ci, H, W], when ``condition.mode`` is
+    "regrid": they are only filled and assembled).
 
     Missing LR cells are filled with the (coarsened) climatological mean, the field is
-    interpolated onto the HR grid and normalised; the result has no NaN. ``periodic`` defaults
-    to ``lr_fields.attrs["periodic"]`` for a DataArray from ``open_fields``, else False.
+    interpolated onto the HR grid and assembled into the condition (normalised inputs, static
+    fields, features of ``lat`` / ``lon`` [H] or [H, W] and ``times`` [N]); the result has no
+    NaN. A :class:`Normalizer` stands for the default condition (the targets' own LR field).
+    ``periodic`` defaults to ``lr_fields.attrs["periodic"]`` for a DataArray from
+    ``open_fields``, else False.
     """
     s = check_scale_factor(scale_factor)
+    spec = condition if isinstance(condition, ConditionSpec) else default_condition(
+        condition.channels, condition)
+    norm = spec.input_normalizer
     if periodic is None:
         periodic = bool(getattr(lr_fields, "attrs", {}).get("periodic", False))
     values = lr_fields.values if isinstance(lr_fields, xr.DataArray) else lr_fields
     lr = torch.as_tensor(np.asarray(values), dtype=torch.float32)
-    if lr.ndim != 4 or lr.shape[1] != len(normalizer.channels):
+    if lr.ndim != 4 or lr.shape[1] != len(spec.inputs):
         raise UserError(
             f"LR fields of shape {tuple(lr.shape)}: expected [N, "
-            f"{len(normalizer.channels)}, h, w] for channels {normalizer.channels}"
+            f"{len(spec.inputs)}, h, w] for channels {spec.inputs}"
         )
-    mean = torch.as_tensor(normalizer.mean, dtype=torch.float32)
-    if normalizer.kind == "pixel":
+    mean = torch.as_tensor(norm.physical_mean(), dtype=torch.float32)
+    if norm.kind == "pixel":  # only for the default condition (config rule)
         if tuple(mean.shape[1:]) != (lr.shape[2] * s, lr.shape[3] * s):
             raise UserError(
                 f"LR fields {lr.shape[2]}x{lr.shape[3]} x {s} do not match the "
@@ -208,5 +249,5 @@ def prepare_condition(
             )
         mean = coarsen(mean, s)
     lr = torch.where(torch.isfinite(lr), lr, mean.expand_as(lr[0]))
-    cond = upsample(lr, s, interpolation, periodic)
-    return torch.nan_to_num(normalizer.normalise(cond), nan=0.0)
+    cond = lr if spec.mode == "regrid" else upsample(lr, s, interpolation, periodic)
+    return spec.assemble(cond, None, lat, lon, times)

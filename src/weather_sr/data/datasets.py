@@ -3,8 +3,10 @@
 Each item is a dict:
 
 - ``"hr"``: float32 [C, H, W], normalised, missing values set to 0;
-- ``"cond"``: float32 [C, H, W], the LR field interpolated onto the HR grid, normalised with the
-  same statistics (LR cells with no valid value are filled with the climatological mean first);
+- ``"cond"``: float32 [Cc, H, W], the network condition
+  (:class:`weather_sr.data.condition.ConditionSpec`): by default the LR field interpolated onto
+  the HR grid, normalised with the same statistics (LR cells with no valid value are filled with
+  the climatological mean first); else the predictors, static fields and features;
 - ``"mask"``: float32 [1, H, W], 1 where every HR channel is valid, 0 elsewhere;
 - ``"index"``: int, the row of the split (``dataset.times[index]``, ``dataset.members[index]``).
 
@@ -22,15 +24,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from weather_sr.data.condition import ConditionSpec, default_condition
 from weather_sr.data.normalise import Normalizer
 from weather_sr.data.pairs import coarsen, upsample_window, window_indices
-from weather_sr.data.source import FieldSource
+from weather_sr.data.source import FieldSource, RegriddedInputs
 
 MAX_TRIES = 32  # patch draws before giving up on the valid-fraction threshold
 
 
 class PairDataset(Dataset):
-    """Items of one split. ``samples``: rows of the source in this split (time order)."""
+    """Items of one split. ``samples``: rows of the source in this split (time order).
+
+    ``condition`` (default: the targets' own LR field) says what ``cond`` holds; its inputs
+    come from ``inputs`` (a source of LR predictors coarsened like the targets, or predictors
+    regridded onto the HR grid; default: the targets' own source). ``lat`` / ``lon`` ([H] or
+    [H, W], the HR grid) are needed for the lat/lon features.
+    """
 
     def __init__(
         self,
@@ -48,6 +57,10 @@ class PairDataset(Dataset):
         random: bool = False,
         times: np.ndarray | None = None,
         members: np.ndarray | None = None,
+        condition: ConditionSpec | None = None,
+        inputs: FieldSource | RegriddedInputs | None = None,
+        lat: np.ndarray | None = None,
+        lon: np.ndarray | None = None,
     ) -> None:
         self.source, self.samples, self.normalizer = source, np.asarray(samples), normalizer
         self.interpolation, self.periodic, self.patch_size = interpolation, periodic, patch_size
@@ -58,6 +71,9 @@ class PairDataset(Dataset):
         )
         self.seed, self.random = seed, random
         self.times, self.members = times, members
+        self.condition = condition or default_condition(normalizer.channels, normalizer)
+        self.inputs = source if inputs is None else inputs
+        self.lat, self.lon = lat, lon
         self._rng: tuple[int, torch.Generator] | None = None
         self._lr_mean = self._coarse_mean()
 
@@ -70,9 +86,11 @@ class PairDataset(Dataset):
         return state
 
     def _coarse_mean(self) -> np.ndarray:
-        """Climatological mean on the LR grid [C, 1, 1] or [C, h, w], to fill missing LR cells."""
-        mean = self.normalizer.mean
-        if self.normalizer.kind == "channel":
+        """The inputs' climatological mean [Ci, 1, 1] (or [Ci, h, w] on the LR grid), physical,
+        to fill missing LR cells."""
+        norm = self.condition.input_normalizer
+        mean = norm.physical_mean()
+        if norm.kind == "channel" or isinstance(self.inputs, RegriddedInputs):
             return mean.astype(np.float32)
         return coarsen(torch.from_numpy(mean), self.source.scale_factor).numpy().astype(np.float32)
 
@@ -113,19 +131,41 @@ class PairDataset(Dataset):
         assert best is not None
         return best[1], best[2], best[3], best[4]
 
-    def _condition(self, row: int, ys: slice, xs: slice, g: torch.Generator) -> np.ndarray:
-        """Interpolated LR [C, hy, hx] in physical units for HR window (ys, xs)."""
+    def _inputs_window(self, row: int, ys: slice, xs: slice, g: torch.Generator
+                         ) -> np.ndarray:
+        """The inputs [Ci, hy, hx] in physical units on HR window (ys, xs): the LR predictors
+        interpolated (or regridded) onto the HR grid, missing cells filled with the mean."""
+        std = torch.as_tensor(self.condition.input_normalizer.channel_std(), dtype=torch.float32)
+        if isinstance(self.inputs, RegriddedInputs):
+            x = self.inputs.window(row, ys, xs)
+            x = torch.from_numpy(np.where(np.isfinite(x), x, self._lr_mean).astype(np.float32))
+            if self.lr_noise_std > 0:
+                x = x + self.lr_noise_std * std[:, None, None] * torch.randn(x.shape, generator=g)
+            return x.numpy()
         s, (H, W) = self.source.scale_factor, self.source.shape
         ly = window_indices(ys.start // s, ys.stop // s, H // s, periodic=False)
         lx = window_indices(xs.start // s, xs.stop // s, W // s, periodic=self.periodic)
-        lr = self.source.lr_window(row, ly, lx)
+        lr = self.inputs.lr_window(row, ly, lx)
         fill = self._lr_mean if self._lr_mean.shape[1] == 1 else self._lr_mean[:, ly][:, :, lx]
         lr = np.where(np.isfinite(lr), lr, fill).astype(np.float32)
         lr_t = torch.from_numpy(np.ascontiguousarray(lr))
         if self.lr_noise_std > 0:
-            std = torch.as_tensor(self.normalizer.channel_std(), dtype=torch.float32)[:, None, None]
-            lr_t = lr_t + self.lr_noise_std * std * torch.randn(lr_t.shape, generator=g)
+            lr_t = lr_t + self.lr_noise_std * std[:, None, None] * torch.randn(lr_t.shape,
+                                                                               generator=g)
         return upsample_window(lr_t[None], s, self.interpolation)[0].numpy()
+
+    def _features_at(self, k: int, ys: slice, xs: slice
+                     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(lat, lon, times) of item ``k``'s window, for the condition's features."""
+        if not self.condition.features:
+            return None, None, None
+        lat, lon = self.lat, self.lon
+        if lat is not None:
+            lat = lat[ys] if lat.ndim == 1 else lat[ys, xs]
+        if lon is not None:
+            lon = lon[xs] if lon.ndim == 1 else lon[ys, xs]
+        times = None if self.times is None else np.asarray(self.times[k : k + 1])
+        return lat, lon, times
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         return self.item(k, self._generator(k))
@@ -134,10 +174,10 @@ class PairDataset(Dataset):
         """Item ``k`` drawing its randomness (patch, flips, LR noise) from generator ``g``."""
         k, ys, xs, hr = self._choose(int(k), g)
         row = int(self.samples[k])
-        cond = self._condition(row, ys, xs, g)
+        inputs = self._inputs_window(row, ys, xs, g)
         valid = np.isfinite(hr).all(axis=0, keepdims=True)
         hr_n = np.nan_to_num(self.normalizer.normalise(hr, (ys, xs)), nan=0.0)
-        cond_n = np.nan_to_num(self.normalizer.normalise(cond, (ys, xs)), nan=0.0)
+        cond_n = self.condition.assemble(inputs[None], (ys, xs), *self._features_at(k, ys, xs))[0]
         out = [
             torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
             for a in (hr_n, cond_n, valid)

@@ -4,13 +4,18 @@
 climatology mean/std per channel (over samples). NaNs are ignored. Sums are taken in float64
 around a per-channel reference value so large offsets (geopotential ~5e4) lose no precision.
 A std that is zero or undefined is replaced by 1 (the field is then only centred).
+
+Per-variable transforms (``data.transforms``, :mod:`weather_sr.data.transforms`) belong to the
+normaliser: ``normalise`` applies them before the affine map, ``denormalise`` inverts them after
+it, and the statistics are those of the transformed values. So every path from physical units
+to the network and back (training, evaluation, downscaling) transforms the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dask
 import dask.array as dsa
@@ -19,6 +24,9 @@ import torch
 import xarray as xr
 
 from weather_sr.errors import UserError
+
+if TYPE_CHECKING:
+    from weather_sr.data.transforms import Transform
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 KINDS = ("channel", "pixel")
@@ -29,13 +37,28 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 class Normalizer:
     """Affine per-channel normalisation ``(x - mean) / std``.
 
-    ``mean``/``std``: float64 arrays [C, 1, 1] (kind "channel") or [C, H, W] (kind "pixel").
+    ``mean``/``std``: float64 arrays [C, 1, 1] (kind "channel") or [C, H, W] (kind "pixel"),
+    of the transformed values; ``transforms``: {channel name: Transform} applied first.
     """
 
     kind: str
     channels: list[str]
     mean: np.ndarray
     std: np.ndarray
+    transforms: dict[str, Transform] = field(default_factory=dict)
+
+    def _each(self, x: ArrayT, inverse: bool) -> ArrayT:
+        """Apply the channel transforms (or their inverses) along axis -3 of ``x``."""
+        if not self.transforms:
+            return x
+        parts = []
+        for c, name in enumerate(self.channels):
+            part = x[..., c : c + 1, :, :]
+            t = self.transforms.get(name)
+            parts.append(part if t is None else (t.inverse(part) if inverse else t.forward(part)))
+        if isinstance(x, torch.Tensor):
+            return torch.cat(parts, dim=-3)
+        return np.concatenate(parts, axis=-3)
 
     def _stats(self, x: ArrayT, region: tuple[slice, slice] | None) -> tuple[Any, Any]:
         m, s = self.mean, self.std
@@ -51,12 +74,16 @@ class Normalizer:
     def normalise(self, x: ArrayT, region: tuple[slice, slice] | None = None) -> ArrayT:
         """``x`` [..., C, H, W] physical -> normalised; ``region`` crops pixel statistics."""
         m, s = self._stats(x, region)
-        return (x - m) / s
+        return (self._each(x, inverse=False) - m) / s
 
     def denormalise(self, x: ArrayT, region: tuple[slice, slice] | None = None) -> ArrayT:
         """Inverse of ``normalise``: ``x`` [..., C, H, W] normalised -> physical units."""
         m, s = self._stats(x, region)
-        return x * s + m
+        return self._each(x * s + m, inverse=True)
+
+    def physical_mean(self) -> np.ndarray:
+        """The mean in physical units (the inverse transform of ``mean``), same shape."""
+        return self._each(self.mean[None], inverse=True)[0]
 
     def channel_std(self) -> np.ndarray:
         """One std per channel [C] (the spatial mean of the std for kind "pixel")."""
@@ -64,20 +91,29 @@ class Normalizer:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (plain lists and floats) for checkpoints."""
-        return {
+        out = {
             "kind": self.kind,
             "channels": list(self.channels),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
         }
+        if self.transforms:  # absent when there are none, as in files of earlier versions
+            out["transforms"] = {k: t.to_dict() for k, t in self.transforms.items()}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
+        transforms = {}
+        if d.get("transforms"):
+            from weather_sr.data.transforms import Transform
+
+            transforms = {str(k): Transform.from_dict(v) for k, v in d["transforms"].items()}
         return cls(
             kind=str(d["kind"]),
             channels=[str(c) for c in d["channels"]],
             mean=np.asarray(d["mean"], dtype=np.float64),
             std=np.asarray(d["std"], dtype=np.float64),
+            transforms=transforms,
         )
 
 
@@ -87,9 +123,11 @@ def _as_dask(fields: xr.DataArray) -> dsa.Array:
 
 
 def compute_stats(
-    fields: xr.DataArray, train_samples: Sequence[int], kind: str = "channel", where: str = "data"
+    fields: xr.DataArray, train_samples: Sequence[int], kind: str = "channel", where: str = "data",
+    transforms: dict[str, Transform] | None = None,
 ) -> Normalizer:
-    """Statistics over ``fields[train_samples]`` (sample, channel, y, x), one streaming pass.
+    """Statistics over ``fields[train_samples]`` (sample, channel, y, x), one streaming pass,
+    of the values after ``transforms`` ({channel: Transform}) when given.
 
     The same pass checks the whole dataset for Inf and for channels that are entirely NaN.
     """
@@ -99,11 +137,16 @@ def compute_stats(
     if len(train_samples) == 0:
         raise UserError(f"{where}: the training split is empty: use more time steps or fractions")
     data = _as_dask(fields)
-    first = np.asarray(data[0].compute(), np.float64)  # a reference value per channel
+    transforms = {k: v for k, v in (transforms or {}).items() if k in channels}
+    values = data
+    if transforms:  # the statistics are those of what normalise() shifts and scales
+        values = dsa.stack([transforms[n].forward(data[:, c]) if n in transforms else data[:, c]
+                            for c, n in enumerate(channels)], axis=1)
+    first = np.asarray(values[0].compute(), np.float64)  # a reference value per channel
     ok = np.isfinite(first)
     ref = np.where(ok, first, 0.0).sum(axis=(1, 2)) / np.maximum(ok.sum(axis=(1, 2)), 1)
     axes = (0, 2, 3) if kind == "channel" else (0,)
-    train = data[np.asarray(train_samples)].astype(np.float64) - ref[None, :, None, None]
+    train = values[np.asarray(train_samples)].astype(np.float64) - ref[None, :, None, None]
     finite = dsa.isfinite(train)
     zero = dsa.where(finite, train, 0.0)
     # beyond the float32 range a finite float64 value becomes Inf when the model reads it
@@ -137,4 +180,5 @@ def compute_stats(
     std = np.where((count > 1) & (std > 1e-12 * (1 + np.abs(mean))), std, 1.0)
     if kind == "channel":
         mean, std = mean[:, None, None], std[:, None, None]
-    return Normalizer(kind=kind, channels=channels, mean=mean, std=std)
+    return Normalizer(kind=kind, channels=channels, mean=mean, std=std,
+                      transforms=transforms)

@@ -89,3 +89,16 @@ class FieldSource:
             lat = None if self.lat_weights is None else self.lat_weights[hys]
             block = coarsen(hr, s, lat).numpy()
         return block[:, ly - ys.start][:, :, lx - xs.start].astype(np.float32, copy=False)
+
+
+@dataclass
+class RegriddedInputs:
+    """Predictors already regridded onto the HR grid: ``values`` [N_in, Ci, H, W] physical;
+    ``samples`` maps an HR sample row to its row of ``values`` (matched by time)."""
+
+    values: np.ndarray
+    samples: np.ndarray
+
+    def window(self, i: int, ys: slice, xs: slice) -> np.ndarray:
+        """Inputs [Ci, hy, hx] of HR sample ``i`` on the HR window (ys, xs)."""
+        return self.values[int(self.samples[i]), :, ys, xs].astype(np.float32, copy=False)

@@ -5,6 +5,8 @@ the LR field is the one the model sees (block mean of the HR field, or the paire
 every method starts from that same LR field:
 
 - ``nearest`` / ``bilinear`` / ``bicubic``: interpolation of the LR field (``data.upsample``);
+  with predictors on their own grid (``data.inputs.path``) the one baseline is the targets'
+  same-named predictors regridded as the model's are (none when a target has no such input);
 - a ``regression`` checkpoint: its deterministic prediction;
 - a ``diffusion`` checkpoint: an ensemble of ``members`` samples.
 """
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from weather_sr.data import DataBundle, Normalizer, prepare_condition, upsample
+from weather_sr.data.condition import ConditionSpec, grid_latlon
 from weather_sr.errors import UserError
 from weather_sr.evaluation.metrics import evaluate_method
 from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
@@ -32,7 +35,10 @@ BASELINES = ("nearest", "bilinear", "bicubic")
 class EvalSet:
     """Fields of one split, in physical units.
 
-    truth: [N, C, H, W] (NaN where missing); lr: [N, C, h, w]; mask: [N, 1, H, W] (1 valid).
+    truth: [N, C, H, W] (NaN where missing); lr: [N, C, h, w] (None when the model's inputs
+    come from another grid); mask: [N, 1, H, W] (1 valid); inputs: the model's inputs,
+    [N, Ci, h, w] on the LR grid or [N, Ci, H, W] already regridded (``condition.mode``
+    "regrid"); ``time_values`` [N] and ``feature_lat`` / ``feature_lon`` for the features.
     """
 
     truth: np.ndarray
@@ -48,6 +54,11 @@ class EvalSet:
     interpolation: str
     split: str
     times: list[str]
+    inputs: np.ndarray | None = None
+    condition: ConditionSpec | None = None
+    time_values: np.ndarray | None = None
+    feature_lat: np.ndarray | None = None
+    feature_lon: np.ndarray | None = None
 
 
 def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None = None) -> EvalSet:
@@ -63,13 +74,21 @@ def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None =
     ly, lx = np.arange(H // s), np.arange(W // s)
     rows = [int(r) for r in dataset.samples[:n]]
     truth = np.stack([dataset.source.hr_window(r, slice(0, H), slice(0, W)) for r in rows])
-    lr = np.stack([dataset.source.lr_window(r, ly, lx) for r in rows])
+    spec = dataset.condition
+    lr, inputs = None, None
+    if spec.mode != "regrid":
+        lr = np.stack([dataset.source.lr_window(r, ly, lx) for r in rows]).astype(np.float32)
+        inputs = lr if dataset.inputs is dataset.source else np.stack(
+            [dataset.inputs.lr_window(r, ly, lx) for r in rows]).astype(np.float32)
+    else:
+        inputs = np.stack([dataset.inputs.window(r, slice(0, H), slice(0, W)) for r in rows])
     times = [] if dataset.times is None else [str(t)[:19] for t in dataset.times[:n]]
     grid = bundle.grid
     units_attr = str(grid.lat_attrs.get("units", "degrees_north")).lower()
+    f_lat, f_lon = grid_latlon(grid) if spec.features else (None, None)
     return EvalSet(
         truth=truth.astype(np.float32),
-        lr=lr.astype(np.float32),
+        lr=lr,
         mask=np.isfinite(truth).all(axis=1, keepdims=True).astype(np.float32),
         channels=list(bundle.channels),
         units=list(bundle.units),
@@ -81,6 +100,11 @@ def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None =
         interpolation=bundle.interpolation,
         split=split,
         times=times,
+        inputs=inputs,
+        condition=spec,
+        time_values=None if dataset.times is None else np.asarray(dataset.times[:n]),
+        feature_lat=f_lat,
+        feature_lon=f_lon,
     )
 
 
@@ -92,7 +116,14 @@ def _filled_lr(data: EvalSet) -> torch.Tensor:
 
 
 def baseline_predictions(data: EvalSet) -> dict[str, np.ndarray]:
-    """Interpolations of the LR field onto the HR grid: {name: [N, C, H, W]}."""
+    """Interpolations of the LR field onto the HR grid: {name: [N, C, H, W]}; with inputs on
+    another grid, the regridded same-named inputs ({} when a target has none)."""
+    if data.lr is None:
+        spec = data.condition
+        index = None if spec is None else spec.base_index
+        if index is None or data.inputs is None:
+            return {}
+        return {spec.regrid: data.inputs[:, index]}
     lr = _filled_lr(data)
     return {
         mode: upsample(lr, data.scale_factor, mode, data.periodic).numpy() for mode in BASELINES
@@ -107,7 +138,7 @@ def check_compatible(model: DownscalingModel, data: EvalSet, source: str) -> Nor
         raise UserError(f"checkpoint {source} has no metadata: it cannot be evaluated")
     meta.require("normalizer", "scale_factor", to="be evaluated")
     meta.check_data(data.channels, data.units, f"the {data.split} split of the data",
-                    scale_factor=data.scale_factor)
+                    scale_factor=data.scale_factor, condition=data.condition)
     return meta.make_normalizer()
 
 
@@ -122,8 +153,11 @@ def model_prediction(
 ) -> np.ndarray:
     """Physical-unit output of one model: regression [N, C, H, W], diffusion [N, M, C, H, W]."""
     normalizer = check_compatible(model, data, source)
+    assert model.meta is not None and data.inputs is not None
     cond = prepare_condition(
-        torch.from_numpy(data.lr), normalizer, data.scale_factor, data.interpolation, data.periodic
+        torch.from_numpy(data.inputs), model.meta.condition_spec(), data.scale_factor,
+        data.interpolation, data.periodic, lat=data.feature_lat, lon=data.feature_lon,
+        times=data.time_values,
     )
     if model.kind == "regression":
         with torch.no_grad():
@@ -152,6 +186,7 @@ def score(data: EvalSet, prediction: np.ndarray, seed: int = 0) -> dict[str, Any
         channel_names=data.channels,
         seed=seed,
         window="none" if data.periodic else "hann",
+        scale_factor=data.scale_factor,
     )
 
 

@@ -277,9 +277,11 @@ def rank_histogram(truth: Any, ensemble: Any, *, mask: Any = None, seed: int = 0
 
 
 def _spectra_scores(
-    y: np.ndarray, fields: dict[str, np.ndarray], w: np.ndarray, window: str
+    y: np.ndarray, fields: dict[str, np.ndarray], w: np.ndarray, window: str,
+    scale_factor: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """Per-channel radial PSDs of the truth and of ``fields`` (each ``[N, (M,) C, H, W]``) + LSDs.
+    """Per-channel radial PSDs of the truth and of ``fields`` (each ``[N, (M,) C, H, W]``) + LSDs
+    (bands all, high, and above_lr when ``scale_factor`` is given).
 
     Invalid pixels are filled with the truth's valid mean of that field and channel in all fields.
     """
@@ -294,14 +296,16 @@ def _spectra_scores(
         xf = np.where(valid[:, None], x, fill[:, None]) if x.ndim == 5 else np.where(valid, x, fill)
         specs = [spectra.radial_psd(xf[..., c, :, :], window=window) for c in range(y.shape[1])]
         psd[name] = specs
+        bands = ("all", "high") if scale_factor is None else ("all", "high", "above_lr")
         lsd[name] = {
             band: np.array(
                 [
-                    spectra.log_spectral_distance(s.power, t.power, t.freq, band=band)
+                    spectra.log_spectral_distance(s.power, t.power, t.freq, band=band,
+                                                  scale_factor=scale_factor)
                     for s, t in zip(specs, psd["truth"], strict=True)
                 ]
             )
-            for band in ("all", "high")
+            for band in bands
         }
     return psd, lsd
 
@@ -329,6 +333,7 @@ def evaluate_method(
     channel_names: Sequence[str] | None = None,
     seed: int = 0,
     window: str = "none",
+    scale_factor: int | None = None,
 ) -> dict[str, Any]:
     """Every applicable metric of one method, as JSON-able plain Python types.
 
@@ -339,6 +344,8 @@ def evaluate_method(
         mask: ``[N or 1, 1 or C, H, W]``, 1 = valid. lat: ``[H]`` degrees (cos-latitude weights).
         channel_names: C names (default ``channel_0`` ...). seed: rank-histogram tie breaking.
         window: PSD taper, ``"none"`` or ``"hann"`` (see ``spectra.radial_psd``).
+        scale_factor: the LR grid's coarsening; given, ``lsd_above_lr`` (and for ensembles
+            ``member_lsd_above_lr``) score the bins above the LR Nyquist frequency.
 
     Returns:
         ``{"kind", "n_fields", "n_members", "channels", "weighting", "metrics": {channel: {...}},
@@ -375,11 +382,13 @@ def evaluate_method(
         scores["crps"] = channel_mean(crps_fair_pointwise(y, x), w)
         scores.update(_spread_skill(y, x, w))
         fields["member"] = x
-    psd, lsd = _spectra_scores(y, fields, w, window)
+    psd, lsd = _spectra_scores(y, fields, w, window, scale_factor)
     for name, prefix in (("prediction", ""), ("member", "member_")):
         if name in lsd:
             scores[f"{prefix}lsd"] = lsd[name]["all"]
             scores[f"{prefix}lsd_high"] = lsd[name]["high"]
+            if "above_lr" in lsd[name]:
+                scores[f"{prefix}lsd_above_lr"] = lsd[name]["above_lr"]
     result: dict[str, Any] = {
         "kind": "ensemble" if is_ens else "deterministic",
         "n_fields": n,

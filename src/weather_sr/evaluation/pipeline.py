@@ -16,7 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from weather_sr.atomic import atomic_output, check_output_path
-from weather_sr.data import DataBundle, build_datasets, sample_data_path
+from weather_sr.data import DataBundle, build_datasets
+from weather_sr.data.sample import shipped_data_path
 from weather_sr.errors import UserError
 from weather_sr.evaluation.evalset import (
     EvalSet,
@@ -64,11 +65,12 @@ def check_report_target(
         cfg = saved_config(model)
         data, diffusion = cfg.get("data") or {}, cfg.get("diffusion") or {}
         if data_path is None:
-            trained_on = data.get("path")
-            if trained_on in ("sample", "@sample"):
-                trained_on = str(sample_data_path())
+            trained_on = shipped_data_path(data.get("path"))
             sources.append(Source(f"data.path of {path}", trained_on, data=True))
             sources.append(Source(f"data.lr_path of {path}", data.get("lr_path"), data=True))
+            for key in ("inputs", "static"):
+                sources.append(Source(f"data.{key}.path of {path}",
+                                      (data.get(key) or {}).get("path"), data=True))
         sources.append(Source(f"diffusion.regression_checkpoint of {path}",
                               diffusion.get("regression_checkpoint")))
     check_target(out, "report folder", "--out", sources, folder=True)

@@ -1,7 +1,7 @@
 """The evaluation report: ``metrics.json``, ``report.md`` and its PNG figures.
 
 The markdown states what was measured (data, split, scale factor, members, sampler, steps), one
-table per channel in physical units with one row per method, the figures, and findings computed
+table per channel in physical units with one row per method, the figures, and verdicts computed
 from the numbers (including where a method does not win).
 """
 
@@ -34,8 +34,10 @@ COLUMNS = (
     ("spread_skill", "spread/skill"),
     ("lsd", "LSD all (dB)"),
     ("lsd_high", "LSD high (dB)"),
+    ("lsd_above_lr", "LSD > LR Nyquist (dB)"),
     ("member_rmse", "member RMSE"),
     ("member_lsd_high", "member LSD high (dB)"),
+    ("member_lsd_above_lr", "member LSD > LR Nyquist (dB)"),
 )
 
 
@@ -118,7 +120,7 @@ def _panel_fields(data: EvalSet, predictions: Mapping[str, np.ndarray], c: int
                   ) -> dict[str, np.ndarray]:
     """Fields of the first test field, channel c: LR, each method (two members and the mean of
     an ensemble), truth. The LR field keeps its own grid; plot_panels spreads it over the domain."""
-    panels: dict[str, np.ndarray] = {"LR": data.lr[0, c]}
+    panels: dict[str, np.ndarray] = {} if data.lr is None else {"LR": data.lr[0, c]}
     for name, pred in predictions.items():
         if pred.ndim == 5:
             panels[f"{name} member 1"] = pred[0, 0, c]
@@ -131,44 +133,57 @@ def _panel_fields(data: EvalSet, predictions: Mapping[str, np.ndarray], c: int
     return panels
 
 
-def findings(results: Mapping[str, Mapping[str, Any]], channel: str) -> list[str]:
-    """Plain statements comparing the methods on one channel, wins and losses alike."""
-    scores = {name: r["metrics"][channel] for name, r in results.items()}
-    deterministic = [n for n, r in results.items() if r["kind"] == "deterministic"]
-    trained = [n for n in deterministic if n not in BASELINES]
-    lines: list[str] = []
-    for name, result in results.items():
-        if result["kind"] != "ensemble":
-            continue
-        m = scores[name]
-        for ref in ["bicubic", *trained]:
-            if ref not in scores:
+def _versus(value: float | None, ref: float | None) -> str:
+    """'yes (a < b)' when ``value`` is lower than ``ref`` (lower is better), else 'no (a ≥ b)'."""
+    if value is None or ref is None:
+        return "–"
+    return f"yes ({value:.4g} < {ref:.4g})" if value < ref else f"no ({value:.4g} ≥ {ref:.4g})"
+
+
+def _calibration(ssr: float | None) -> str:
+    if ssr is None:
+        return "–"
+    state = "yes" if 0.8 <= ssr <= 1.2 else ("under-dispersive" if ssr < 0.8 else
+                                              "over-dispersive")
+    return f"{state} ({ssr:.2f})"
+
+
+def verdicts(results: Mapping[str, Mapping[str, Any]], channels: Sequence[str]) -> list[str]:
+    """The findings at a glance: a markdown table with a row per (channel, ensemble method) that
+    says, wins and losses alike, whether it beats bicubic and each trained deterministic model
+    (ensemble-mean RMSE; CRPS against their MAE, which is their CRPS), is calibrated
+    (spread/skill in 0.8-1.2) and has members closer to the true spectrum at small scales
+    (member LSD over the upper half of frequencies against their LSD); then a summary line."""
+    refs = [n for n, r in results.items() if r["kind"] == "deterministic"
+            and (n == "bicubic" or n not in BASELINES)]
+    head = ["variable", "method"]
+    for ref in refs:
+        head += [f"RMSE < {ref}?", f"CRPS < {ref}?", f"spectrum closer than {ref}?"]
+    head.append("calibrated?")
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    wins = total = 0
+    for channel in channels:
+        for name, result in results.items():
+            if result["kind"] != "ensemble":
                 continue
-            r = scores[ref]
-            verdict = "beats" if m["rmse"] < r["rmse"] else "does NOT beat"
-            line = (f"{channel}, {name}: ensemble-mean RMSE {m['rmse']:.4g} {verdict} "
-                    f"{ref} ({r['rmse']:.4g})")
-            if m.get("rmse_unbiased") is not None:
-                verdict = "beats" if m["rmse_unbiased"] < r["rmse"] else "does not beat"
-                line += f"; its M→∞ estimate {m['rmse_unbiased']:.4g} {verdict} it"
-            lines.append(line + ".")
-            if m.get("crps") is not None and r.get("mae") is not None:
-                verdict = "beats" if m["crps"] < r["mae"] else "does NOT beat"
-                lines.append(f"{channel}, {name}: CRPS {m['crps']:.4g} {verdict} the CRPS (= MAE) "
-                             f"of {ref} ({r['mae']:.4g}).")
-            if r.get("lsd_high") and m.get("member_lsd_high") is not None:
-                ratio = m["member_lsd_high"] / r["lsd_high"]
-                closer = "closer to" if ratio < 1 else "no closer to"
-                lines.append(f"{channel}, {name}: member LSD (upper half of frequencies) is "
-                             f"{ratio:.2f}x that of {ref}: members are {closer} the true "
-                             "spectrum at small scales (lower is better).")
-        ssr = m.get("spread_skill")
-        if ssr is not None:
-            state = "calibrated" if 0.8 <= ssr <= 1.2 else (
-                "under-dispersive" if ssr < 0.8 else "over-dispersive")
-            lines.append(f"{channel}, {name}: spread/skill {ssr:.2f} ({state}; 1 is ideal, "
-                         "0.8-1.2 is commonly read as calibrated).")
-    return lines
+            m = result["metrics"][channel]
+            cells = [channel, name]
+            for ref in refs:
+                r = results[ref]["metrics"][channel]
+                for mine, theirs in ((m.get("rmse"), r.get("rmse")), (m.get("crps"), r.get("mae")),
+                                     (m.get("member_lsd_high"), r.get("lsd_high"))):
+                    cells.append(_versus(mine, theirs))
+                    if mine is not None and theirs is not None:
+                        wins, total = wins + (mine < theirs), total + 1
+            cells.append(_calibration(m.get("spread_skill")))
+            rows.append("| " + " | ".join(cells) + " |")
+    if len(rows) == 2:
+        return []
+    rows += ["", f"The ensembles win {wins} of {total} comparisons above (lower is better in "
+             "each); 'spectrum' compares the members' log-spectral distance to the truth over "
+             "the upper half of the frequencies with that of the deterministic method, and "
+             "0.8-1.2 is commonly read as calibrated."]
+    return rows
 
 
 def write_report(
@@ -208,7 +223,7 @@ def write_report(
     for channel, unit in zip(data.channels, data.units, strict=True):
         lines += ["", f"## {channel} [{unit}]", "", channel_table(results, channel)]
     lines += ["", "## Findings", ""]
-    lines += [f"- {s}" for channel in data.channels for s in findings(results, channel)]
+    lines += verdicts(results, data.channels)
     lines += ["", "## Figures", ""]
     lines += [f"![{f}]({f})" for f in figures]
     path = out / "report.md"

@@ -17,7 +17,10 @@ Conventions (used by ``metrics.evaluate_method`` and the PSD plots):
   Parseval: mean(x²) = Σ_k counts_k · P_k / (H·W) over all bins (``full=True``).
 - LSD = sqrt(mean over bins of (10 log10(P_pred / P_true))²) in dB, over the bins with
   0 < ν_k ≤ ν_max ("all", the DC bin is left out: the mean is scored by the bias) and over the bins
-  with ν_max / 2 ≤ ν_k ≤ ν_max ("high", the upper half of resolved frequencies).
+  with ν_max / 2 ≤ ν_k ≤ ν_max ("high", the upper half of resolved frequencies), and over the bins
+  with ν_LR < ν_k ≤ ν_max ("above_lr": the scales the LR field does not resolve; ν_LR = 0.5 / s
+  cycles per HR grid spacing is the Nyquist frequency of an LR grid s times coarser, s the
+  scale factor).
 """
 
 from __future__ import annotations
@@ -114,13 +117,28 @@ def nu_max(freq: np.ndarray) -> float:
     return float(f[f <= 0.5 + 1e-12].max())
 
 
+def lr_nyquist(scale_factor: int) -> float:
+    """Nyquist frequency of an LR grid ``scale_factor`` times coarser, in cycles per HR spacing."""
+    if isinstance(scale_factor, bool) or not isinstance(scale_factor, int | np.integer) or (
+            scale_factor < 1):
+        raise UserError(f"log-spectral distance: scale factor must be an integer >= 1, got "
+                        f"{scale_factor!r}")
+    return 0.5 / int(scale_factor)
+
+
 def log_spectral_distance(
-    power_pred: np.ndarray, power_true: np.ndarray, freq: np.ndarray, *, band: str = "all"
+    power_pred: np.ndarray,
+    power_true: np.ndarray,
+    freq: np.ndarray,
+    *,
+    band: str = "all",
+    scale_factor: int | None = None,
 ) -> float:
     """LSD in dB between two radial spectra ``[K]`` on the same bins ``freq [K]``.
 
     ``band="all"``: bins with 0 < ν ≤ ν_max; ``band="high"``: ν_max / 2 ≤ ν ≤ ν_max
-    (``nu_max(freq)``). Powers are floored at 1e-12 × the truth's largest power in the band.
+    (``nu_max(freq)``); ``band="above_lr"``: ``lr_nyquist(scale_factor)`` < ν ≤ ν_max (needs
+    ``scale_factor``). Powers are floored at 1e-12 × the truth's largest power in the band.
     """
     f = np.asarray(freq, dtype=np.float64)
     p_pred = np.asarray(power_pred, dtype=np.float64)
@@ -131,10 +149,16 @@ def log_spectral_distance(
             f"{p_pred.shape}, {p_true.shape}, {f.shape}"
         )
     top = nu_max(f)
-    lower = {"all": 0.0, "high": top / 2.0}.get(band)
-    if lower is None:
-        raise UserError(f"log-spectral distance: band must be 'all' or 'high', got {band!r}")
-    sel = (f <= top + 1e-12) & (f >= lower - 1e-12) & (f > 0)
+    if band == "above_lr":
+        if scale_factor is None:
+            raise UserError("log-spectral distance: band 'above_lr' needs the scale factor")
+        sel = (f <= top + 1e-12) & (f > lr_nyquist(scale_factor) + 1e-12)
+    else:
+        lower = {"all": 0.0, "high": top / 2.0}.get(band)
+        if lower is None:
+            raise UserError(
+                f"log-spectral distance: band must be 'all', 'high' or 'above_lr', got {band!r}")
+        sel = (f <= top + 1e-12) & (f >= lower - 1e-12) & (f > 0)
     if not np.any(sel):
         raise UserError("log-spectral distance: no frequency bin in the band; fields too small")
     floor = _LSD_FLOOR * max(float(p_true[sel].max()), np.finfo(np.float64).tiny)

@@ -24,9 +24,10 @@ from weather_sr.config import check_seed
 from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
-from weather_sr.inference.downscale import check_model, downscale_prepared, prepare_dataset
+from weather_sr.inference.downscale import check_model, downscale_prepared
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.inference.netcdf import cf_encoding
+from weather_sr.inference.prepare import prepare_dataset
 from weather_sr.model import loading
 from weather_sr.model.downscaling_model import DownscalingModel
 

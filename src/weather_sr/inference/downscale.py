@@ -1,15 +1,14 @@
 """File to file: read LR (or HR to coarsen) fields, check them against the checkpoint, sample an
-ensemble on the HR grid with :mod:`weather_sr.inference.ensemble`, write CF NetCDF with
-:mod:`weather_sr.inference.netcdf`.
+ensemble on the HR grid with :mod:`weather_sr.inference.ensemble`, build the CF Dataset with
+:mod:`weather_sr.inference.netcdf`; :func:`downscale` does this chunk by chunk of fields and
+writes each chunk at once (NetCDF or Zarr, :mod:`weather_sr.inference.stream`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,35 +16,23 @@ import numpy as np
 import torch
 import xarray as xr
 
-from weather_sr.atomic import check_output_path
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
 from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
 from weather_sr.inference.netcdf import (
-    OutputGrid,
     build_dataset,
     check_finite,
-    hr_grid_from_lr,
     provenance,
-    read_target_grid,
-    write_dataset,
+)
+from weather_sr.inference.prepare import (
+    Prepared,
+    feature_grid,
+    input_variables,
+    opened,
+    prepare_fields,
 )
 from weather_sr.model.meta import CheckpointMeta
 from weather_sr.targets import Source, check_target
-
-
-@dataclass
-class Prepared:
-    """LR input checked against the checkpoint: ``lr [N, C, h, w]`` physical, grid, sample info."""
-
-    lr: np.ndarray
-    grid: OutputGrid
-    periodic: bool
-    times: np.ndarray | None
-    input_members: np.ndarray | None
-    long_names: list[str]
-    aux: dict[str, xr.DataArray] | None = None  # 2-D lat/lon, grid mapping (HR input only)
-    standard_names: list[str] | None = None  # of the input variables ("" when none)
 
 
 def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
@@ -57,180 +44,75 @@ def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
     return meta
 
 
-def input_variables(meta: CheckpointMeta, coarsen_input: bool) -> tuple[list[str], bool]:
-    """The variables to read for the checkpoint, and whether they are its own HR channels
-    (False: the config names separate ``data.lr_variables`` for the LR input)."""
-    cfg = meta.run_config().data
-    lr_vars = cfg.lr_variables if not coarsen_input else None
-    return list(lr_vars or cfg.variables or meta.channels), not lr_vars
-
-
-def prepare_input(
-    path: str | os.PathLike[str], meta: CheckpointMeta, *, coarsen_input: bool,
-    target_grid: str | os.PathLike[str] | None,
-) -> Prepared:
-    """Open the input file with the checkpoint's variables; then :func:`prepare_fields`."""
-    from weather_sr import data
-
-    variables, _ = input_variables(meta, coarsen_input)
-    fields = data.open_fields(path, variables, load=True)
-    with _opened(path) as source:
-        return prepare_fields(fields, meta, coarsen_input=coarsen_input, target_grid=target_grid,
-                              where=f"input {path}", source=source)
-
-
-def prepare_dataset(
-    ds: xr.Dataset, meta: CheckpointMeta, *, coarsen_input: bool,
-    target_grid: str | os.PathLike[str] | None = None, where: str = "input Dataset",
-) -> Prepared:
-    """:func:`prepare_input` for an ``xarray.Dataset`` in memory (the Python API)."""
-    from weather_sr.data.reading import check_values, standardise
-
-    if not isinstance(ds, xr.Dataset):
-        raise UserError(f"{where}: expected an xarray.Dataset, got {type(ds).__name__}")
-    variables, _ = input_variables(meta, coarsen_input)
-    fields = standardise(ds, variables, where).load()
-    check_values(fields.values, [str(c) for c in fields["channel"].values], where)
-    return prepare_fields(fields, meta, coarsen_input=coarsen_input, target_grid=target_grid,
-                          where=where, source=ds)
-
-
-def prepare_fields(
-    fields: xr.DataArray, meta: CheckpointMeta, *, coarsen_input: bool,
-    target_grid: str | os.PathLike[str] | None, where: str, source: xr.Dataset | None,
-) -> Prepared:
-    """Standardised, loaded input ``fields`` (:func:`weather_sr.data.open_fields`) checked
-    against the checkpoint (channels, units), coarsened if asked, with the output grid;
-    ``source`` (the raw Dataset, None if it cannot be opened) gives long names and the 2-D
-    auxiliary coordinates of an HR input."""
-    from weather_sr import data
-
-    cfg = meta.run_config().data
-    meta.require("scale_factor", to="downscale")
-    s = int(meta.scale_factor or 0)
-    channels = list(meta.channels)
-    variables, own = input_variables(meta, coarsen_input)
-    meta.check_data([str(c) for c in fields["channel"].values], list(fields.attrs["units"]),
-                    where, names=own, unknown_units=True)
-    long_names = _long_names(source, variables, len(channels))
-    aux = None
-    grid = data.grid_of(fields)
-    if not coarsen_input:
-        warn_if_finer(grid, meta, s, where)
-    values = np.asarray(fields.values, dtype=np.float32)
-    if coarsen_input:
-        h, w = data.crop_to_multiple(values.shape[2], values.shape[3], s, True, where)
-        values = values[:, :, :h, :w]
-        lat = grid.lat[:h] if cfg.area_weighted else None
-        lr = data.coarsen(torch.from_numpy(values), s, lat).numpy()
-        out_grid = OutputGrid(grid.lat[:h], grid.lon[:w], grid.lat_name, grid.lon_name,
-                              grid.lat_attrs, grid.lon_attrs)
-        if target_grid is None:
-            aux = _aux_coords(source, variables[0], out_grid)
-    else:
-        lr = values
-        out_grid = hr_grid_from_lr(grid.lat, grid.lon, s, lat_name=grid.lat_name,
-                                   lon_name=grid.lon_name, lat_attrs=grid.lat_attrs,
-                                   lon_attrs=grid.lon_attrs)
-    if target_grid is not None:
-        out_grid = read_target_grid(target_grid, lr.shape[2] * s, lr.shape[3] * s)
-    times = fields["time"].values if "time" in fields.coords else None
-    members = fields["member"].values if "member" in fields.coords else None
-    return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names, aux,
-                    _long_names(source, variables, len(channels), "standard_name"))
-
-
-def _spacing(values: Any) -> float | None:
-    """Median absolute spacing of 1-D coordinate values (None for fewer than 2)."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(np.median(np.abs(np.diff(v)))) if v.ndim == 1 and v.size > 1 else None
-
-
-def warn_if_finer(grid: Any, meta: CheckpointMeta, s: int, where: str) -> None:
-    """Warn (one line) when the input grid is clearly finer than the model's LR grid (the
-    training HR spacing x ``s``): an HR file given without --coarsen makes an s x s larger run."""
-    trained = meta.grid or {}
-    units = (str(trained.get("lat_attrs", {}).get("units", "")),
-             str(getattr(grid, "lat_attrs", {}).get("units", "")))
-    hr, found = _spacing(trained.get("lat", [])), _spacing(grid.lat)
-    if hr is None or found is None or units[0] != units[1] or found >= 0.75 * hr * s:
-        return
-    h, w = grid.shape
-    warnings.warn(
-        f"{where}: its grid spacing ({found:.4g}) is finer than the model's LR grid "
-        f"({hr * s:.4g}, the HR training grid {hr:.4g} x {s}): it is downscaled to "
-        f"{h * s}x{w * s}; if it is an HR field, give --coarsen", UserWarning, stacklevel=2)
-
-
-@contextlib.contextmanager
-def _opened(path: str | os.PathLike[str]) -> Iterator[xr.Dataset | None]:
-    """The input file as one Dataset (for its attributes), None when xarray cannot open it so."""
-    try:
-        ds = xr.open_dataset(path)
-    except (OSError, ValueError):
-        yield None
-        return
-    with ds:
-        yield ds
-
-
-def _aux_coords(
-    ds: xr.Dataset | None, variable: str, grid: OutputGrid
-) -> dict[str, xr.DataArray] | None:
-    """2-D auxiliary coordinates (e.g. latitude/longitude of a projected grid) on the output grid
-    and the CF grid-mapping variable of an HR input, to carry into the output; None if absent."""
-    dims = (grid.lat_name, grid.lon_name)
-    if ds is None:
-        return None
-    try:
-        if variable not in ds or not set(dims) <= set(ds.dims):
-            return None
-        sel = {grid.lat_name: grid.lat, grid.lon_name: grid.lon}
-        aux = {str(k): v.sel(sel).load() for k, v in ds.coords.items()
-               if set(v.dims) == set(dims)}
-        mapping = str(ds[variable].attrs.get("grid_mapping", ""))
-        if mapping in ds.variables:
-            aux[f"grid_mapping:{mapping}"] = ds[mapping].load()
-    except (OSError, ValueError, KeyError):
-        return None
-    return aux or None
-
-
-def _long_names(
-    ds: xr.Dataset | None, variables: Sequence[str], n: int, attr: str = "long_name"
-) -> list[str]:
-    """long_name (or ``attr``) of each input variable ("" when unknown)."""
-    if ds is None:
-        return [""] * n
-    names = [str(ds[v].attrs.get(attr, "")) if v in ds else "" for v in variables]
-    return names if len(names) == n else [""] * n
-
-
 def downscale(
     checkpoint: str | os.PathLike[str], input_path: str | os.PathLike[str],
     output: str | os.PathLike[str], options: SamplingOptions, *, coarsen_input: bool = False,
     device: str = "auto", overwrite: bool = False,
     target_grid: str | os.PathLike[str] | None = None, argv: Sequence[str] | None = None,
-    show_progress: bool = True,
+    show_progress: bool = True, chunk_fields: int = 8, output_format: str | None = None,
+    resume: bool = False,
 ) -> Path:
     """The whole ``weather-sr downscale``; returns the output path.
 
-    Reads with :func:`prepare_input`, then the same :func:`downscale_prepared` as the Python API
-    (:func:`weather_sr.downscale`), and writes the Dataset it returns.
+    Works through the lazily opened input ``chunk_fields`` fields at a time: each chunk is read,
+    checked (:func:`prepare_fields`), sampled with the same :func:`downscale_prepared` as the
+    Python API (:func:`weather_sr.downscale`, field indices global: the seeds do not depend on
+    the chunks) and written at once by :mod:`weather_sr.inference.stream` (NetCDF, or Zarr with
+    ``output_format="zarr"`` or an output ending in ``.zarr``; ``resume``: continue a Zarr output's
+    partial store). Peak memory does not grow with the number of fields.
     """
+    from weather_sr import data
+    from weather_sr.inference import stream
+    from weather_sr.inference.netcdf import sha256_file
     from weather_sr.model.loading import load_model
 
-    check_downscale_target(output, checkpoint, input_path, target_grid)
-    check_output_path(output, overwrite, option="--output")  # fail before sampling, not after
+    if isinstance(chunk_fields, bool) or not isinstance(chunk_fields, int) or chunk_fields < 1:
+        raise UserError(f"--chunk-fields {chunk_fields!r}: give a positive integer")
+    fmt = stream.output_format(output, output_format)
+    folder = fmt == "zarr"
+    check_downscale_target(output, checkpoint, input_path, target_grid, folder=folder)
+    stream.check_start(output, fmt, overwrite=overwrite, resume=resume)  # before sampling
     dev = select_device(device)
     model = load_model(checkpoint, dev)
-    check_downscale_target(output, checkpoint, input_path, target_grid, model)
+    check_downscale_target(output, checkpoint, input_path, target_grid, model, folder=folder)
     meta = check_model(model, checkpoint)
-    prep = prepare_input(input_path, meta, coarsen_input=coarsen_input, target_grid=target_grid)
-    ds = downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
-                            coarsen_input=coarsen_input, input_name=str(input_path), argv=argv,
-                            show_progress=show_progress)
-    return write_dataset(ds, output, overwrite=overwrite, checked=True)
+    fields = data.open_fields(input_path, input_variables(meta, coarsen_input)[0])
+    files = list(fields.attrs.get("source") or [input_path])
+    where = f"data file {files[0]}" + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
+    stream.check_values_in_chunks(fields, chunk_fields, where)
+    total = int(fields.sizes["sample"])
+    if total == 0:
+        raise UserError(f"input {input_path}: no fields to downscale")
+    times = fields["time"].values
+    settings = stream.run_settings(
+        checkpoint_sha256=sha256_file(checkpoint), options=options, input_path=input_path,
+        times=times, coarsen=coarsen_input, target_grid=target_grid) if folder else None
+    done = stream.resume_point(output, settings or {}) if resume else 0
+    bar: list[tuple[Any, Callable[[], None]]] = []
+
+    def progress(i: int, n_steps: int) -> None:  # the bar appears with the first evaluation
+        if not bar:
+            bar.append(_progress_bar((total - done) * options.members, show_progress))
+        if bar[0][0] is not None:
+            bar[0][0](i, n_steps)
+
+    with opened(input_path) as source:
+
+        def chunk(a: int, b: int) -> xr.Dataset:
+            prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
+                                  coarsen_input=coarsen_input, target_grid=target_grid,
+                                  where=f"input {input_path}", source=source)
+            return downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
+                                      coarsen_input=coarsen_input, input_name=str(input_path),
+                                      argv=argv, field_offset=a, progress=progress)
+
+        try:
+            return stream.write_chunks(chunk, total, output, fmt=fmt, chunk_fields=chunk_fields,
+                                       overwrite=overwrite, time_enc=stream.time_encoding(times),
+                                       settings=settings, done=done)
+        finally:
+            if bar:
+                bar[0][1]()
 
 
 def check_model(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
@@ -238,7 +120,7 @@ def check_model(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMet
     if getattr(model, "kind", "diffusion") != "diffusion":
         raise UserError(f"checkpoint {checkpoint} is a regression model: downscale samples "
                         "ensembles and needs a diffusion checkpoint (model.kind: diffusion, "
-                        "e.g. runs/diffusion/checkpoints/best.pt); use the regression one with "
+                        "e.g. runs/diff/checkpoints/best.pt); use the regression one with "
                         "evaluate or as diffusion.regression_checkpoint")
     return _meta(model, checkpoint)
 
@@ -247,12 +129,15 @@ def downscale_prepared(
     model: Any, prep: Prepared, options: SamplingOptions, *,
     checkpoint: str | os.PathLike[str] | None, device: torch.device, coarsen_input: bool,
     input_name: str, argv: Sequence[str] | None = None, show_progress: bool = False,
+    field_offset: int = 0, progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Sample the ensemble for checked input ``prep`` and build the CF Dataset (values, grid,
     attributes) that ``weather-sr downscale`` writes and :func:`weather_sr.downscale` returns.
 
     ``checkpoint``: the file the model came from (its SHA-256 goes into the provenance); None for
-    a model built in memory (no file to hash: ``checkpoint_sha256`` is "").
+    a model built in memory (no file to hash: ``checkpoint_sha256`` is ""). ``field_offset``: the
+    global index of ``prep``'s first field (seeds, messages); ``progress``: a callback of the
+    caller's bar (else one of its own with ``show_progress``).
     """
     from weather_sr import data
     from weather_sr.core.sampling import network_evaluations
@@ -260,21 +145,26 @@ def downscale_prepared(
     meta = check_model(model, checkpoint or "(in memory)")
     options = _resolve_options(options, model, prep)
     normalizer = meta.make_normalizer()
+    spec = meta.condition_spec()
     s = int(meta.scale_factor or 0)
-    cond = data.prepare_condition(prep.lr, normalizer, s, meta.interpolation or "bicubic",
-                                  periodic=prep.periodic)
-    progress, close = _progress_bar(len(prep.lr) * options.members, show_progress)
+    lat, lon = feature_grid(prep, meta) if spec.features else (None, None)
+    cond = data.prepare_condition(prep.lr, spec, s, meta.interpolation or "bicubic",
+                                  periodic=prep.periodic, lat=lat, lon=lon, times=prep.times)
+    bar, close = _progress_bar(len(prep.lr) * options.members, show_progress and not progress)
+    progress = progress or bar
     try:
-        x = sample_ensemble(model, cond, options, device=device, progress=progress)
+        x = sample_ensemble(model, cond, options, device=device, progress=progress,
+                            field_offset=field_offset)
     finally:
         close()
     fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
-    missing = np.repeat(np.repeat(np.isnan(prep.lr), s, axis=2), s, axis=3)[:, None]
+    missing = _missing(prep.lr, spec, s)
     try:
         check_finite(fields, list(meta.channels), ~missing)
     except UserError:  # name the input field when one far outside the training data explains it
-        culprit = out_of_range_input(fields, missing, prep, normalizer, list(meta.channels),
-                                     list(meta.units or []), input_name)
+        culprit = None if spec.mode != "own" else out_of_range_input(
+            fields, missing, prep, normalizer, list(meta.channels), list(meta.units or []),
+            input_name, field_offset)
         if culprit is None:
             raise
         raise UserError(culprit) from None
@@ -305,10 +195,20 @@ def downscale_prepared(
     return ds
 
 
+def _missing(lr: np.ndarray, spec: Any, s: int) -> np.ndarray:
+    """Where the output has no data, [N, 1, C, H, W]: under LR cells missing in the input
+    (the targets' own LR field); with predictors, nowhere (missing inputs are filled)."""
+    if spec.mode != "own":
+        n, (h, w) = len(lr), lr.shape[-2:]
+        H, W = (h, w) if spec.mode == "regrid" else (h * s, w * s)
+        return np.zeros((n, 1, len(spec.targets), H, W), bool)
+    return np.repeat(np.repeat(np.isnan(lr), s, axis=2), s, axis=3)[:, None]
+
+
 def check_downscale_target(
     output: str | os.PathLike[str], checkpoint: str | os.PathLike[str],
     input_path: str | os.PathLike[str], target_grid: str | os.PathLike[str] | None,
-    model: Any = None,
+    model: Any = None, *, folder: bool = False,
 ) -> None:
     """The output is none of the files read (checkpoint, input, target grid and, once the model
     is loaded, the regression checkpoint named in its config), nor the current/home folder."""
@@ -317,7 +217,7 @@ def check_downscale_target(
     if model is not None:
         regression = (saved_config(model).get("diffusion") or {}).get("regression_checkpoint")
         sources.append(Source(f"diffusion.regression_checkpoint of {checkpoint}", regression))
-    check_target(output, "output", "--output", sources, folder=False)
+    check_target(output, "output", "--output", sources, folder=folder)  # folder: Zarr
 
 
 def saved_config(model: Any) -> Mapping[str, Any]:
@@ -333,10 +233,12 @@ OUT_OF_RANGE = 30.0  # input values this many training standard deviations from 
 def out_of_range_input(
     fields: np.ndarray, missing: np.ndarray, prep: Prepared, normalizer: Any,
     channels: Sequence[str], units: Sequence[str], input_path: str | os.PathLike[str],
+    offset: int = 0,
 ) -> str | None:
     """When the output ``fields [N, M, C, H, W]`` is non-finite for an input field whose values
     lie far outside the training data (:data:`OUT_OF_RANGE` standard deviations), the message
-    naming that field, its time and channel; None when no such field explains it."""
+    naming that field (its global index: ``offset`` + the index in ``fields``), its time and
+    channel; None when no such field explains it."""
     bad = (~np.isfinite(fields) & ~missing).reshape(len(fields), -1).any(axis=1)
     n_ch = len(channels)
     mean = np.asarray(normalizer.mean, np.float64).reshape(n_ch, -1).mean(axis=1)
@@ -354,8 +256,8 @@ def out_of_range_input(
     when = f"time {prep.times[k]}" if prep.times is not None else "no time coordinate"
     unit = f" {units[c]}" if c < len(units) and units[c] else ""
     return (
-        f"input {input_path}: field {k} ({when}) has {channels[c]} values up to {extreme:.3g}"
-        f"{unit}, {z[k, c]:.3g} standard deviations from the training data (mean "
+        f"input {input_path}: field {k + offset} ({when}) has {channels[c]} values up to "
+        f"{extreme:.3g}{unit}, {z[k, c]:.3g} standard deviations from the training data (mean "
         f"{mean[c]:.4g}, std {std[c]:.3g}): the model produced non-finite values for it; "
         "nothing written: check that field (units, fill values) or leave it out"
     )

@@ -15,6 +15,7 @@ nothing at the output path.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import os
 import shlex
@@ -116,9 +117,27 @@ def read_target_grid(path: str | os.PathLike[str], h: int, w: int) -> OutputGrid
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file (a folder: of its files' names and contents, in sorted order)."""
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file (a folder: of its files' names and contents, in sorted order).
+
+    A file's digest is remembered while its identity, size and modification time stay the same
+    (a streamed ``downscale`` builds the provenance of every chunk: the checkpoint is read once).
+    """
     p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        return _sha256_of_file(str(p.resolve()), st.st_dev, st.st_ino, st.st_size,
+                               st.st_mtime_ns)
+    return _sha256(p)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of_file(path: str, dev: int, ino: int, size: int, mtime_ns: int) -> str:
+    del dev, ino, size, mtime_ns  # the cache key only
+    return _sha256(Path(path))
+
+
+def _sha256(p: Path) -> str:
+    digest = hashlib.sha256()
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     for f in files:
         if p.is_dir():

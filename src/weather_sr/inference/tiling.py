@@ -16,7 +16,11 @@ full field (noise is drawn once, on the whole field), and the network only ever 
   3x3 convolution). The shipped UNet is not local: GroupNorm statistics and the middle
   self-attention span the whole tile, so tiling changes its output everywhere;
 - ``periodic_x`` treats x (longitude) as circular: tiles are spread evenly round the circle and may
-  straddle the seam, so a global grid has no seam and no zero-padded edge in longitude;
+  straddle the seam, so a global grid has no seam in longitude;
+- a tile narrower than the field is evaluated inside :func:`weather_sr.nn.unet.no_wrap_x`: a UNet
+  configured with circular x padding pads it with zeros, since its east and west edges are not
+  neighbours (the same rule as for training patches); a tile spanning the whole width, and the
+  whole field in one call, keep the configured padding (circular on a global grid);
 - at most ``max_batch`` tile-samples go through the network per call, so peak memory in the model is
   bounded by ``tile area x max_batch`` whatever the domain size; time is linear in the tile count.
 
@@ -33,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from weather_sr.core.process import Denoiser
+from weather_sr.nn.unet import no_wrap_x
 
 # tile starts in y and x, tile height and width, windows [ny, th] and [nx, tw], weight sum [H, W]
 Layout = tuple[list[int], list[int], int, int, Tensor, Tensor, Tensor]
@@ -180,7 +185,8 @@ class TiledDenoiser:
             group = positions[start : start + per_call]
             xb = torch.cat([x_t[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in group])
             yb = torch.cat([y[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in group])
-            eps = self._chunked(xb, yb, t.repeat(len(group)))
+            with no_wrap_x(tw < w):  # a tile narrower than the field: no circular x padding
+                eps = self._chunked(xb, yb, t.repeat(len(group)))
             if out is None:
                 out = eps.new_zeros((b, eps.shape[1], h, w + tw))
                 wy_d, wx_d, inv_total = self._weights_on(h, w, eps, wy, wx, total)

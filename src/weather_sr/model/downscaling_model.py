@@ -3,7 +3,8 @@
 Targets (``diffusion.target``, docs/method.md §5) — the network models x0 = HR − base(cond):
 
 - ``full``: base = 0 (SR3);
-- ``residual``: base = the interpolated LR field, i.e. the first C channels of ``cond``
+- ``residual``: base = the interpolated LR field, i.e. the first C channels of ``cond`` (or, with
+  separate predictors, the same-named ones: ``base_index``)
   (ClimateDiffuse; the default);
 - ``regression_residual``: base = a frozen regression model's prediction, which is also appended to
   the network condition (CorrDiff).
@@ -99,6 +100,7 @@ class DownscalingModel:
         prediction: str = "epsilon",
         target_scale: torch.Tensor | None = None,
         meta: CheckpointMeta | None = None,
+        base_index: list[int] | None = None,
     ) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction {prediction!r} is not one of {PREDICTIONS}")
@@ -109,6 +111,9 @@ class DownscalingModel:
         if scale.shape != (channels,) or not bool((scale > 0).all()):
             raise ValueError(f"target_scale must be {channels} positive numbers, got {scale}")
         self.target_scale = scale.float()
+        self.base_index = None if base_index is None else list(base_index)
+        if self.base_index is not None and len(self.base_index) != channels:
+            raise ValueError(f"base_index {self.base_index} must name {channels} channels")
 
     # -- composition shared by training and inference
 
@@ -118,7 +123,9 @@ class DownscalingModel:
         if self.target == "full":
             return torch.zeros_like(cond[:, : self.channels])
         if self.target == "residual":
-            return cond[:, : self.channels]
+            if self.base_index is None:  # the SR3 condition: its first C channels
+                return cond[:, : self.channels]
+            return cond[:, self.base_index]
         if self.regression is None:
             raise RuntimeError("regression_residual model without its regression base model")
         return self.regression.predict(cond)

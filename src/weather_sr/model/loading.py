@@ -38,19 +38,24 @@ def model_from_payload(
     kind, target = meta.kind, meta.target
     channels = len(meta.channels)
     periodic = meta.periodic
+    spec = None if meta.condition is None else meta.condition_spec()  # None: the SR3 one
+    n_cond = channels if spec is None else len(spec.channels)
+    base_index = None if spec is None else spec.base_index
     regression = None
     if meta.regression is not None:
         reg = meta.regression
         try:
-            reg_net = build_unet(reg.model_config, reg.channels, reg.channels, periodic)
+            reg_net = build_unet(reg.model_config, reg.channels,
+                                 reg.cond_channels or reg.channels, periodic)
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"{source}: its regression base is incomplete or from an incompatible "
                             f"version ({type(error).__name__}: {error})") from None
         _load_state(reg_net, reg.state, source + " (regression base)")
         regression = DownscalingModel(
-            reg_net, kind="regression", target=reg.target, channels=reg.channels
+            reg_net, kind="regression", target=reg.target, channels=reg.channels,
+            base_index=base_index,
         )
-    cond_channels = channels * (2 if target == "regression_residual" else 1)
+    cond_channels = n_cond + (channels if target == "regression_residual" else 0)
     net = build_unet(cfg["model"], channels, cond_channels, periodic)
     _load_state(net, payload["ema" if ema else "model"], source)
     schedule = None
@@ -67,6 +72,7 @@ def model_from_payload(
         prediction=meta.prediction,
         target_scale=None if scale is None else torch.tensor(scale, dtype=torch.float32),
         meta=meta,
+        base_index=base_index,
     )
 
 

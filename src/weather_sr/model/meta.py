@@ -23,6 +23,7 @@ from weather_sr.model.checkpoint import FORMAT, FORMAT_VERSION, check_header
 
 if TYPE_CHECKING:
     from weather_sr.config import RunConfig
+    from weather_sr.data.condition import ConditionSpec
     from weather_sr.data.normalise import Normalizer
 
 # What checkpoints written before these diffusion keys existed were trained with.
@@ -96,6 +97,7 @@ class RegressionBase:
     target: str  # its own target: "full" or "residual"
     channels: int  # C, the channel count of the base (that of the checkpoint)
     state: Mapping[str, torch.Tensor] = field(compare=False, repr=False)  # its EMA weights
+    cond_channels: int | None = None  # its condition's channel count (None: C, the SR3 case)
 
     @classmethod
     def from_payload(cls, value: Any, channels: int, check: _Fields) -> RegressionBase:
@@ -116,11 +118,17 @@ class RegressionBase:
         for key, tensor in state.items():
             if not isinstance(key, str) or not isinstance(tensor, torch.Tensor):
                 raise check.fail("regression.state", f"entry {_short(key)} is not a named tensor")
-        return cls(model_config, reg["target"], n, state)
+        n_cond = reg.get("cond_channels")
+        if n_cond is not None:
+            check.integer("regression.cond_channels", n_cond, 1)
+        return cls(model_config, reg["target"], n, state, n_cond)
 
     def to_payload(self) -> dict[str, Any]:
-        return {"model_config": self.model_config, "target": self.target,
-                "channels": self.channels, "state": self.state}
+        out = {"model_config": self.model_config, "target": self.target,
+               "channels": self.channels, "state": self.state}
+        if self.cond_channels is not None:
+            out["cond_channels"] = self.cond_channels
+        return out
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,7 @@ class CheckpointMeta:
     nonfinite_skips: int = 0
     regression: RegressionBase | None = None
     target_scale: tuple[float, ...] | None = None
+    condition: Mapping[str, Any] | None = None  # ConditionSpec.to_dict(); None: the SR3 one
     format_version: int = FORMAT_VERSION
     package_version: str | None = __version__
     source: str = field(default="checkpoint", compare=False)
@@ -210,6 +219,9 @@ class CheckpointMeta:
             ):
                 raise check.fail("target_scale", f"is {_short(scale_t)}, not {n} positive numbers")
             scale_t = tuple(scale_t)
+        condition = payload.get("condition")
+        if condition is not None:
+            _check_condition(condition, channels, check)
         config, target = _check_config(payload["config"], check, source)
         reg = payload.get("regression")
         if (reg is not None) != (target == "regression_residual"):
@@ -228,6 +240,7 @@ class CheckpointMeta:
             nonfinite_skips=skips,
             regression=None if reg is None else RegressionBase.from_payload(reg, n, check),
             target_scale=scale_t,
+            condition=condition,
             format_version=payload["format_version"],
             package_version=version,
             source=source,
@@ -251,6 +264,7 @@ class CheckpointMeta:
             "nonfinite_skips": self.nonfinite_skips,
             "regression": None if self.regression is None else self.regression.to_payload(),
             "target_scale": None if self.target_scale is None else list(self.target_scale),
+            **({} if self.condition is None else {"condition": self.condition}),
         }
 
     # ------------------------------------------------------------ views
@@ -303,6 +317,14 @@ class CheckpointMeta:
         self.require("normalizer", to="normalise data")
         return Normalizer.from_dict(dict(self.normalizer or {}))
 
+    def condition_spec(self) -> ConditionSpec:
+        """What the network sees besides x_t (the targets' own LR field when not saved)."""
+        from weather_sr.data.condition import ConditionSpec, default_condition
+
+        if self.condition is None:
+            return default_condition(self.channels, self.make_normalizer())
+        return ConditionSpec.from_dict(dict(self.condition))
+
     def require(self, *names: str, to: str) -> None:
         """UserError naming the first of ``names`` this (older) checkpoint lacks."""
         for name in names:
@@ -314,6 +336,7 @@ class CheckpointMeta:
     def check_data(
         self, channels: Sequence[str], units: Sequence[str], where: str, *, names: bool = True,
         scale_factor: int | None = None, unknown_units: bool = False,
+        condition: ConditionSpec | None = None,
     ) -> None:
         """UserError naming the first way data described by ``where`` does not fit this
         checkpoint; the one check of training resume, the CorrDiff regression base, evaluate and
@@ -326,7 +349,9 @@ class CheckpointMeta:
            checkpoint has none (older files). A blank unit on one side only is a mismatch,
            except with ``unknown_units=True`` (input files of downscale, whose variables may
            lack a units attribute), where a blank unit on either side is not compared;
-        4. ``scale_factor``, when given, equals the checkpoint's (unless it has none).
+        4. ``scale_factor``, when given, equals the checkpoint's (unless it has none);
+        5. ``condition``, when given, has the checkpoint's condition channels (predictors,
+           static fields, features) and kind of inputs.
         """
         check_channels_of(channels, units, self.channels, self.units, where,
                           checkpoint=f"the checkpoint {self.source}", names=names,
@@ -338,6 +363,14 @@ class CheckpointMeta:
                 f"{self.source} downscales by {self.scale_factor}: use "
                 f"data.scale_factor={self.scale_factor}"
             )
+        if condition is not None:
+            mine = self.condition_spec()
+            if (mine.channels, mine.mode) != (condition.channels, condition.mode):
+                raise UserError(
+                    f"{where}: the network condition is {condition.channels} ({condition.mode}) "
+                    f"but the checkpoint {self.source} was trained with {mine.channels} "
+                    f"({mine.mode}): use the same data.inputs, data.static and data.features"
+                )
 
 
 def check_channels_of(
@@ -366,6 +399,25 @@ def check_channels_of(
                             f"on {want!r}: give data in {want!r} with its units attribute")
         raise UserError(f"{where}: variable {name} is in units {got!r} but {checkpoint} was "
                         f"trained on {want!r}: convert the data first")
+
+
+def condition_payload(condition: ConditionSpec | None) -> dict[str, Any] | None:
+    """The checkpoint entry of a condition: None for the default (files stay as before)."""
+    return None if condition is None or condition.is_default else condition.to_dict()
+
+
+def _check_condition(value: Any, channels: tuple[str, ...], check: _Fields) -> None:
+    from weather_sr.data.condition import ConditionSpec
+
+    cond = check.mapping("condition", value, ("targets", "inputs", "input_normalizer", "mode",
+                                               "regrid"))
+    try:
+        spec = ConditionSpec.from_dict(dict(cond))
+    except (KeyError, TypeError, ValueError) as error:
+        raise check.fail("condition", f"is malformed ({error})") from None
+    if tuple(spec.targets) != channels:
+        raise check.fail("condition", f"is for targets {spec.targets}, the checkpoint's are "
+                         f"{list(channels)}")
 
 
 def _check_config(value: Any, check: _Fields, source: str) -> tuple[Mapping[str, Any], str]:

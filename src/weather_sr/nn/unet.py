@@ -8,12 +8,22 @@ channels on the same grid. Whether that output is ε, x0 or anything else is the
 Padding is chosen per axis: "zeros" or "reflect" for regional grids, "circular" along longitude
 (x) for global grids, so that a roll of the input along x by a multiple of 2**(levels-1) rolls the
 output by the same amount.
+
+Circular padding joins an input's east and west edges, which is physical only when the input spans
+the whole periodic longitude. A training patch or an inference tile narrower than the globe has its
+real neighbours outside the window, so it is padded with zeros instead: callers say so with
+``with no_wrap_x(): ...`` (or ``UNet.forward(..., wrap_x=False)`` for one call). The setting is a
+context variable read by every :class:`PadConv2d` when it runs, like autocast, so it reaches the
+UNet through any wrapper (``nn.precond.Precond``, DDP, a tiled denoiser) without changing the
+denoiser contract; it only ever turns "circular" into "zeros" along x (other modes are kept).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +32,33 @@ from torch import nn
 from weather_sr.errors import UserError
 
 PADDINGS = ("zeros", "reflect", "circular")
+
+
+# False inside ``no_wrap_x()``: inputs narrower than the periodic domain, "circular" x -> zeros
+_WRAP_X: ContextVar[bool] = ContextVar("weather_sr_wrap_x", default=True)
+
+
+@contextmanager
+def no_wrap_x(active: bool = True) -> Iterator[None]:
+    """Within the block, UNets pad with zeros along x where configured to pad circularly.
+
+    For inputs narrower than the periodic longitude (training patches, inference tiles): their
+    east and west edges are not neighbours. ``active=False`` makes it a no-op (so callers can
+    write ``with no_wrap_x(width < field_width):``). Nested blocks restore the outer state.
+    """
+    if not active:
+        yield
+        return
+    token = _WRAP_X.set(False)
+    try:
+        yield
+    finally:
+        _WRAP_X.reset(token)
+
+
+def wraps_x() -> bool:
+    """Whether circular x padding is in force here (False inside :func:`no_wrap_x`)."""
+    return _WRAP_X.get()
 
 
 def _check_padding(mode: str, axis: str) -> str:
@@ -35,6 +72,7 @@ class PadConv2d(nn.Module):
 
     Zeros on both axes use the convolution's own padding (fastest); otherwise the field is padded
     explicitly with ``F.pad`` (one call when both axes share a mode) before a padding-0 conv.
+    A circular x axis pads with zeros inside :func:`no_wrap_x`.
     """
 
     def __init__(
@@ -54,6 +92,8 @@ class PadConv2d(nn.Module):
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         my, mx = ("constant" if m == "zeros" else m for m in self.modes)
+        if mx == "circular" and not _WRAP_X.get():
+            mx = "constant"  # a patch or tile narrower than the globe: its edges do not meet
         p = self.p
         if my == mx:
             return F.pad(x, (p, p, p, p), mode=mx)
@@ -239,10 +279,31 @@ class UNet(nn.Module):
             )
 
     def forward(
-        self, x: torch.Tensor | None, noise_level: torch.Tensor, cond: torch.Tensor | None = None
+        self,
+        x: torch.Tensor | None,
+        noise_level: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        *,
+        wrap_x: bool | None = None,
     ) -> torch.Tensor:
         """x [B, in_channels, H, W] (None when in_channels = 0), noise_level [B] (or scalar),
-        cond [B, cond_channels, H, W] -> [B, out_channels, H, W]."""
+        cond [B, cond_channels, H, W] -> [B, out_channels, H, W].
+
+        ``wrap_x``: None keeps the padding in force (the configured one, or zeros for a circular
+        x inside :func:`no_wrap_x`); False pads a circular x with zeros (the input is narrower
+        than the periodic domain); True forces the configured padding even inside ``no_wrap_x``.
+        """
+        if wrap_x is None:
+            return self._forward(x, noise_level, cond)
+        token = _WRAP_X.set(wrap_x)
+        try:
+            return self._forward(x, noise_level, cond)
+        finally:
+            _WRAP_X.reset(token)
+
+    def _forward(
+        self, x: torch.Tensor | None, noise_level: torch.Tensor, cond: torch.Tensor | None
+    ) -> torch.Tensor:
         parts = [p for p in (x, cond) if p is not None]
         h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if h.shape[1] != self.in_channels + self.cond_channels:

@@ -275,6 +275,8 @@ def check_run_target(cfg: RunConfig, run_dir: Path, config_file: str | Path | No
         Source("config file", None if config_file is None else resolve_config_path(config_file)),
         Source("data.path", d["path"], data=True),
         Source("data.lr_path", d["lr_path"], data=True),
+        Source("data.inputs.path", (d["inputs"] or {}).get("path"), data=True),
+        Source("data.static.path", (d["static"] or {}).get("path"), data=True),
         Source("diffusion.regression_checkpoint", cfg.diffusion.regression_checkpoint),
     ]
     check_target(run_dir, "run folder", "--run-dir", sources, folder=True)

@@ -24,7 +24,8 @@ from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import load_checkpoint, plain
 from weather_sr.model.downscaling_model import DownscalingModel, build_unet
 from weather_sr.model.loading import model_from_payload
-from weather_sr.model.meta import CheckpointMeta, RegressionBase
+from weather_sr.model.meta import CheckpointMeta, RegressionBase, condition_payload
+from weather_sr.nn.unet import no_wrap_x
 from weather_sr.training import distributed as D
 from weather_sr.training.checkpoints import CheckpointManager, rng_state, set_rng_state
 from weather_sr.training.kit import (
@@ -54,10 +55,9 @@ class TrainingDivergedError(UserError):
 def data_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """``cfg.data`` as keyword arguments of ``weather_sr.data.build_datasets``."""
     kw = dataclasses.asdict(cfg.data)
-    if kw["path"] in ("sample", "@sample"):
-        from weather_sr.data import sample_data_path
+    from weather_sr.data.sample import shipped_data_path
 
-        kw["path"] = str(sample_data_path())
+    kw["path"] = shipped_data_path(kw["path"])  # "sample", "era5": the shipped files
     for key in ("patch_size", "split"):
         if isinstance(kw[key], list):
             kw[key] = tuple(kw[key])
@@ -74,7 +74,9 @@ class Trainer:
         self.stop_signal: str | None = None  # set by the training loop's signal handler
         self._regression_base: RegressionBase | None = None
         self.regression = self._load_regression()
-        cond_channels = self.channels * (2 if self.regression is not None else 1)
+        self.condition = bundle.condition  # None: the targets' own LR field
+        n_cond = self.channels if self.condition is None else len(self.condition.channels)
+        cond_channels = n_cond + (self.channels if self.regression is not None else 0)
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
         self.net = build_unet(self.model_cfg, self.channels, cond_channels, self.periodic).to(dev)
         self.ema_net = build_unet(self.model_cfg, self.channels, cond_channels, self.periodic)
@@ -104,6 +106,7 @@ class Trainer:
             "schedule": schedule,
             "regression": self.regression,
             "prediction": cfg.diffusion.prediction,
+            "base_index": None if self.condition is None else self.condition.base_index,
         }
         self.target_scale = self._target_scale(DownscalingModel(self.net, **common))
         self.model = DownscalingModel(self.wrapped, **common, target_scale=self.target_scale)
@@ -129,7 +132,7 @@ class Trainer:
             raise UserError(f"diffusion.regression_checkpoint {path} is not a regression model")
         b = self.bundle
         meta.check_data(b.channels, b.units, "diffusion.regression_checkpoint: this run's data",
-                        scale_factor=b.scale_factor)
+                        scale_factor=b.scale_factor, condition=b.condition)
         model = model_from_payload(payload, ema=True, source=str(path))
         model.to(self.info.device).eval().net.requires_grad_(False)
         self._regression_base = RegressionBase(
@@ -137,6 +140,7 @@ class Trainer:
             target=meta.target,
             channels=self.channels,
             state=payload["ema"],
+            cond_channels=None if meta.condition is None else len(meta.condition_spec().channels),
         )
         return model
 
@@ -158,7 +162,8 @@ class Trainer:
             item = split.item(k, torch.Generator().manual_seed(self.cfg.training.seed + n))
             hr, cond = item["hr"][None].to(dev), item["cond"][None].to(dev)
             mask = item["mask"][None].to(dev).expand_as(hr)
-            x0 = (hr - model.base(cond)) * mask
+            with self._x_padding(hr):  # the regression base sees the patch as training does
+                x0 = (hr - model.base(cond)) * mask
             total += x0.square().sum((0, 2, 3)).double().cpu()
             count += mask.sum((0, 2, 3)).double().cpu()
         rms = (total / count.clamp(min=1.0)).sqrt().float()
@@ -166,6 +171,11 @@ class Trainer:
             raise UserError("diffusion.scale_target: the target is zero on the training split "
                             "for some variable; set diffusion.scale_target=false")
         return rms
+
+    def _x_padding(self, hr: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+        """Circular x padding only for inputs as wide as the field: a patch narrower than the
+        (periodic) field is padded with zeros (``nn.unet.no_wrap_x``; docs/architecture.md)."""
+        return no_wrap_x(hr.shape[-1] < self.bundle.grid.shape[1])
 
     def _check_sizes(self) -> None:
         for name in ("train", "val"):
@@ -183,13 +193,20 @@ class Trainer:
     # -------------------------------------------------------------- losses
 
     def _weight(self, h: int, w: int) -> torch.Tensor | None:
+        """W ``[h, w]`` of the Fourier term (``diffusion.weight``), cached per patch size."""
         f = self.cfg.diffusion
         if f.weight == "none":
             return None
         if (h, w) not in self._weights:
-            from weather_sr.core.loss import radial_weight
+            from weather_sr.core.loss import band_weight, radial_weight
 
-            self._weights[(h, w)] = radial_weight(h, w, f.gamma, f.power).to(self.info.device)
+            norm = f.weight_normalise
+            weight = (
+                band_weight(h, w, f.gamma, int(self.bundle.scale_factor), normalise=norm)
+                if f.weight == "band"
+                else radial_weight(h, w, f.gamma, f.power, normalise=norm)
+            )
+            self._weights[(h, w)] = weight.to(self.info.device)
         return self._weights[(h, w)]
 
     def loss(
@@ -219,6 +236,10 @@ class Trainer:
                 weight=self._weight(*hr.shape[-2:]),
                 mask=mask,
                 generator=generator,
+                gate=self.cfg.diffusion.gate,
+                gate_t=self.cfg.diffusion.gate_t,
+                amp_mu=self.cfg.diffusion.amp_mu,
+                divide=self.cfg.diffusion.loss_divide,
             )
         return out.loss.float(), out.loss_x.float(), out.loss_f.float()
 
@@ -241,6 +262,7 @@ class Trainer:
             nonfinite_skips=self.nonfinite_skips,
             regression=self._regression_base,
             target_scale=tuple(self.target_scale.tolist()),
+            condition=condition_payload(self.condition),
         )
 
     def payload(self) -> dict[str, Any]:
@@ -285,7 +307,7 @@ class Trainer:
                 )
         b = self.bundle
         meta.check_data(b.channels, b.units, "--resume: this run's data",
-                        scale_factor=b.scale_factor)
+                        scale_factor=b.scale_factor, condition=b.condition)
         self.net.load_state_dict(payload["model"])
         self.ema.load_state_dict(payload["ema"])
         self.opt.load_state_dict(payload["optimizer"])
@@ -310,7 +332,7 @@ class Trainer:
             gen = torch.Generator().manual_seed(step_seed(t.seed, info.rank, micro, stream=1))
             sync = i == len(batches) - 1 or not info.enabled
             ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
-            with ctx:
+            with ctx, self._x_padding(batch["hr"]):
                 loss, lx, lf = self.loss(self.model, batch, gen)
                 self.scaler.scale(loss.mean() / len(batches)).backward()
             sums += torch.stack([loss.mean(), lx.mean(), lf.mean()]).detach().cpu().double()

@@ -1,0 +1,212 @@
+"""The network's condition on the HR grid: ``[inputs | static | features]`` channels.
+
+Three kinds of condition (docs/data.md, "Three kinds of condition"):
+
+- **inputs**, the LR predictors in physical units brought onto the HR grid: interpolated from
+  the LR grid of block means (``mode`` "own": the targets' own LR field, as in SR3; "coarsen":
+  other variables of the targets' file, coarsened the same way) or regridded from their own
+  grid (``mode`` "regrid": a second dataset). They are normalised with their own training-split
+  statistics, except that an input named like a target uses the target's, so that its value is
+  the residual base as it is (``base_index``).
+- **static** fields, constant in time on the HR training grid (orography, land-sea mask),
+  stored in physical units and normalised by their mean and standard deviation over the grid.
+- **features**: sin/cos of latitude, longitude, day of year and hour (already in [-1, 1]).
+
+With mode "own" and neither static fields nor features the condition is exactly the normalised
+interpolated LR field of earlier versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from weather_sr.data.normalise import Normalizer
+from weather_sr.errors import UserError
+
+MODES = ("own", "coarsen", "regrid")
+
+
+@dataclass
+class ConditionSpec:
+    """What the network sees besides x_t, and how to build it from physical inputs.
+
+    ``inputs``: the input channel names (levels expanded, as ``open_fields`` names them);
+    ``input_variables``: the variables to read for them; ``input_units``: one per channel.
+    ``input_normalizer``: the inputs' statistics (channels = ``inputs``); in mode "own" it is
+    the targets' normaliser. ``static_values``: float32 [S, H, W] physical, on the HR training
+    grid; ``static_mean`` / ``static_std``: float64 [S].
+    """
+
+    targets: list[str]
+    inputs: list[str]
+    input_normalizer: Normalizer
+    mode: str = "own"
+    regrid: str = "bilinear"
+    static_names: list[str] = field(default_factory=list)
+    static_values: np.ndarray | None = None
+    static_mean: np.ndarray | None = None
+    static_std: np.ndarray | None = None
+    features: list[str] = field(default_factory=list)
+    input_variables: list[str] = field(default_factory=list)
+    input_units: list[str] = field(default_factory=list)
+
+    @property
+    def is_default(self) -> bool:
+        """The SR3 condition: the targets' own LR field only."""
+        return self.mode == "own" and not self.static_names and not self.features
+
+    @property
+    def channels(self) -> list[str]:
+        """Names of the condition channels, in order."""
+        names = [*self.inputs, *self.static_names]
+        if self.features:
+            from weather_sr.data.features import feature_names
+
+            names += feature_names(self.features)
+        return names
+
+    @property
+    def base_index(self) -> list[int] | None:
+        """Condition channel of each target's same-named input (the residual base), or None."""
+        if not all(t in self.inputs for t in self.targets):
+            return None
+        return [self.inputs.index(t) for t in self.targets]
+
+    def physical_mean(self) -> np.ndarray:
+        """The inputs' climatological mean in physical units, [Ci, 1, 1] or [Ci, H, W]."""
+        return self.input_normalizer.physical_mean()
+
+    def assemble(
+        self, inputs: np.ndarray | torch.Tensor, region: tuple[slice, slice] | None = None,
+        lat: np.ndarray | None = None, lon: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Physical ``inputs`` [N, Ci, h, w] on the HR grid (window ``region`` of the training
+        grid, None = all of it) -> the normalised condition [N, Cc, h, w] without NaN.
+
+        ``lat`` / ``lon``: [h] or [h, w] of the same window and ``times`` [N], for features.
+        """
+        x = inputs
+        is_torch = isinstance(x, torch.Tensor)
+        cond = self.input_normalizer.normalise(x, region)
+        cond = torch.nan_to_num(cond, nan=0.0) if is_torch else np.nan_to_num(cond, nan=0.0)
+        extra = []
+        n, (h, w) = x.shape[0], tuple(x.shape[-2:])
+        if self.static_names:
+            extra.append(self._static(n, region, (h, w)))
+        if self.features:
+            if lat is None or lon is None:
+                raise UserError("data.features need the latitude and longitude of the HR grid")
+            from weather_sr.data.features import feature_channels
+
+            f = feature_channels(self.features, lat, lon, times)  # [N or 1, F, h, w]
+            extra.append(np.repeat(f, n, axis=0) if f.shape[0] != n else f)
+        if not extra:
+            return cond
+        if is_torch:
+            parts = [torch.as_tensor(e, dtype=cond.dtype, device=cond.device) for e in extra]
+            return torch.cat([cond, *parts], dim=1)
+        return np.concatenate([cond, *(e.astype(cond.dtype) for e in extra)], axis=1)
+
+    def _static(self, n: int, region: tuple[slice, slice] | None, shape: tuple[int, int]
+                ) -> np.ndarray:
+        """Normalised static fields of ``region``, repeated for ``n`` samples: [n, S, h, w]."""
+        assert self.static_values is not None
+        values = self.static_values if region is None else self.static_values[:, region[0],
+                                                                               region[1]]
+        if values.shape[-2:] != shape:
+            H, W = self.static_values.shape[-2:]
+            raise UserError(
+                f"this model's static fields {', '.join(self.static_names)} lie on its HR "
+                f"training grid ({H}x{W}) but the input gives a {shape[0]}x{shape[1]} field: "
+                "downscale the domain the model was trained on"
+            )
+        mean = np.asarray(self.static_mean)[:, None, None]
+        std = np.asarray(self.static_std)[:, None, None]
+        z = ((values - mean) / std).astype(np.float32)
+        return np.repeat(z[None], n, axis=0)
+
+    # ------------------------------------------------------------ checkpoint
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the static fields as a float32 tensor) for a checkpoint."""
+        static = None
+        if self.static_names:
+            static = {"names": list(self.static_names),
+                      "values": torch.from_numpy(np.ascontiguousarray(self.static_values,
+                                                                      np.float32)),
+                      "mean": np.asarray(self.static_mean).tolist(),
+                      "std": np.asarray(self.static_std).tolist()}
+        return {"targets": list(self.targets), "inputs": list(self.inputs),
+                "input_normalizer": self.input_normalizer.to_dict(), "mode": self.mode,
+                "regrid": self.regrid, "static": static, "features": list(self.features),
+                "input_variables": list(self.input_variables),
+                "input_units": list(self.input_units)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConditionSpec:
+        """Inverse of :meth:`to_dict`; ValueError/KeyError/TypeError on malformed input."""
+        static = d.get("static") or None
+        spec = cls(
+            targets=[str(v) for v in d["targets"]], inputs=[str(v) for v in d["inputs"]],
+            input_normalizer=Normalizer.from_dict(d["input_normalizer"]), mode=str(d["mode"]),
+            regrid=str(d["regrid"]), features=[str(v) for v in d.get("features") or []],
+            input_variables=[str(v) for v in d.get("input_variables") or []],
+            input_units=[str(v) for v in d.get("input_units") or []],
+        )
+        if static is not None:
+            spec.static_names = [str(v) for v in static["names"]]
+            values = static["values"]
+            spec.static_values = np.asarray(
+                values.numpy() if isinstance(values, torch.Tensor) else values, np.float32)
+            spec.static_mean = np.asarray(static["mean"], np.float64)
+            spec.static_std = np.asarray(static["std"], np.float64)
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        """ValueError when the parts do not fit together."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
+        if list(self.input_normalizer.channels) != list(self.inputs):
+            raise ValueError("input_normalizer channels differ from the inputs")
+        if self.static_names:
+            v, m, s = self.static_values, self.static_mean, self.static_std
+            if v is None or v.ndim != 3 or v.shape[0] != len(self.static_names):
+                raise ValueError("static values are not [S, H, W] for the static names")
+            if m is None or s is None or m.shape != (v.shape[0],) or s.shape != m.shape:
+                raise ValueError("static mean/std are not one number per static field")
+            if not (np.isfinite(v).all() and (s > 0).all()):
+                raise ValueError("static values are not finite or their std is not positive")
+
+
+def default_condition(targets: Sequence[str], normalizer: Normalizer) -> ConditionSpec:
+    """The SR3 condition of a checkpoint without a ``condition`` entry (and of the default)."""
+    return ConditionSpec(list(targets), list(targets), normalizer)
+
+
+def static_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std [S] of static fields [S, H, W] (a constant field gets std 1)."""
+    v = np.asarray(values, np.float64).reshape(values.shape[0], -1)
+    mean, std = v.mean(axis=1), v.std(axis=1)
+    return mean, np.where(std > 1e-12 * (1 + np.abs(mean)), std, 1.0)
+
+
+def grid_latlon(grid: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude and longitude in degrees of a :class:`~weather_sr.data.grid.Grid`: its 2-D
+    auxiliary latitude/longitude ([H, W]) on projected grids, else its 1-D axes ([H], [W])."""
+    aux = {k.lower(): v for k, (v, _a) in grid.aux.items()}
+    lat2 = next((v for k, v in aux.items() if k.startswith("lat")), None)
+    lon2 = next((v for k, v in aux.items() if k.startswith("lon")), None)
+    if lat2 is not None and lon2 is not None:
+        return np.asarray(lat2, np.float64), np.asarray(lon2, np.float64)
+    units = str(grid.lat_attrs.get("units", "")).lower()
+    if "degree" in units or grid.lat_name.lower().startswith("lat"):
+        return np.asarray(grid.lat, np.float64), np.asarray(grid.lon, np.float64)
+    raise UserError("data.features: the HR grid has projected y/x coordinates without 2-D "
+                    "latitude/longitude: add them to the file or drop the lat/lon features")

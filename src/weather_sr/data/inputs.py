@@ -1,0 +1,165 @@
+"""Reading the condition's parts for training and evaluation: predictors and static fields.
+
+:func:`build_condition` turns the ``data.inputs`` / ``data.static`` / ``data.features`` settings
+into a :class:`~weather_sr.data.condition.ConditionSpec` plus the source its inputs are read
+from (docs/data.md, "Three kinds of condition"). Every problem is a one-line UserError naming
+the file and the variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from weather_sr.data.condition import ConditionSpec, default_condition, static_statistics
+from weather_sr.data.files import PathSpec
+from weather_sr.data.normalise import Normalizer, compute_stats
+from weather_sr.data.reading import open_fields
+from weather_sr.data.source import FieldSource, LazyFields, RegriddedInputs
+from weather_sr.errors import UserError
+
+if TYPE_CHECKING:
+    from weather_sr.data.transforms import Transform
+
+
+def build_condition(
+    fields: xr.DataArray, normalizer: Normalizer, train_idx: np.ndarray, *, path: PathSpec,
+    source: FieldSource, inputs: Mapping[str, Any] | None, static: Mapping[str, Any] | None,
+    features: Sequence[str], transforms: Mapping[str, Transform], load: bool,
+) -> tuple[ConditionSpec, FieldSource | RegriddedInputs]:
+    """The condition of targets ``fields`` (sample, channel, H, W; cropped) and where its
+    inputs come from. ``source``: the targets' own (for the default condition)."""
+    targets = list(normalizer.channels)
+    where = f"data file {fields.attrs['source'][0]}"
+    if features:
+        from weather_sr.data.features import check_features
+
+        check_features(list(features), "data.features")
+    if inputs is None:
+        spec = default_condition(targets, normalizer)
+        in_source: FieldSource | RegriddedInputs = source
+    elif inputs.get("path") is None:
+        spec, in_source = _coarsened(fields, normalizer, train_idx, path, source, inputs,
+                                     transforms, load, where)
+    else:
+        spec, in_source = _regridded(fields, normalizer, train_idx, inputs, transforms)
+    spec.features = list(features)
+    if static is not None:
+        spec.static_names = list(static["variables"])
+        spec.static_values = read_static(static["path"], spec.static_names, fields)
+        spec.static_mean, spec.static_std = static_statistics(spec.static_values)
+    spec.check()
+    return spec, in_source
+
+
+def check_transformed(da: xr.DataArray, transforms: Mapping[str, Transform], where: str) -> None:
+    """UserError when a channel with a log1p/power transform has negative values."""
+    if not transforms:
+        return
+    from weather_sr.data.transforms import check_non_negative
+
+    for c, name in enumerate(str(n) for n in da["channel"].values):
+        if name in transforms:
+            one = da.isel(channel=c)  # its extremes: the check's tolerance is relative to max|x|
+            check_non_negative(np.array([float(one.min()), float(one.max())]), name, where)
+
+
+def input_normalizer(stats: Normalizer, targets: Normalizer) -> Normalizer:
+    """The inputs' statistics, where an input named like a target takes the target's (so that
+    its normalised value is the residual base as it is)."""
+    mean, std = stats.mean.copy(), stats.std.copy()
+    for c, name in enumerate(stats.channels):
+        if name in targets.channels:
+            k = targets.channels.index(name)
+            mean[c], std[c] = targets.mean[k], targets.std[k]
+    return Normalizer("channel", list(stats.channels), mean, std, dict(stats.transforms))
+
+
+def _coarsened(
+    fields: xr.DataArray, normalizer: Normalizer, train_idx: np.ndarray, path: PathSpec,
+    source: FieldSource, inputs: Mapping[str, Any], transforms: Mapping[str, Transform],
+    load: bool, where: str,
+) -> tuple[ConditionSpec, FieldSource]:
+    """Inputs that are variables of the targets' file, block-averaged like the targets."""
+    names = list(inputs["variables"])
+    H, W = source.shape
+    da = open_fields(path, names).isel(y=slice(0, H), x=slice(0, W))
+    if load:
+        da = da.load()
+    check_transformed(da, transforms, where)
+    stats = compute_stats(da, train_idx, "channel", where, transforms=dict(transforms))
+    values = da.values if load else LazyFields(path, names, H, W)
+    in_source = FieldSource(values, source.scale_factor, (H, W), lat_weights=source.lat_weights)
+    spec = ConditionSpec(list(normalizer.channels), list(stats.channels),
+                         input_normalizer(stats, normalizer), mode="coarsen",
+                         input_variables=names, input_units=list(da.attrs["units"]))
+    return spec, in_source
+
+
+def _regridded(
+    fields: xr.DataArray, normalizer: Normalizer, train_idx: np.ndarray,
+    inputs: Mapping[str, Any], transforms: Mapping[str, Transform],
+) -> tuple[ConditionSpec, RegriddedInputs]:
+    """Inputs of a second dataset on its own grid, regridded onto the targets' grid."""
+    from weather_sr.data.regrid import check_regrid_method, regrid_time_check
+
+    method = check_regrid_method(str(inputs.get("regrid", "bilinear")), "data.inputs.regrid")
+    names = list(inputs["variables"])
+    da = open_fields(inputs["path"], names, load=True)
+    where = f"inputs file {da.attrs['source'][0]}"
+    check_transformed(da, transforms, where)
+    rows = regrid_time_check(da["time"].values, fields["time"].values, where)
+    values = regrid_inputs(da, fields, method, where)  # [N_in, Ci, H, W]
+    grid_da = xr.DataArray(values, dims=da.dims, coords={"channel": da["channel"].values})
+    stats = compute_stats(grid_da, np.unique(rows[train_idx]), "channel", where,
+                          transforms=dict(transforms))
+    spec = ConditionSpec(list(normalizer.channels), list(stats.channels),
+                         input_normalizer(stats, normalizer), mode="regrid", regrid=method,
+                         input_variables=names, input_units=list(da.attrs["units"]))
+    return spec, RegriddedInputs(values, rows)
+
+
+def regrid_inputs(da: xr.DataArray, target: xr.DataArray | Any, method: str, where: str
+                  ) -> np.ndarray:
+    """Predictors ``da`` (sample, channel, y, x on their own grid) on the grid of ``target``
+    (a DataArray with 1-D y/x, or a :class:`~weather_sr.data.grid.Grid`): float32
+    [N_in, Ci, H, W]."""
+    from weather_sr.data.regrid import regrid_to
+
+    if isinstance(target, xr.DataArray):
+        ty, tx = target["y"].values, target["x"].values
+    else:
+        ty, tx = target.lat, target.lon
+    out = regrid_to(da, ty, tx, method, bool(da.attrs.get("periodic", False)), where)
+    return np.asarray(out.values, np.float32)
+
+
+def read_static(path: PathSpec, names: Sequence[str], fields: xr.DataArray) -> np.ndarray:
+    """Static fields [S, H, W] (float32, physical) on the targets' grid, cropped as the targets
+    are. UserError for another grid, values changing in time, or missing values."""
+    da = open_fields(path, list(names), load=True)
+    where = f"static file {da.attrs['source'][0]}"
+    H, W = fields.sizes["y"], fields.sizes["x"]
+    if da.sizes["y"] < H or da.sizes["x"] < W or not all(
+        d in da.coords and d in fields.coords
+        and np.allclose(da[d].values[: fields.sizes[d]], fields[d].values, rtol=0, atol=1e-6 *
+                        (1 + float(np.abs(fields[d].values).max())))
+        for d in ("y", "x")
+    ):
+        raise UserError(
+            f"{where}: {', '.join(names)} are not on the targets' grid ({H}x{W} after cropping, "
+            f"from the targets' file): give static fields on that grid"
+        )
+    values = np.asarray(da.values[:, :, :H, :W], np.float64)
+    if not np.allclose(values, values[:1], equal_nan=True):
+        raise UserError(f"{where}: the static fields change in time: give one field per "
+                        "variable (or fields constant in time)")
+    for c, name in enumerate(names):
+        bad = int((~np.isfinite(values[0, c])).sum())
+        if bad:
+            raise UserError(f"{where}: static variable {name} has {bad} missing (NaN) or "
+                            "infinite values: fill them (e.g. 0 over the sea) first")
+    return values[0].astype(np.float32)

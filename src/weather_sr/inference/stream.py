@@ -1,0 +1,341 @@
+"""Streamed output of ``weather-sr downscale``: the input is worked through in chunks of fields
+and every chunk is written when it is done, so memory does not grow with the number of fields.
+
+NetCDF. The first chunk creates the temporary file of :func:`weather_sr.atomic.atomic_output`
+(netCDF4; the first dimension, ``time``, or ``sample`` for inputs with members, is unlimited); the
+later chunks are appended to it with netCDF4, and the file is renamed to the output when the last
+one is in. Its values, coordinates and attributes are those of the whole Dataset written at once
+(the time units are chosen from the whole time axis). An interrupted run leaves nothing at the
+output path.
+
+Zarr. The chunks are appended to a hidden sibling store ``.NAME.partial`` that carries weather-sr's
+marker (kind "downscale") and the run's settings with the number of fields complete
+(:data:`SETTINGS`); it is renamed to ``NAME`` when complete. A run that stops after a complete
+chunk (interrupted, killed, a failure) keeps the partial store; ``--resume`` checks that it was
+written with the same settings (checkpoint SHA-256, sampler, steps, eta, seed, members, tile,
+overlap, input, coarsen, target grid) and continues after the fields recorded as complete.
+Every (field, member) draws its noise from the seed of its global field index, so the result is
+that of an uninterrupted run. Without ``--resume`` an existing partial store is an error; with
+``--overwrite`` it is discarded when the new run has its first chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from weather_sr.atomic import (
+    atomic_output,
+    check_output_path,
+    commit,
+    create_folder,
+    read_marker,
+    remove_folder,
+)
+from weather_sr.errors import UserError
+from weather_sr.inference.netcdf import cf_encoding
+from weather_sr.write_errors import io_errors
+
+PathLike = str | os.PathLike[str]
+FORMATS = ("netcdf", "zarr")
+KIND = "downscale"  # the marker kind of a Zarr output and of its partial store
+SETTINGS = ".weather-sr-downscale.json"  # in the partial store: settings and fields complete
+COMPARED = ("checkpoint_sha256", "sampler", "steps", "eta", "seed", "members", "tile", "overlap",
+            "input", "input_fields", "input_times_sha256", "coarsen", "target_grid")
+
+
+def output_format(output: PathLike, fmt: str | None) -> str:
+    """``fmt``, or by the output's name: Zarr for a name ending in ``.zarr``, else NetCDF."""
+    if fmt is None:
+        return "zarr" if os.fspath(output).rstrip("/").endswith(".zarr") else "netcdf"
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def partial_path(output: PathLike) -> Path:
+    """Where a Zarr output is built: the hidden sibling ``.NAME.partial``."""
+    out = Path(output)
+    return out.parent / f".{out.name}.partial"
+
+
+def chunks(n: int, size: int, start: int = 0) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of at most ``size`` fields covering ``start .. n - 1``."""
+    return [(a, min(a + size, n)) for a in range(start, n, max(1, size))]
+
+
+def check_start(output: PathLike, fmt: str, *, overwrite: bool, resume: bool) -> None:
+    """Before any work: the output can be written, and the partial store rules (module doc)."""
+    zarr_out = fmt == "zarr"
+    if resume and not zarr_out:
+        raise UserError("--resume continues a Zarr output (--format zarr, or an --output ending "
+                        "in .zarr): an interrupted NetCDF run leaves nothing to continue")
+    check_output_path(output, overwrite, option="--output", marker=KIND if zarr_out else None)
+    if not zarr_out:
+        return
+    partial = partial_path(output)
+    if os.path.lexists(partial):
+        if partial.is_symlink() or not partial.is_dir() or read_marker(partial) != KIND:
+            raise UserError(f"output {output}: {partial} is in the way of its partial output and "
+                            "was not written by weather-sr downscale: move it away or choose "
+                            "another --output")
+        if not resume and not overwrite:
+            raise UserError(f"output {output}: the partial output {partial} of an interrupted run "
+                            "is there: continue it with --resume, start again with --overwrite, "
+                            "or delete it")
+    elif resume:
+        raise UserError(f"--resume: there is no partial output {partial} to continue (an "
+                        f"interrupted Zarr run leaves one): run without --resume")
+
+
+def check_values_in_chunks(fields: xr.DataArray, size: int, where: str) -> None:
+    """:func:`weather_sr.data.reading.check_values` over the lazy input, ``size`` fields at a
+    time: Inf or beyond float32 in any field, and a channel entirely missing in all of them."""
+    from weather_sr.data.reading import check_values
+
+    channels = [str(c) for c in fields["channel"].values]
+    seen = np.zeros(len(channels), bool)
+    for a, b in chunks(int(fields.sizes["sample"]), size):
+        values = np.asarray(fields.isel(sample=slice(a, b)).values)
+        finite = np.isfinite(values).any(axis=(0, 2, 3))
+        some = finite | np.isinf(values).any(axis=(0, 2, 3))  # not all NaN in this chunk
+        seen |= finite
+        if some.any():
+            label = where if a == 0 else f"{where} (fields {a}-{b - 1})"
+            check_values(values[:, some], [c for c, k in zip(channels, some, strict=True) if k],
+                         label)
+    check_values(np.where(seen, 0.0, np.nan).reshape(1, -1, 1, 1), channels, where)
+
+
+def time_encoding(times: np.ndarray | None) -> dict[str, Any]:
+    """Units and calendar that xarray chooses for the whole time axis (datetimes only), so that
+    a file written in chunks encodes time as one written at once."""
+    if times is None or not np.issubdtype(np.asarray(times).dtype, np.datetime64):
+        return {}
+    whole = xr.Variable(("time",), np.asarray(times), encoding={"dtype": np.dtype("float64")})
+    attrs = xr.conventions.encode_cf_variable(whole, name="time").attrs  # as to_netcdf does
+    return {k: attrs[k] for k in ("units", "calendar") if k in attrs}
+
+
+def run_settings(*, checkpoint_sha256: str, options: Any, input_path: PathLike,
+                 times: np.ndarray, coarsen: bool, target_grid: PathLike | None
+                 ) -> dict[str, Any]:
+    """What must be the same for ``--resume`` to continue a partial output (:data:`COMPARED`)."""
+    return {
+        "checkpoint_sha256": checkpoint_sha256, "sampler": options.sampler,
+        "steps": int(options.steps), "eta": float(options.eta), "seed": int(options.seed),
+        "members": int(options.members), "tile": int(options.tile or 0),
+        "overlap": int(options.overlap), "input": os.path.abspath(os.fspath(input_path)),
+        "input_fields": len(times),
+        "input_times_sha256": hashlib.sha256(np.asarray(times).astype(str).tobytes()).hexdigest(),
+        "coarsen": bool(coarsen),
+        "target_grid": os.path.abspath(os.fspath(target_grid)) if target_grid else None,
+    }
+
+
+def _first_dim(ds: xr.Dataset) -> str:
+    return "sample" if "sample" in ds.dims else "time"
+
+
+@contextlib.contextmanager
+def _quiet_zarr() -> Iterator[None]:
+    """Zarr warns about the files beside its own (marker, settings) whenever it lists a store."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a "
+                                "component of a Zarr hierarchy")
+        yield
+
+
+class NetCDFStream:
+    """Chunks of the output Dataset into one NetCDF4 file (the temporary file of the output)."""
+
+    def __init__(self, path: Path, time_enc: Mapping[str, Any]) -> None:
+        self.path, self.time_enc, self.length = path, dict(time_enc), 0
+
+    def write(self, ds: xr.Dataset) -> None:
+        first = _first_dim(ds)
+        cf_encoding(ds)
+        if "time" in ds.variables:
+            ds.variables["time"].encoding.update(self.time_enc)
+        n = int(ds.sizes[first])
+        if self.length == 0:
+            for var in ds.data_vars.values():
+                if var.dims[:1] == (first,):  # one field per HDF5 chunk
+                    var.encoding["chunksizes"] = (1, *var.shape[1:])
+            ds.to_netcdf(self.path, engine="netcdf4", format="NETCDF4", unlimited_dims=[first])
+        import netCDF4
+
+        with netCDF4.Dataset(self.path, "a") as nc:
+            if self.length == 0 and "units" in self.time_enc and "time" in nc.variables:
+                # xarray rewrites given units ("... 00:00:00" -> "..."): the words it infers
+                nc.variables["time"].setncattr("units", self.time_enc["units"])
+            for name, var in ds.variables.items():
+                if self.length and first in var.dims:
+                    encoded = xr.conventions.encode_cf_variable(var, name=str(name))
+                    nc.variables[str(name)][self.length : self.length + n] = encoded.values
+        self.length += n
+
+
+class ZarrStream:
+    """Chunks of the output Dataset appended to the partial store, renamed when complete."""
+
+    def __init__(self, output: Path, settings: Mapping[str, Any], time_enc: Mapping[str, Any],
+                 *, done: int, total: int, overwrite: bool) -> None:
+        self.output, self.partial = output, partial_path(output)
+        self.settings, self.time_enc = dict(settings), dict(time_enc)
+        self.done, self.total, self.overwrite = done, total, overwrite
+        self.attrs: dict[str, Any] | None = None
+        self.created = False  # this run created the partial store
+        if done:  # resumed: the attributes of the first run (its provenance) stay
+            with _quiet_zarr(), xr.open_zarr(self.partial) as existing:
+                self.attrs = dict(existing.attrs)
+
+    def write(self, ds: xr.Dataset) -> None:
+        first = _first_dim(ds)
+        cf_encoding(ds)
+        if "time" in ds.variables:
+            ds.variables["time"].encoding.update(self.time_enc)
+        for var in ds.data_vars.values():
+            var.encoding = {"_FillValue": np.float32(np.nan), "chunks": (1, *var.shape[1:])}
+        with _quiet_zarr(), io_errors(self.partial, "partial output"):
+            if self.attrs is None:
+                self._create()
+                ds.to_zarr(self.partial, mode="a", zarr_format=2, consolidated=True)
+                self.attrs = dict(ds.attrs)
+            else:
+                ds.attrs = dict(self.attrs)
+                ds.to_zarr(self.partial, append_dim=first, zarr_format=2, consolidated=True)
+            self._save(self.done + int(ds.sizes[first]))  # recorded, then counted as complete
+            self.done += int(ds.sizes[first])
+
+    def _create(self) -> None:
+        """A new partial store (an old one, checked to be weather-sr's, is discarded now)."""
+        if os.path.lexists(self.partial):
+            remove_folder(self.partial)
+        create_folder(self.partial, KIND, "partial output", "--output")
+        self.created = True
+        self._save(0)
+
+    def _save(self, done: int) -> None:
+        tmp = self.partial / f"{SETTINGS}.tmp"
+        tmp.write_text(json.dumps({**self.settings, "fields_done": done}, indent=1))
+        os.replace(tmp, self.partial / SETTINGS)
+
+    def finish(self) -> Path:
+        """Put the complete store at the output path (see :func:`weather_sr.atomic.commit`)."""
+        with io_errors(self.partial, "partial output"):
+            (self.partial / SETTINGS).unlink(missing_ok=True)
+        return commit(self.partial, self.output, overwrite=self.overwrite, what="output",
+                      marker=KIND, option="--output")
+
+    def stopped(self) -> str | None:
+        """After a failure: keep the partial store if a chunk is complete (and say so), else
+        remove it."""
+        if self.done == 0:
+            if self.created:
+                remove_folder(self.partial)
+            return None
+        return (f"the {self.done} of {self.total} fields completed are kept in {self.partial}: "
+                "continue with --resume (the same options), or start again with --overwrite")
+
+
+def resume_point(output: PathLike, settings: Mapping[str, Any]) -> int:
+    """The fields complete in the partial store of ``output`` written with ``settings``;
+    UserError (nothing changed) when they differ. A chunk whose append was cut off is dropped."""
+    partial = partial_path(output)
+    try:
+        saved = json.loads((partial / SETTINGS).read_text())
+        done = int(saved["fields_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"--resume: the partial output {partial} has no readable {SETTINGS} "
+                        "(complete, or cut off while starting): start again with --overwrite"
+                        ) from None
+    differ = [k for k in COMPARED if saved.get(k) != settings.get(k)]
+    if differ:
+        said = ", ".join(f"{k} {_short(saved.get(k))} there, {_short(settings.get(k))} now"
+                         for k in differ)
+        raise UserError(f"--resume: the partial output {partial} was written with other "
+                        f"settings ({said}): give the same options, or start again with "
+                        "--overwrite")
+    if done:
+        _trim(partial, done)
+    return done
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text[:14] + "...'" if isinstance(value, str) and len(value) == 64 else text
+
+
+def _trim(partial: Path, done: int) -> None:
+    """Cut the arrays along the fields back to ``done`` (an append stopped half way leaves them
+    longer); UserError if some are shorter."""
+    import zarr
+
+    with _quiet_zarr(), io_errors(partial, "partial output"):
+        group = zarr.open_group(str(partial), mode="r+", zarr_format=2)
+        arrays = dict(group.arrays())
+        member_dims = [list(a.attrs.get("_ARRAY_DIMENSIONS", [])) for a in arrays.values()]
+        first = next((d[0] for d in member_dims if "member" in d[1:]), "time")
+        changed = False
+        for name, arr in arrays.items():
+            if list(arr.attrs.get("_ARRAY_DIMENSIONS", []))[:1] != [first]:
+                continue
+            if arr.shape[0] < done:
+                raise UserError(f"--resume: the partial output {partial} lacks fields of "
+                                f"{name} it records as complete: start again with --overwrite")
+            if arr.shape[0] > done:
+                arr.resize((done, *arr.shape[1:]))
+                changed = True
+        if changed:
+            zarr.consolidate_metadata(str(partial), zarr_format=2)
+
+
+def write_chunks(
+    make: Callable[[int, int], xr.Dataset], total: int, output: PathLike, *, fmt: str,
+    chunk_fields: int, overwrite: bool, time_enc: Mapping[str, Any],
+    settings: Mapping[str, Any] | None = None, done: int = 0,
+) -> Path:
+    """Write ``make(a, b)`` (the output Dataset of fields ``a .. b - 1``) for the chunks of
+    ``done .. total - 1`` to ``output`` as ``fmt``; the path written."""
+    target = Path(output)
+    if fmt == "netcdf":
+        with atomic_output(target, overwrite=overwrite, what="output", option="--output",
+                           checked=True) as tmp:
+            writer = NetCDFStream(tmp, time_enc)
+            for a, b in chunks(total, chunk_fields):
+                writer.write(make(a, b))
+        return target
+    store = ZarrStream(target, settings or {}, time_enc, done=done, total=total,
+                       overwrite=overwrite)
+    try:
+        for a, b in chunks(total, chunk_fields, start=done):
+            store.write(make(a, b))
+    except UserError as error:
+        kept = store.stopped()
+        if kept is None:
+            raise
+        raise _with(error, kept) from None
+    except BaseException:
+        kept = store.stopped()
+        if kept is not None:
+            warnings.warn(f"stopped: {kept}", UserWarning, stacklevel=2)
+        raise
+    return store.finish()
+
+
+def _with(error: UserError, note: str) -> UserError:
+    """``error`` (its class kept where it can be) with ``note`` added to its one line."""
+    try:
+        return type(error)(f"{error}; {note}")
+    except TypeError:
+        return UserError(f"{error}; {note}")
