@@ -77,10 +77,6 @@ class ConditionSpec:
             return None
         return [self.inputs.index(t) for t in self.targets]
 
-    def physical_mean(self) -> np.ndarray:
-        """The inputs' climatological mean in physical units, [Ci, 1, 1] or [Ci, H, W]."""
-        return self.input_normalizer.physical_mean()
-
     def assemble(
         self, inputs: np.ndarray | torch.Tensor, region: tuple[slice, slice] | None = None,
         lat: np.ndarray | None = None, lon: np.ndarray | None = None,
