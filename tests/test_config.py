@@ -136,3 +136,19 @@ def test_cli_dry_run_prints_resolved_yaml(capsys: pytest.CaptureFixture[str]) ->
     assert printed["output"]["run_dir"] == "somewhere"
     assert main(["train", "--dry-run", "training.stpes=1", *BASE]) == 2
     assert "did you mean training.steps" in capsys.readouterr().err
+
+
+def test_condition_choices_are_the_data_layers() -> None:
+    """The config's choices of data.inputs.regrid, data.features and the gate are the lists the
+    code acts on (config imports no data module, so they are written twice and checked here)."""
+    import typing
+
+    from weather_sr.config import DataConfig, DiffusionConfig, InputsConfig
+    from weather_sr.core.loss import GATES
+    from weather_sr.data.features import FEATURES
+    from weather_sr.data.regrid import REGRID_METHODS
+
+    hints = typing.get_type_hints
+    assert typing.get_args(hints(InputsConfig)["regrid"]) == REGRID_METHODS
+    assert typing.get_args(typing.get_args(hints(DataConfig)["features"])[0]) == FEATURES
+    assert typing.get_args(hints(DiffusionConfig)["gate"]) == GATES

@@ -29,8 +29,8 @@ from weather_sr.inference.netcdf import (
     check_finite,
     hr_coordinate,
     provenance,
-    write_dataset,
 )
+from weather_sr.inference.stream import write_dataset
 from weather_sr.model.meta import check_channels_of
 
 # ------------------------------------------------------------------ seeds, devices

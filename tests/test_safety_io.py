@@ -30,7 +30,7 @@ from weather_sr.atomic import atomic_output, read_marker, write_marker
 from weather_sr.cli import main
 from weather_sr.config import config_to_yaml, load_config
 from weather_sr.data import sample_data_path, write_zarr
-from weather_sr.inference.netcdf import write_dataset
+from weather_sr.inference.stream import write_dataset
 from weather_sr.model.checkpoint import save_checkpoint
 from weather_sr.training.loop import train
 from weather_sr.training.run_log import RunLogger
@@ -216,7 +216,8 @@ def test_library_errors_without_errno_on_a_full_disk(writer: str, tmp_path: Path
                                                      monkeypatch) -> None:
     """netCDF ("HDF error"), torch ("enforce fail") and a Zarr store hide the errno: the file
     system is examined. On a disk with space left the error is not taken for a full disk."""
-    ds = xr.Dataset({"t2m": (("lat", "lon"), np.zeros((4, 4), np.float32))})
+    ds = xr.Dataset({"t2m": (("time", "lat", "lon"), np.zeros((1, 4, 4), np.float32))},
+                    coords={"time": [np.datetime64("2020-01-01")]})  # an output has fields
     hidden = {"netcdf": "NetCDF: HDF error",
               "checkpoint": "[enforce fail at inline_container.cc:672] . unexpected pos 576",
               "zarr": "could not write chunk"}[writer]

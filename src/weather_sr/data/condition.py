@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -113,19 +114,24 @@ class ConditionSpec:
                 ) -> np.ndarray:
         """Normalised static fields of ``region``, repeated for ``n`` samples: [n, S, h, w]."""
         assert self.static_values is not None
-        values = self.static_values if region is None else self.static_values[:, region[0],
-                                                                               region[1]]
-        if values.shape[-2:] != shape:
+        z = self._static_normalised
+        if region is not None:
+            z = z[:, region[0], region[1]]
+        if z.shape[-2:] != shape:
             H, W = self.static_values.shape[-2:]
             raise UserError(
                 f"this model's static fields {', '.join(self.static_names)} lie on its HR "
                 f"training grid ({H}x{W}) but the input gives a {shape[0]}x{shape[1]} field: "
                 "downscale the domain the model was trained on"
             )
+        return np.repeat(z[None], n, axis=0)
+
+    @cached_property
+    def _static_normalised(self) -> np.ndarray:
+        """The static fields normalised once (not per training item): float32 [S, H, W]."""
         mean = np.asarray(self.static_mean)[:, None, None]
         std = np.asarray(self.static_std)[:, None, None]
-        z = ((values - mean) / std).astype(np.float32)
-        return np.repeat(z[None], n, axis=0)
+        return ((self.static_values - mean) / std).astype(np.float32)
 
     # ------------------------------------------------------------ checkpoint
 

@@ -85,6 +85,14 @@ class Grid:
         )  # fmt: skip
 
 
+def same_axis(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether coordinate axes ``a`` and ``b`` are the same: same shape and equal to 1e-6 of
+    the magnitude of ``b`` (float rounding of degrees or metres, not a shifted grid)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = 1.0 + float(np.abs(b).max(initial=0.0))
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=0.0, atol=1e-6 * scale))
+
+
 def grid_of(fields: xr.DataArray) -> Grid:
     """The grid of standardised fields (sample, channel, y, x)."""
     ny, nx = fields.sizes["y"], fields.sizes["x"]

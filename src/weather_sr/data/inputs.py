@@ -16,6 +16,7 @@ import xarray as xr
 
 from weather_sr.data.condition import ConditionSpec, default_condition, static_statistics
 from weather_sr.data.files import PathSpec
+from weather_sr.data.grid import same_axis
 from weather_sr.data.normalise import Normalizer, compute_stats
 from weather_sr.data.reading import open_fields
 from weather_sr.data.source import FieldSource, LazyFields, RegriddedInputs
@@ -112,7 +113,7 @@ def _regridded(
     where = f"inputs file {da.attrs['source'][0]}"
     check_transformed(da, transforms, where)
     rows = regrid_time_check(da["time"].values, fields["time"].values, where)
-    values = regrid_inputs(da, fields, method, where)  # [N_in, Ci, H, W]
+    values = regrid_inputs(da, fields["y"].values, fields["x"].values, method, where)
     grid_da = xr.DataArray(values, dims=da.dims, coords={"channel": da["channel"].values})
     stats = compute_stats(grid_da, np.unique(rows[train_idx]), "channel", where,
                           transforms=dict(transforms))
@@ -122,18 +123,14 @@ def _regridded(
     return spec, RegriddedInputs(values, rows)
 
 
-def regrid_inputs(da: xr.DataArray, target: xr.DataArray | Any, method: str, where: str
-                  ) -> np.ndarray:
-    """Predictors ``da`` (sample, channel, y, x on their own grid) on the grid of ``target``
-    (a DataArray with 1-D y/x, or a :class:`~weather_sr.data.grid.Grid`): float32
+def regrid_inputs(da: xr.DataArray, target_y: np.ndarray, target_x: np.ndarray, method: str,
+                  where: str) -> np.ndarray:
+    """Predictors ``da`` (sample, channel, y, x on their own grid; global when its
+    ``periodic`` attribute says so) on the grid ``target_y`` [H] x ``target_x`` [W]: float32
     [N_in, Ci, H, W]."""
     from weather_sr.data.regrid import regrid_to
 
-    if isinstance(target, xr.DataArray):
-        ty, tx = target["y"].values, target["x"].values
-    else:
-        ty, tx = target.lat, target.lon
-    out = regrid_to(da, ty, tx, method, bool(da.attrs.get("periodic", False)), where)
+    out = regrid_to(da, target_y, target_x, method, bool(da.attrs.get("periodic", False)), where)
     return np.asarray(out.values, np.float32)
 
 
@@ -143,12 +140,9 @@ def read_static(path: PathSpec, names: Sequence[str], fields: xr.DataArray) -> n
     da = open_fields(path, list(names), load=True)
     where = f"static file {da.attrs['source'][0]}"
     H, W = fields.sizes["y"], fields.sizes["x"]
-    if da.sizes["y"] < H or da.sizes["x"] < W or not all(
-        d in da.coords and d in fields.coords
-        and np.allclose(da[d].values[: fields.sizes[d]], fields[d].values, rtol=0, atol=1e-6 *
-                        (1 + float(np.abs(fields[d].values).max())))
-        for d in ("y", "x")
-    ):
+    if not all(d in da.coords and d in fields.coords
+               and same_axis(da[d].values[: fields.sizes[d]], fields[d].values)
+               for d in ("y", "x")):
         raise UserError(
             f"{where}: {', '.join(names)} are not on the targets' grid ({H}x{W} after cropping, "
             f"from the targets' file): give static fields on that grid"

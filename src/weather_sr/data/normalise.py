@@ -98,16 +98,18 @@ class Normalizer:
             "std": self.std.tolist(),
         }
         if self.transforms:  # absent when there are none, as in files of earlier versions
-            out["transforms"] = {k: t.to_dict() for k, t in self.transforms.items()}
+            from weather_sr.data.transforms import transforms_to_dict
+
+            out["transforms"] = transforms_to_dict(self.transforms)
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         transforms = {}
         if d.get("transforms"):
-            from weather_sr.data.transforms import Transform
+            from weather_sr.data.transforms import transforms_from_dict
 
-            transforms = {str(k): Transform.from_dict(v) for k, v in d["transforms"].items()}
+            transforms = transforms_from_dict(d["transforms"])
         return cls(
             kind=str(d["kind"]),
             channels=[str(c) for c in d["channels"]],

@@ -117,15 +117,6 @@ def nu_max(freq: np.ndarray) -> float:
     return float(f[f <= 0.5 + 1e-12].max())
 
 
-def lr_nyquist(scale_factor: int) -> float:
-    """Nyquist frequency of an LR grid ``scale_factor`` times coarser, in cycles per HR spacing."""
-    if isinstance(scale_factor, bool) or not isinstance(scale_factor, int | np.integer) or (
-            scale_factor < 1):
-        raise UserError(f"log-spectral distance: scale factor must be an integer >= 1, got "
-                        f"{scale_factor!r}")
-    return 0.5 / int(scale_factor)
-
-
 def log_spectral_distance(
     power_pred: np.ndarray,
     power_true: np.ndarray,
@@ -137,8 +128,9 @@ def log_spectral_distance(
     """LSD in dB between two radial spectra ``[K]`` on the same bins ``freq [K]``.
 
     ``band="all"``: bins with 0 < ν ≤ ν_max; ``band="high"``: ν_max / 2 ≤ ν ≤ ν_max
-    (``nu_max(freq)``); ``band="above_lr"``: ``lr_nyquist(scale_factor)`` < ν ≤ ν_max (needs
-    ``scale_factor``). Powers are floored at 1e-12 × the truth's largest power in the band.
+    (``nu_max(freq)``); ``band="above_lr"``: ``core.loss.lr_nyquist(scale_factor)`` < ν ≤ ν_max
+    (needs ``scale_factor``, an integer >= 1). Powers are floored at 1e-12 × the truth's
+    largest power in the band.
     """
     f = np.asarray(freq, dtype=np.float64)
     p_pred = np.asarray(power_pred, dtype=np.float64)
@@ -152,7 +144,13 @@ def log_spectral_distance(
     if band == "above_lr":
         if scale_factor is None:
             raise UserError("log-spectral distance: band 'above_lr' needs the scale factor")
-        sel = (f <= top + 1e-12) & (f > lr_nyquist(scale_factor) + 1e-12)
+        if isinstance(scale_factor, bool) or not isinstance(scale_factor, int | np.integer) or (
+                scale_factor < 1):
+            raise UserError(f"log-spectral distance: scale factor must be an integer >= 1, got "
+                            f"{scale_factor!r}")
+        from weather_sr.core.loss import lr_nyquist  # the one definition, shared with the loss
+
+        sel = (f <= top + 1e-12) & (f > lr_nyquist(int(scale_factor)) + 1e-12)
     else:
         lower = {"all": 0.0, "high": top / 2.0}.get(band)
         if lower is None:

@@ -8,8 +8,8 @@ input; else one from :data:`STANDARD_NAMES` (common weather variables by short n
 
 The HR coordinates are the cell centres of the s×s sub-cells of each LR cell (cell edges halfway
 between LR centres, extrapolated at the ends), or the coordinates of a target grid file. The file is
-written through :func:`weather_sr.atomic.atomic_output`, so a failed or interrupted write leaves
-nothing at the output path.
+written by :mod:`weather_sr.inference.stream` through :func:`weather_sr.atomic.atomic_output`, so
+a failed or interrupted write leaves nothing at the output path.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import numpy as np
 import xarray as xr
 
 from weather_sr import __version__
-from weather_sr.atomic import atomic_output
 from weather_sr.data.pairs import hr_coordinate
 from weather_sr.errors import UserError
 
@@ -274,19 +273,3 @@ def cf_encoding(ds: xr.Dataset) -> None:
 def _degrees(attrs: Mapping[str, Any]) -> bool:
     units = str(attrs.get("units", "degrees")).lower()
     return "degree" in units or not attrs.get("units")
-
-
-def write_dataset(
-    ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool, checked: bool = False
-) -> Path:
-    """Write ``ds`` as NetCDF4 atomically (temp file + rename); returns the final path.
-
-    Without ``overwrite`` an existing file is never replaced; ``checked`` (the path was checked
-    before sampling): a file there now appeared meanwhile, and this result is kept beside it
-    under the temporary name that the error states. A disk error is a one-line UserError.
-    """
-    with atomic_output(path, overwrite=overwrite, what="output", option="--output",
-                       checked=checked) as tmp:
-        cf_encoding(ds)
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-    return Path(path)

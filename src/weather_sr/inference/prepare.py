@@ -134,7 +134,7 @@ def _regridded(fields: xr.DataArray, meta: CheckpointMeta, spec: Any, coarsen_in
                         "regridded onto its HR grid: give them as they are, without --coarsen")
     meta.require("grid", to="regrid its predictors")
     hr = Grid.from_dict(dict(meta.grid or {}))
-    values = regrid_inputs(fields, hr, spec.regrid, where)
+    values = regrid_inputs(fields, hr.lat, hr.lon, spec.regrid, where)
     out_grid = OutputGrid(hr.lat, hr.lon, hr.lat_name, hr.lon_name, hr.lat_attrs, hr.lon_attrs)
     aux = {k: xr.DataArray(v, dims=(hr.lat_name, hr.lon_name), attrs=a)
            for k, (v, a) in hr.aux.items()}
@@ -144,11 +144,10 @@ def _regridded(fields: xr.DataArray, meta: CheckpointMeta, spec: Any, coarsen_in
 def check_training_grid(grid: OutputGrid, meta: CheckpointMeta, where: str) -> None:
     """UserError unless ``grid`` is the checkpoint's HR training grid (static fields lie on it)."""
     trained = meta.grid or {}
+    from weather_sr.data.grid import same_axis
+
     lat, lon = np.asarray(trained.get("lat", [])), np.asarray(trained.get("lon", []))
-    same = lat.shape == grid.lat.shape and lon.shape == grid.lon.shape and bool(
-        np.allclose(lat, grid.lat, atol=1e-6 * (1 + np.abs(lat).max(initial=0)))
-        and np.allclose(lon, grid.lon, atol=1e-6 * (1 + np.abs(lon).max(initial=0))))
-    if not same:
+    if not (same_axis(grid.lat, lat) and same_axis(grid.lon, lon)):
         raise UserError(
             f"{where}: gives a {grid.lat.size}x{grid.lon.size} HR grid, but the checkpoint "
             f"{meta.source} has static fields on its {lat.size}x{lon.size} training grid: "

@@ -142,7 +142,12 @@ def run_settings(*, checkpoint_sha256: str, options: Any, input_path: PathLike,
     }
 
 
-def _first_dim(ds: xr.Dataset) -> str:
+def _encode(ds: xr.Dataset, time_enc: Mapping[str, Any]) -> str:
+    """CF-encode ``ds`` in place (time in the whole axis's units); its dimension along the
+    fields, the one chunks are appended on."""
+    cf_encoding(ds)
+    if "time" in ds.variables:
+        ds.variables["time"].encoding.update(time_enc)
     return "sample" if "sample" in ds.dims else "time"
 
 
@@ -162,10 +167,7 @@ class NetCDFStream:
         self.path, self.time_enc, self.length = path, dict(time_enc), 0
 
     def write(self, ds: xr.Dataset) -> None:
-        first = _first_dim(ds)
-        cf_encoding(ds)
-        if "time" in ds.variables:
-            ds.variables["time"].encoding.update(self.time_enc)
+        first = _encode(ds, self.time_enc)
         n = int(ds.sizes[first])
         if self.length == 0:
             for var in ds.data_vars.values():
@@ -200,10 +202,7 @@ class ZarrStream:
                 self.attrs = dict(existing.attrs)
 
     def write(self, ds: xr.Dataset) -> None:
-        first = _first_dim(ds)
-        cf_encoding(ds)
-        if "time" in ds.variables:
-            ds.variables["time"].encoding.update(self.time_enc)
+        first = _encode(ds, self.time_enc)
         for var in ds.data_vars.values():
             var.encoding = {"_FillValue": np.float32(np.nan), "chunks": (1, *var.shape[1:])}
         with _quiet_zarr(), io_errors(self.partial, "partial output"):
@@ -331,6 +330,14 @@ def write_chunks(
             warnings.warn(f"stopped: {kept}", UserWarning, stacklevel=2)
         raise
     return store.finish()
+
+
+def write_dataset(ds: xr.Dataset, output: PathLike, *, overwrite: bool) -> Path:
+    """Write the output Dataset ``ds`` as NetCDF with the writer of ``downscale`` (one chunk:
+    atomically, an existing file replaced only with ``overwrite``); the path written."""
+    times = ds["time"].values if "time" in ds.variables else None
+    return write_chunks(lambda a, b: ds, 1, output, fmt="netcdf", chunk_fields=1,
+                        overwrite=overwrite, time_enc=time_encoding(times))
 
 
 def _with(error: UserError, note: str) -> UserError:

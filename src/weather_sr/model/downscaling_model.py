@@ -41,6 +41,7 @@ from weather_sr.nn.precond import PREDICTIONS, Precond
 from weather_sr.nn.unet import UNet
 
 if TYPE_CHECKING:
+    from weather_sr.data.condition import ConditionSpec
     from weather_sr.model.meta import CheckpointMeta
 
 
@@ -50,6 +51,13 @@ def resolve_padding_x(model_cfg: dict[str, Any], periodic: bool) -> str:
     if mode == "auto":
         return "circular" if periodic else "zeros"
     return mode
+
+
+def condition_channels(condition: ConditionSpec | None, channels: int, corrdiff: bool) -> int:
+    """Channels of the UNet's condition: the data condition's (C for the SR3 one, None), plus
+    the C channels of the regression mean for ``regression_residual`` (``corrdiff``)."""
+    n = channels if condition is None else len(condition.channels)
+    return n + (channels if corrdiff else 0)
 
 
 def build_unet(

@@ -10,7 +10,11 @@ import torch
 from weather_sr.core.schedule import make_schedule
 from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import load_checkpoint
-from weather_sr.model.downscaling_model import DownscalingModel, build_unet
+from weather_sr.model.downscaling_model import (
+    DownscalingModel,
+    build_unet,
+    condition_channels,
+)
 from weather_sr.model.meta import CheckpointMeta
 
 
@@ -39,7 +43,6 @@ def model_from_payload(
     channels = len(meta.channels)
     periodic = meta.periodic
     spec = None if meta.condition is None else meta.condition_spec()  # None: the SR3 one
-    n_cond = channels if spec is None else len(spec.channels)
     base_index = None if spec is None else spec.base_index
     regression = None
     if meta.regression is not None:
@@ -55,7 +58,7 @@ def model_from_payload(
             reg_net, kind="regression", target=reg.target, channels=reg.channels,
             base_index=base_index,
         )
-    cond_channels = n_cond + (channels if target == "regression_residual" else 0)
+    cond_channels = condition_channels(spec, channels, target == "regression_residual")
     net = build_unet(cfg["model"], channels, cond_channels, periodic)
     _load_state(net, payload["ema" if ema else "model"], source)
     schedule = None

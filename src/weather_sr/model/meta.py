@@ -318,7 +318,12 @@ class CheckpointMeta:
         return Normalizer.from_dict(dict(self.normalizer or {}))
 
     def condition_spec(self) -> ConditionSpec:
-        """What the network sees besides x_t (the targets' own LR field when not saved)."""
+        """What the network sees besides x_t (the targets' own LR field when not saved); parsed
+        once per checkpoint, as every chunk of a downscale run asks for it (do not modify)."""
+        return self._condition_spec
+
+    @cached_property
+    def _condition_spec(self) -> ConditionSpec:
         from weather_sr.data.condition import ConditionSpec, default_condition
 
         if self.condition is None:

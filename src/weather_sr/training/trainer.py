@@ -22,7 +22,11 @@ from weather_sr.config import RunConfig, config_to_dict
 from weather_sr.core.loss import masked_mean
 from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import load_checkpoint, plain
-from weather_sr.model.downscaling_model import DownscalingModel, build_unet
+from weather_sr.model.downscaling_model import (
+    DownscalingModel,
+    build_unet,
+    condition_channels,
+)
 from weather_sr.model.loading import model_from_payload
 from weather_sr.model.meta import CheckpointMeta, RegressionBase, condition_payload
 from weather_sr.nn.unet import no_wrap_x
@@ -75,8 +79,8 @@ class Trainer:
         self._regression_base: RegressionBase | None = None
         self.regression = self._load_regression()
         self.condition = bundle.condition  # None: the targets' own LR field
-        n_cond = self.channels if self.condition is None else len(self.condition.channels)
-        cond_channels = n_cond + (self.channels if self.regression is not None else 0)
+        cond_channels = condition_channels(self.condition, self.channels,
+                                           self.regression is not None)
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
         self.net = build_unet(self.model_cfg, self.channels, cond_channels, self.periodic).to(dev)
         self.ema_net = build_unet(self.model_cfg, self.channels, cond_channels, self.periodic)
