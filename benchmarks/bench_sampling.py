@@ -1,4 +1,4 @@
-"""Samplers (quality vs cost) and tiled sampling (time and memory vs domain area), side by side.
+"""Sampling side by side: samplers, tiling, streaming memory, processes, precision.
 
 Part 1, samplers: on test fields of the shipped sample data, with a small model trained here in
 a minute or two (or ``--checkpoint``), each sampler at several step counts: network evaluations
@@ -14,7 +14,17 @@ input. Targets: time ratio <= 1.1 x area ratio; model memory flat.
 Part 3, streaming memory: ``weather-sr downscale`` (an untrained UNet: memory does not depend on
 the weights) on 1, 8 and 32 LR fields, each run in a fresh process: its peak RSS (``ru_maxrss`` and
 ``VmHWM``) and wall time. Target: the 32-field peak within 1.2x of the 1-field peak (the fields
-are read, sampled and written ``--chunk-fields`` at a time).
+are read, sampled and written ``--chunk-fields`` at a time). Also 1 field with 4x the members:
+memory grows with ``--chunk-fields`` x ``--members``, the ensemble held for one chunk.
+
+Part 4, processes (``sampling_processes.py``): the same ``downscale`` in one process and under
+``torchrun`` with the threads shared out: time per field and the difference of the outputs.
+
+Part 5, precision (``sampling_precision.py``): float32 against bf16 autocast, seconds per
+network evaluation, system-time share, and CRPS / spread-skill / LSD for the same seeds.
+
+Part 6, tiling-quality: runs ``bench_tiling.py`` (what tiling costs in CRPS, spread-skill and
+LSD on the demo's trained model; ``--checkpoint``, ``--out`` and ``--quick`` passed on).
 
     .venv/bin/python benchmarks/bench_sampling.py --quick   # a few minutes on an idle laptop CPU
     .venv/bin/python benchmarks/bench_sampling.py --device cuda --checkpoint runs/x/best.pt
@@ -96,13 +106,12 @@ class CountingModel:
 
 
 def load_test_fields(model: Any, n_fields: int, crop: tuple[int, int] | None):
-    """(truth [N, C, H, W] physical, cond [N, C, H, W] normalised, normalizer): test split."""
-    from weather_sr.data import Normalizer, build_datasets, sample_data_path
+    """(truth [N, C, H, W] physical, cond [N, C, H, W] normalised, normalizer): test split of
+    the checkpoint's own training data, built as for its training run."""
+    from weather_sr.evaluation.pipeline import bundle_for
 
-    meta = model.meta
-    bundle = build_datasets(sample_data_path(), meta["config"]["data"]["variables"],
-                            scale_factor=int(meta["scale_factor"]), patch_size=None)
-    normalizer = Normalizer.from_dict(meta["normalizer"])
+    bundle = bundle_for(model, None)
+    normalizer = model.meta.make_normalizer()
     items = [bundle.test[i] for i in range(min(n_fields, len(bundle.test)))]
     hr = torch.stack([it["hr"] for it in items])
     cond = torch.stack([it["cond"] for it in items])
@@ -321,38 +330,46 @@ def bench_memory(args: argparse.Namespace, device: torch.device) -> None:
     steps, base = (2, 16) if args.quick else (5, 32)
     ckpt = untrained_checkpoint(root / "model.pt", base)
     synthetic_dataset(32, ny, nx, variables=("t2m", "u10"), seed=0).to_netcdf(root / "lr.nc")
-    common = ["downscale", "--checkpoint", str(ckpt), "--members", str(args.members),
+    common = ["downscale", "--checkpoint", str(ckpt),
               "--sampler", "ddim", "--steps", str(steps), "--batch-size", str(args.members),
               "--device", str(device), "--no-progress"]
     print(f"\nstreaming memory (downscale of {ny}x{nx} -> {4 * ny}x{4 * nx}, 2 channels, "
           f"{args.members} members, DDIM {steps} steps, base {base} untrained UNet, "
           f"batch size {args.members}: the same network batches whatever the number of fields; "
           f"--chunk-fields 8, device {device})")
-    print(f"{'fields':>6s} {'format':>6s} {'peak RSS MB':>11s} {'VmHWM MB':>9s} "
+    print(f"{'fields':>6s} {'format':>6s} {'members':>7s} {'peak RSS MB':>11s} {'VmHWM MB':>9s} "
           f"{'s/field':>8s} {'ensemble MB':>11s}")
     peaks = {}
-    for n, fmt in ((1, "nc"), (8, "nc"), (32, "nc"), (32, "zarr")):
+    m4 = 4 * args.members
+    for n, fmt, members in ((1, "nc", args.members), (8, "nc", args.members),
+                            (32, "nc", args.members), (32, "zarr", args.members), (1, "nc", m4)):
         with xr_open(root / "lr.nc") as ds:
             ds.isel(time=slice(0, n)).to_netcdf(root / f"lr{n}.nc")
         argv = [*common, "--input", str(root / f"lr{n}.nc"), "--output",
-                str(root / f"out{n}.{fmt}")]
+                str(root / f"out{n}_{members}.{fmt}"), "--members", str(members)]
         r = run_child({"kind": "downscale", "threads": torch.get_num_threads(), "argv": argv})
         if r["rc"] != 0:
             raise RuntimeError(f"downscale of {n} fields failed with exit status {r['rc']}")
-        whole = n * args.members * 2 * (4 * ny) * (4 * nx) * 4 / 2**20  # float32, at once
-        peaks[(n, fmt)] = r["rss_mb"]
-        print(f"{n:6d} {fmt:>6s} {r['rss_mb']:11.0f} {r['hwm_mb']:9.0f} {r['wall'] / n:8.2f} "
-              f"{whole:11.1f}", flush=True)
-    ratio = peaks[(32, "nc")] / peaks[(1, "nc")]
+        whole = n * members * 2 * (4 * ny) * (4 * nx) * 4 / 2**20  # float32, at once
+        peaks[(n, fmt, members)] = r["rss_mb"]
+        print(f"{n:6d} {fmt:>6s} {members:7d} {r['rss_mb']:11.0f} {r['hwm_mb']:9.0f} "
+              f"{r['wall'] / n:8.2f} {whole:11.1f}", flush=True)
+    one = peaks[(1, "nc", args.members)]
+    ratio = peaks[(32, "nc", args.members)] / one
     print(f"peak RSS 32 fields / 1 field: {ratio:.3f} (target <= 1.2: "
           f"{'MET' if ratio <= 1.2 else 'NOT MET'}); 8 fields / 1 field: "
-          f"{peaks[(8, 'nc')] / peaks[(1, 'nc')]:.3f}")
+          f"{peaks[(8, 'nc', args.members)] / one:.3f}; 1 field with {m4} members / "
+          f"{args.members}: {peaks[(1, 'nc', m4)] / one:.3f} (memory grows with the members of "
+          "a chunk)")
 
 
 def xr_open(path: Path):  # -> xarray.Dataset (xarray imported only by the parts that need it)
     import xarray as xr
 
     return xr.open_dataset(path)
+
+
+PARTS = ("all", "samplers", "tiling", "memory", "precision", "processes", "tiling-quality")
 
 
 def main() -> None:
@@ -364,8 +381,13 @@ def main() -> None:
                         help="training steps of the model trained here (150 quick, 3000 full)")
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--fields", type=int, default=2)
-    parser.add_argument("--part", choices=("all", "samplers", "tiling", "memory"),
-                        default="all")
+    parser.add_argument("--part", choices=PARTS, default="all")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="precision part: timed network evaluations per precision")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="processes part: torchrun processes against one")
+    parser.add_argument("--out", default=None,
+                        help="tiling-quality part: bench_tiling.py's --out (default its own)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -381,6 +403,35 @@ def main() -> None:
         bench_tiling(args, device)
     if args.part in ("all", "memory"):
         bench_memory(args, device)
+    if args.part in ("all", "processes"):
+        from sampling_processes import bench_processes
+
+        from weather_sr.data import synthetic_dataset
+
+        root = Path(tempfile.mkdtemp(prefix="bench_procs_"))
+        n = 2 if args.quick else 8
+        synthetic_dataset(n, 36, 48, variables=("t2m", "u10"), seed=0).to_netcdf(root / "lr.nc")
+        bench_processes(args, device, root, untrained_checkpoint(root / "model.pt", 32),
+                        root / "lr.nc", n)
+    if args.part in ("all", "tiling-quality"):  # bench_tiling.py: what tiling costs in quality
+        forward = [*(["--quick"] if args.quick else []),
+                   *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
+                   *(["--out", args.out, "--overwrite"] if args.out else [])]
+        subprocess.run([sys.executable, str(Path(__file__).with_name("bench_tiling.py")),
+                        *forward], check=True)
+    if args.part in ("all", "precision"):
+        from sampling_precision import bench_precision
+
+        from weather_sr.model.loading import load_model
+        from weather_sr.runtime import tune_malloc
+
+        tune_malloc()  # as every weather-sr command does (the system-time share depends on it)
+        ckpt = (Path(args.checkpoint) if args.checkpoint
+                else train_small(args.quick, str(device), args.train_steps))
+        model = load_model(ckpt, device)
+        truth, cond, normalizer = load_test_fields(model, args.fields,
+                                                   (32, 32) if args.quick else None)
+        bench_precision(args, device, model, truth, cond, normalizer, scores)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ optimiser steps and learning-rate schedule. Each run trains through the library
 
 **Evaluation.** The test split, ensembles of ``members`` members from the library's default
 sampler (``core.sampler_defaults``: DPM-Solver++(2M), 20 steps) for every arm, scored with
-``evaluation.metrics.evaluate_method`` in physical units (cos-latitude weights on lat/lon grids)
+``evaluation.accumulate.evaluate_method`` in physical units (cos-latitude weights on lat/lon grids)
 and averaged over channels: fair CRPS and ensemble-mean RMSE, each divided by the channel's
 standard deviation over the test fields (so that K and m2 s-2 count alike), spread/skill, member
 LSD over all frequencies and above the LR Nyquist frequency (0.5 / scale factor cycles per HR
@@ -71,8 +71,8 @@ from weather_sr.config import load_config
 from weather_sr.core.sampler_defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.data import build_datasets
 from weather_sr.data.sample import ERA5_VARIABLES, SAMPLE_VARIABLES, shipped_data_path
+from weather_sr.evaluation.accumulate import evaluate_method
 from weather_sr.evaluation.evalset import EvalSet, load_split, model_prediction
-from weather_sr.evaluation.metrics import evaluate_method
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.model.loading import load_model
 from weather_sr.training.loop import train

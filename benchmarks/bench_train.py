@@ -74,7 +74,7 @@ class _Fields(torch.utils.data.Dataset):
 
 
 def bench_lambda(args: argparse.Namespace, device: torch.device) -> None:
-    from weather_sr.training.distributed import DistInfo
+    from weather_sr.distributed import DistInfo
     from weather_sr.training.trainer import Trainer
 
     data = _Fields(4 * args.batch, 2, args.size)

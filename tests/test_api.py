@@ -73,6 +73,33 @@ def test_api_coarsen_and_tiles_equal_cli(tmp_path: Path, files: tuple[Path, Path
     assert api.attrs["coarsened_input"] == 1 and api.attrs["tile"] == 16
 
 
+def test_api_reads_lazy_input_chunk_by_chunk(tmp_path: Path, files: tuple[Path, Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lazily opened Dataset is read a chunk of fields at a time and never loaded whole; the
+    result equals the CLI's (other chunking) for the same seed, also with dask chunks."""
+    from weather_sr.inference import api
+
+    ckpt, inp = files
+    cli = _cli(tmp_path, inp, "--members", "2", "--steps", "2", "--chunk-fields", "3")
+    sizes: list[int] = []
+    real = api.prepare_fields
+
+    def spy(fields: xr.DataArray, *args: object, **kwargs: object) -> object:
+        sizes.append(int(fields.sizes["sample"]))
+        return real(fields, *args, **kwargs)
+
+    monkeypatch.setattr(api, "prepare_fields", spy)
+    with xr.open_dataset(inp) as lr:
+        out = weather_sr.downscale(lr, ckpt, members=2, steps=2, chunk_fields=2, device="cpu")
+        assert not lr["t2m"].variable._in_memory  # read by chunks, never loaded whole
+    assert sizes == [2, 1]
+    _assert_same(out, cli)
+    with xr.open_dataset(inp, chunks={"time": 1}) as lr:
+        dask_out = weather_sr.downscale(lr, ckpt, members=2, steps=2, chunk_fields=1,
+                                        device="cpu")
+    _assert_same(dask_out, cli)
+
+
 def test_network_evaluations_recorded(tmp_path: Path, files: tuple[Path, Path]) -> None:
     """Ancestral sampling runs all T = 20 steps whatever --steps says; provenance says so."""
     ds = _cli(tmp_path, files[1], "--members", "2", "--sampler", "ancestral", "--steps", "3")

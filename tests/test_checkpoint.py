@@ -231,8 +231,8 @@ def test_check_data_names_the_first_mismatch(payload: dict[str, Any]) -> None:
 
 def test_regression_base_must_fit_the_run(payload: dict[str, Any], tmp_path: Path) -> None:
     """The diffusion.regression_checkpoint check is the same check, scale factor included."""
+    from weather_sr import distributed as D
     from weather_sr.data import build_datasets, synthetic_dataset, write_zarr
-    from weather_sr.training import distributed as D
     from weather_sr.training.trainer import Trainer
 
     script = _script()

@@ -1,14 +1,19 @@
-"""Data-parallel training with 2 gloo processes on CPU: disjoint data, identical weights."""
+"""Several processes with gloo on CPU: data-parallel training (disjoint data, identical
+weights) and ``torchrun`` downscaling (the output of one process, bit for bit)."""
 
 from __future__ import annotations
 
 import csv
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.multiprocessing as mp
+import xarray as xr
 
 from weather_sr.model.checkpoint import load_checkpoint
 
@@ -96,3 +101,52 @@ def test_two_gloo_ranks_see_different_data_and_agree(tmp_path: Path) -> None:
     saved = load_checkpoint(run_dir / "checkpoints" / "step_00000003.pt")
     for key, value in r0["state"].items():
         torch.testing.assert_close(saved["model"][key], value, rtol=0, atol=0)
+
+
+def torchrun(nproc: int, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node nproc -m weather_sr argv`` (1: no torchrun), one
+    thread per process so that one and two processes run the same kernels."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+              f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    return subprocess.run([*launch, "-m", "weather_sr", *argv], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_torchrun_downscale_equals_one_process(tmp_path: Path) -> None:
+    """2 ranks split the (field, member) batches; rank 0 writes the file one process writes."""
+    from test_infer import _checkpoint, _input
+
+    ckpt, inp = _checkpoint(tmp_path / "model.pt"), _input(tmp_path / "lr.nc")
+    outputs = {}
+    for n in (1, 2):
+        out = tmp_path / f"out{n}.nc"
+        # 3 fields x 3 members in batches of 2: 5 batches, ranks take 3 and 2; two chunks
+        run = torchrun(n, "downscale", "--checkpoint", str(ckpt), "--input", str(inp),
+                       "--output", str(out), "--members", "3", "--steps", "2",
+                       "--batch-size", "2", "--chunk-fields", "2", "--device", "cpu",
+                       "--no-progress")
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.count("wrote ") == 1  # rank 0 alone reports (and writes)
+        outputs[n] = xr.load_dataset(out)
+    one, two = outputs[1], outputs[2]
+    for name in one.data_vars:
+        np.testing.assert_array_equal(two[name].values, one[name].values, err_msg=name)
+    assert {k for k in one.attrs if one.attrs[k] != two.attrs.get(k)} <= {
+        "date_created", "history", "command_line"}  # the output names differ
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nc", "model.pt", "out1.nc",
+                                                          "out2.nc"]
+
+
+def test_torchrun_downscale_error_on_every_rank_writes_nothing(tmp_path: Path) -> None:
+    """A bad option found while sampling fails every rank alike: one-line error, no output."""
+    from test_infer import _checkpoint, _input
+
+    ckpt, inp = _checkpoint(tmp_path / "model.pt"), _input(tmp_path / "lr.nc")
+    out = tmp_path / "out.nc"
+    run = torchrun(2, "downscale", "--checkpoint", str(ckpt), "--input", str(inp), "--output",
+                   str(out), "--steps", "2", "--tile", "3", "--device", "cpu", "--no-progress")
+    assert run.returncode != 0
+    assert run.stderr.count("weather-sr downscale: error: --tile 3: must be a multiple") == 2
+    assert "Traceback" not in run.stderr.split("weather-sr downscale: error")[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nc", "model.pt"]

@@ -156,6 +156,77 @@ def test_evaluate_refuses_bad_options(checkpoints: dict[str, Path], tmp_path: Pa
     assert not (tmp_path / "r").exists()
 
 
+def _results(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())["results"]
+
+
+def _assert_close(a: object, b: object, rtol: float, where: str = "") -> None:
+    """Nested metric dicts equal: numbers to rtol, the rest exactly."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_close(a[k], b[k], rtol, f"{where}/{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_close(x, y, rtol, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert b == pytest.approx(a, rel=rtol, abs=1e-9), where
+    else:
+        assert a == b, where
+
+
+def test_evaluate_in_chunks_scores_what_one_pass_does(checkpoints: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """--chunk-fields 1 reads, samples and scores one field at a time; the report's numbers are
+    those of one chunk (network batches differ: float rounding only)."""
+    common = ["evaluate", "--checkpoint", str(checkpoints["diffusion"]), "--members", "3",
+              "--steps", "2", "--max-fields", "3", "--device", "cpu"]
+    for k in (1, 8):
+        assert main([*common, "--out", str(tmp_path / f"r{k}"), "--chunk-fields", str(k)]) == 0
+    one, whole = _results(tmp_path / "r1"), _results(tmp_path / "r8")
+    _assert_close(one, whole, rtol=1e-4)
+    assert whole["dif"]["n_fields"] == 3
+    settings = json.loads((tmp_path / "r1" / "metrics.json").read_text())["settings"]
+    assert settings["n_fields"] == 3 and len(settings["times"]) == 2
+    assert settings["precision"] == "float32" and settings["tile"] == 0
+
+
+def test_evaluate_tiles(checkpoints: dict[str, Path], tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--tile/--overlap sample in tiles (recorded in the settings); bad ones are refused."""
+    base = ["evaluate", "--checkpoint", str(checkpoints["diffusion"]), "--members", "2",
+            "--steps", "2", "--max-fields", "1", "--device", "cpu"]
+    for extra, word in ((["--tile", "15"], "--tile"), (["--tile", "16", "--overlap", "16"],
+                                                       "--overlap")):
+        assert main([*base, "--out", str(tmp_path / "bad"), *extra]) == 2
+        assert word in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main([*base, "--out", str(tmp_path / "t"), "--tile", "16", "--overlap", "8"]) == 0
+    assert main([*base, "--out", str(tmp_path / "w")]) == 0
+    tiled, whole = _results(tmp_path / "t"), _results(tmp_path / "w")
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["settings"]["tile"] == 16
+    assert "tiles of 16 px (overlap 8)" in (tmp_path / "t" / "report.md").read_text()
+    assert "network in float32, whole fields" in (tmp_path / "w" / "report.md").read_text()
+    assert tiled["bicubic"] == whole["bicubic"]
+    assert tiled["dif"]["mean"]["crps"] != whole["dif"]["mean"]["crps"]  # tiles: other samples
+
+
+def test_torchrun_evaluate_equals_one_process(checkpoints: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    """2 gloo ranks share the sampling, rank 0 scores and writes: the same report numbers."""
+    from test_distributed import torchrun
+
+    argv = ["evaluate", "--checkpoint", str(checkpoints["diffusion"]), "--members", "3",
+            "--steps", "2", "--max-fields", "3", "--batch-size", "2", "--chunk-fields", "2",
+            "--device", "cpu"]
+    for n in (1, 2):
+        run = torchrun(n, *argv, "--out", str(tmp_path / f"r{n}"))
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.count("report written") == 1
+    assert _results(tmp_path / "r2") == _results(tmp_path / "r1")
+
+
 @pytest.mark.slow
 def test_quick_demo_writes_the_ablation_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"

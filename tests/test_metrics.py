@@ -16,6 +16,7 @@ from skimage.metrics import structural_similarity
 
 from weather_sr.errors import UserError
 from weather_sr.evaluation import metrics
+from weather_sr.evaluation.accumulate import evaluate_method
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -339,13 +340,13 @@ def test_evaluate_method_deterministic_and_ensemble():
     lat = np.linspace(-60, 60, 16)
     mask = np.ones((1, 1, 16, 16))
     mask[..., :2, :] = 0
-    det = metrics.evaluate_method(y, ens[:, 0], lat=lat, mask=mask, channel_names=["t2m", "u10"])
+    det = evaluate_method(y, ens[:, 0], lat=lat, mask=mask, channel_names=["t2m", "u10"])
     json.dumps(det, allow_nan=False)
     assert det["kind"] == "deterministic" and "crps" not in det["metrics"]["t2m"]
     assert det["metrics"]["u10"]["rmse"] == pytest.approx(
         metrics.rmse(y, ens[:, 0], lat=lat, mask=mask)[1]
     )
-    out = metrics.evaluate_method(y, torch.as_tensor(ens), lat=lat, mask=mask)
+    out = evaluate_method(y, torch.as_tensor(ens), lat=lat, mask=mask)
     json.dumps(out, allow_nan=False)
     assert out["kind"] == "ensemble" and out["n_members"] == 3
     ch = out["metrics"]["channel_1"]
@@ -367,11 +368,11 @@ def test_evaluate_method_deterministic_and_ensemble():
 
 def test_evaluate_method_perfect_prediction_and_single_member():
     y = _rng(16).normal(size=(2, 1, 12, 12))
-    out = metrics.evaluate_method(y, y[:, None])  # one member -> deterministic
+    out = evaluate_method(y, y[:, None])  # one member -> deterministic
     assert out["kind"] == "deterministic"
     m = out["metrics"]["channel_0"]
     assert m["rmse"] == 0.0 and m["lsd"] == 0.0 and m["ssim"] == pytest.approx(1.0)
-    small = metrics.evaluate_method(y[..., :8, :8], y[..., :8, :8])
+    small = evaluate_method(y[..., :8, :8], y[..., :8, :8])
     assert small["metrics"]["channel_0"]["ssim"] is None  # too small for an 11x11 window
     with pytest.raises(UserError, match="channel_names"):
-        metrics.evaluate_method(y, y, channel_names=["a", "b"])
+        evaluate_method(y, y, channel_names=["a", "b"])

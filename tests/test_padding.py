@@ -137,9 +137,9 @@ def test_trainer_pads_patches_narrower_than_globe_with_zeros(
 ) -> None:
     """(iii) training: on a global grid the network sees each training patch narrower than the
     globe with zeros x padding, a patch as wide as the globe with circular padding."""
+    from weather_sr import distributed as D
     from weather_sr.config import load_config
     from weather_sr.data import build_datasets, synthetic_dataset, write_zarr
-    from weather_sr.training import distributed as D
     from weather_sr.training.trainer import Trainer
 
     data = write_zarr(synthetic_dataset(8, 16, W, variables=("a",), seed=2), tmp_path / "f.zarr")

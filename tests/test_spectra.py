@@ -144,7 +144,7 @@ def test_lsd_above_lr_nyquist_brute_force(h, w, s):
 
 
 def test_evaluate_method_scores_lsd_above_lr():
-    from weather_sr.evaluation.metrics import evaluate_method
+    from weather_sr.evaluation.accumulate import evaluate_method
 
     rng = np.random.default_rng(5)
     truth = rng.normal(size=(2, 1, 16, 16))

@@ -213,15 +213,22 @@ def _copy_partial(partial: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("change", ["--seed", "--steps", "--members", "--eta", "--sampler",
-                                    "--tile", "--overlap", "--checkpoint", "--input"])
+                                    "--tile", "--overlap", "--precision", "--checkpoint",
+                                    "--input"])
 def test_resume_with_other_settings_is_refused(world: dict[str, Path], partial: Path,
                                                tmp_path: Path, change: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from weather_sr.inference import precision
+
     out, mine = _copy_partial(partial, tmp_path)
+    other = {"float32": "bf16", "bf16": "float32"}[precision.resolve_precision("auto", "cpu")]
+    monkeypatch.setattr(precision, "native_bf16_cpu", lambda: True)  # bf16 without a warning
     extra = {"--seed": ["--seed", "4"], "--steps": ["--steps", "3"],
              "--members": ["--members", "3"], "--eta": ["--eta", "0.2"],
              "--sampler": ["--sampler", "dpmpp_2m"], "--tile": ["--tile", "8"],
-             "--overlap": ["--overlap", "4"]}.get(change, [])
+             "--overlap": ["--overlap", "4"],
+             "--precision": ["--precision", other]}.get(change, [])
     ck, inp = None, None
     if change == "--checkpoint":
         ck = _checkpoint(tmp_path / "other.pt", nan=True)

@@ -9,8 +9,10 @@ from pathlib import Path
 from weather_sr.config import check_seed
 from weather_sr.core.sampler_defaults import (
     DEFAULT_ETA,
+    DEFAULT_PRECISION,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
+    PRECISIONS,
     SAMPLER_NAMES,
 )
 from weather_sr.devices import DEVICE_CHOICES
@@ -45,15 +47,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="random seed; each (field, member) derives its own (default: %(default)s)")
     add("--coarsen", action="store_true",
         help="the input is HR: coarsen it by the checkpoint's scale factor first (evaluation)")
-    add("--tile", type=int, default=None,
-        help="tile size in HR pixels, to bound memory on large domains; use at least twice "
-             "the training patch size (README: what tiling costs) (default: whole field)")
-    add("--overlap", type=int, default=32,
-        help="overlap between tiles in HR pixels (default: %(default)s)")
+    add_tile_options(parser)
     add("--batch-size", type=int, default=8,
         help="(field, member) samples per batch, and tiles per network call (default: %(default)s)")
     add("--device", default="auto",
-        help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default: %(default)s)")
+        help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N; under torchrun each rank takes "
+             "its own GPU (default: %(default)s)")
+    add_precision_option(parser)
     add("--overwrite", action="store_true",
         help="replace an existing output file (never one of the inputs) once the new one is "
              "complete")
@@ -61,6 +61,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="NetCDF file whose 1-D lat/lon give the output coordinates (same size as output; "
              "default: the cell centres of the LR grid's sub-cells)")
     add("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_tile_options(parser: argparse.ArgumentParser) -> None:
+    """``--tile`` and ``--overlap``, shared by downscale and evaluate."""
+    parser.add_argument(
+        "--tile", type=int, default=None,
+        help="tile size in HR pixels, to bound memory on large domains; use at least twice "
+             "the training patch size (README: what tiling costs) (default: whole field)")
+    parser.add_argument("--overlap", type=int, default=32,
+                        help="overlap between tiles in HR pixels (default: %(default)s)")
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """``--precision``, shared by downscale and evaluate."""
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+        help="network arithmetic while sampling: float32, or bf16 autocast; auto: bf16 only on "
+             "a CPU with native bf16 instructions (README: sampling precision) "
+             "(default: %(default)s)")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -82,7 +101,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
     argv = ["weather-sr", "downscale"]
     for key in ("checkpoint", "input", "output", "members", "sampler", "steps", "eta", "seed",
                 "tile", "overlap", "batch_size", "chunk_fields", "output_format", "device",
-                "target_grid"):
+                "precision", "target_grid"):
         value = getattr(args, key)
         if value is not None:
             option = "format" if key == "output_format" else key.replace("_", "-")
@@ -92,10 +111,12 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weather_sr import distributed
     from weather_sr.inference.downscale import downscale
     from weather_sr.inference.ensemble import SamplingOptions
 
     _check(args)
+    info = distributed.setup(args.device, mps=True)  # torchrun: a process group, this rank's device
     if args.input == "sample" and not Path(args.input).exists():
         from weather_sr.data.sample import sample_data_path
 
@@ -103,12 +124,18 @@ def run(args: argparse.Namespace) -> int:
     options = SamplingOptions(
         sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
         members=args.members, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
+        precision=args.precision,
     )
-    path = downscale(
-        args.checkpoint, args.input, args.output, options, coarsen_input=args.coarsen,
-        device=args.device, overwrite=args.overwrite, target_grid=args.target_grid,
-        argv=command_line(args), show_progress=not args.no_progress,
-        chunk_fields=args.chunk_fields, output_format=args.output_format, resume=args.resume,
-    )
-    print(f"wrote {path}")
+    try:
+        path = downscale(
+            args.checkpoint, args.input, args.output, options, coarsen_input=args.coarsen,
+            device=str(info.device), overwrite=args.overwrite, target_grid=args.target_grid,
+            argv=command_line(args), show_progress=not args.no_progress,
+            chunk_fields=args.chunk_fields, output_format=args.output_format,
+            resume=args.resume,
+        )
+    finally:
+        distributed.teardown(info)
+    if info.is_main:
+        print(f"wrote {path}")
     return 0

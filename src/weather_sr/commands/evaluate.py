@@ -53,8 +53,9 @@ def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
     from weather_sr.config import check_seed
 
     check_seed(args.seed)
+    extra = {k: getattr(args, k) for k in ("tile", "overlap", "precision") if hasattr(args, k)}
     return SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
-                           members=args.members, batch_size=args.batch_size)
+                           members=args.members, batch_size=args.batch_size, **extra)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,18 +74,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from weather_sr.core.sampler_defaults import DEFAULT_STEPS
 
     add_sampling_options(parser, members=8, steps=DEFAULT_STEPS)
+    from weather_sr.commands.downscale import add_precision_option, add_tile_options
+
+    add_tile_options(parser)
+    add_precision_option(parser)
+    parser.add_argument("--chunk-fields", type=int, default=8,
+                        help="fields read, sampled and scored at a time; memory grows with it, "
+                             "not with the number of fields (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from weather_sr.devices import select_device
+    from weather_sr import distributed
     from weather_sr.evaluation.pipeline import evaluate_checkpoints
 
     options = sampling_options(args)
     if args.max_fields is not None and args.max_fields < 1:
         raise UserError(f"option --max-fields {args.max_fields}: give at least 1")
-    report, _ = evaluate_checkpoints(
-        args.checkpoint, args.out, options=options, data_path=args.data, split=args.split,
-        max_fields=args.max_fields, device=select_device(args.device), overwrite=args.overwrite,
-    )
-    print(f"report written to {report}")
+    info = distributed.setup(args.device, mps=True)  # torchrun: a process group, this rank's GPU
+    try:
+        report, _ = evaluate_checkpoints(
+            args.checkpoint, args.out, options=options, data_path=args.data, split=args.split,
+            max_fields=args.max_fields, device=info.device, overwrite=args.overwrite,
+            chunk_fields=args.chunk_fields,
+        )
+    finally:
+        distributed.teardown(info)
+    if info.is_main:
+        print(f"report written to {report}")
     return 0

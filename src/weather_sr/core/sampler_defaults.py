@@ -9,3 +9,7 @@ SAMPLER_NAMES: tuple[str, ...] = ("ancestral", "ddim", "dpmpp_2m")
 DEFAULT_SAMPLER = "dpmpp_2m"
 DEFAULT_STEPS = 20
 DEFAULT_ETA = 0.0
+
+# Network arithmetic while sampling: "auto" resolves per device (weather_sr.inference.precision)
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bf16")
+DEFAULT_PRECISION = "auto"

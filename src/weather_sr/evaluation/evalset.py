@@ -13,8 +13,9 @@ every method starts from that same LR field:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ import torch
 from weather_sr.data import DataBundle, Normalizer, prepare_condition, upsample
 from weather_sr.data.condition import ConditionSpec, grid_latlon
 from weather_sr.errors import UserError
-from weather_sr.evaluation.metrics import evaluate_method
-from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
+from weather_sr.evaluation.accumulate import ScoreAccumulator
+from weather_sr.inference.ensemble import SamplingOptions, options_for, sample_ensemble
 from weather_sr.model.downscaling_model import DownscalingModel
 
 BASELINES = ("nearest", "bilinear", "bicubic")
@@ -60,19 +61,40 @@ class EvalSet:
     feature_lat: np.ndarray | None = None
     feature_lon: np.ndarray | None = None
 
+    def head(self) -> EvalSet:
+        """The first field alone (what the report's panels show)."""
+        one = slice(0, 1)
+        return replace(self, truth=self.truth[one], mask=self.mask[one],
+                       lr=None if self.lr is None else self.lr[one],
+                       inputs=None if self.inputs is None else self.inputs[one],
+                       times=self.times[:1],
+                       time_values=None if self.time_values is None else self.time_values[one])
 
-def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None = None) -> EvalSet:
-    """The full fields of ``split`` ("train", "val" or "test"), in time order."""
+
+def split_size(bundle: DataBundle, split: str = "test", max_fields: int | None = None) -> int:
+    """Number of fields to score in ``split`` ("train", "val" or "test"): at most ``max_fields``."""
     if split not in ("train", "val", "test"):
         raise UserError(f"option --split {split!r}: choose train, val or test")
     dataset = getattr(bundle, split)
     n = len(dataset) if max_fields is None else min(len(dataset), max_fields)
     if n == 0:
         raise UserError(f"the {split} split is empty: use more time steps or change data.split")
+    return n
+
+
+def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None = None,
+               fields: tuple[int, int] | None = None) -> EvalSet:
+    """The full fields of ``split`` in time order: all (at most ``max_fields``), or the ones
+    ``fields = (start, stop)`` of those (a chunk, for scoring chunk by chunk)."""
+    n = split_size(bundle, split, max_fields)
+    start, stop = fields if fields is not None else (0, n)
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"fields {start}..{stop}: outside the {n} fields of the {split} split")
+    dataset = getattr(bundle, split)
     s = bundle.scale_factor
     H, W = dataset.source.shape
     ly, lx = np.arange(H // s), np.arange(W // s)
-    rows = [int(r) for r in dataset.samples[:n]]
+    rows = [int(r) for r in dataset.samples[start:stop]]
     truth = np.stack([dataset.source.hr_window(r, slice(0, H), slice(0, W)) for r in rows])
     spec = dataset.condition
     lr, inputs = None, None
@@ -82,7 +104,8 @@ def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None =
             [dataset.inputs.lr_window(r, ly, lx) for r in rows]).astype(np.float32)
     else:
         inputs = np.stack([dataset.inputs.window(r, slice(0, H), slice(0, W)) for r in rows])
-    times = [] if dataset.times is None else [str(t)[:19] for t in dataset.times[:n]]
+    kept = None if dataset.times is None else np.asarray(dataset.times[start:stop])
+    times = [] if kept is None else [str(t)[:19] for t in kept]
     grid = bundle.grid
     units_attr = str(grid.lat_attrs.get("units", "degrees_north")).lower()
     f_lat, f_lon = grid_latlon(grid) if spec.features else (None, None)
@@ -102,17 +125,20 @@ def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None =
         times=times,
         inputs=inputs,
         condition=spec,
-        time_values=None if dataset.times is None else np.asarray(dataset.times[:n]),
+        time_values=kept,
         feature_lat=f_lat,
         feature_lon=f_lon,
     )
 
 
 def _filled_lr(data: EvalSet) -> torch.Tensor:
-    """LR fields with missing cells set to the channel mean (interpolation needs finite input)."""
+    """LR fields with missing cells set to the field's own channel mean (interpolation needs
+    finite input; per field, so that scoring chunk by chunk changes nothing)."""
     lr = torch.from_numpy(data.lr)
-    fill = torch.from_numpy(np.nanmean(data.lr, axis=(0, 2, 3))).float()[None, :, None, None]
-    return torch.where(torch.isfinite(lr), lr, fill.expand_as(lr))
+    with warnings.catch_warnings():  # a channel missing in a whole field: filled with 0 below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fill = np.nan_to_num(np.nanmean(data.lr, axis=(2, 3), keepdims=True))
+    return torch.where(torch.isfinite(lr), lr, torch.from_numpy(fill).float().expand_as(lr))
 
 
 def baseline_predictions(data: EvalSet) -> dict[str, np.ndarray]:
@@ -150,8 +176,13 @@ def model_prediction(
     device: torch.device | str = "cpu",
     source: str = "checkpoint",
     progress: Callable[[int, int], None] | None = None,
+    field_offset: int = 0,
 ) -> np.ndarray:
-    """Physical-unit output of one model: regression [N, C, H, W], diffusion [N, M, C, H, W]."""
+    """Physical-unit output of one model: regression [N, C, H, W], diffusion [N, M, C, H, W].
+
+    ``field_offset``: the split index of ``data``'s first field (each (field, member) has its
+    own seed, so scoring chunk by chunk samples what one pass would).
+    """
     normalizer = check_compatible(model, data, source)
     assert model.meta is not None and data.inputs is not None
     cond = prepare_condition(
@@ -168,26 +199,31 @@ def model_prediction(
                 ]
             )
     else:
-        out = sample_ensemble(model, cond, options, device=device, progress=progress)
+        options = options_for(model, options, periodic=data.periodic)
+        out = sample_ensemble(model, cond, options, device=device, progress=progress,
+                              field_offset=field_offset)
     return np.asarray(normalizer.denormalise(out.numpy().astype(np.float64)), dtype=np.float32)
 
 
-def score(data: EvalSet, prediction: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """All metrics of one method (``metrics.evaluate_method``), cos-latitude weighted on lat/lon.
-
-    Spectra of regional (non-periodic) fields are Hann-tapered so that the jump between opposite
-    edges does not leak power into the high frequencies of every method alike.
-    """
-    return evaluate_method(
-        np.nan_to_num(data.truth),
-        prediction,
-        mask=data.mask,
+def scorer(data: EvalSet, seed: int = 0) -> ScoreAccumulator:
+    """The accumulator of one method's metrics on ``data``'s grid (``accumulate.evaluate_method``'s
+    options): cos-latitude weighted on lat/lon; spectra of regional (non-periodic) fields
+    Hann-tapered so that the jump between opposite edges does not leak power into the high
+    frequencies of every method alike. Feed it chunks of the split in order."""
+    return ScoreAccumulator(
         lat=data.lat if data.lat_is_degrees else None,
         channel_names=data.channels,
         seed=seed,
         window="none" if data.periodic else "hann",
         scale_factor=data.scale_factor,
     )
+
+
+def score(data: EvalSet, prediction: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """All metrics of one method on all of ``data`` (:func:`scorer`, one chunk)."""
+    acc = scorer(data, seed)
+    acc.update(np.nan_to_num(data.truth), prediction, mask=data.mask)
+    return acc.result()
 
 
 def run_folder(checkpoint: str | Path) -> Path:

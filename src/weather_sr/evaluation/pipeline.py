@@ -15,10 +15,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from weather_sr import distributed
 from weather_sr.atomic import atomic_output, check_output_path
 from weather_sr.data import DataBundle, build_datasets
 from weather_sr.data.sample import shipped_data_path
 from weather_sr.errors import UserError
+from weather_sr.evaluation.accumulate import ScoreAccumulator
 from weather_sr.evaluation.evalset import (
     EvalSet,
     baseline_predictions,
@@ -27,11 +29,14 @@ from weather_sr.evaluation.evalset import (
     method_name,
     model_prediction,
     run_folder,
-    score,
+    scorer,
+    split_size,
 )
 from weather_sr.evaluation.report import write_report
 from weather_sr.inference.downscale import saved_config
 from weather_sr.inference.ensemble import SamplingOptions
+from weather_sr.inference.precision import resolve_precision
+from weather_sr.inference.stream import chunks
 from weather_sr.model.downscaling_model import DownscalingModel
 from weather_sr.model.loading import load_model
 from weather_sr.targets import Source, check_target
@@ -76,10 +81,10 @@ def check_report_target(
     check_target(out, "report folder", "--out", sources, folder=True)
 
 
-def _progress_bar(total: int, label: str) -> tuple[Any, Any]:
+def _progress_bar(label: str, show: bool) -> tuple[Any, Any]:
     # disable=None: no bar when stderr is not a terminal (logs, pipes keep one error line)
-    bar = tqdm(total=total, desc=label, unit="eval", leave=False, dynamic_ncols=True,
-               disable=None)
+    bar = tqdm(total=1, desc=label, unit="eval", leave=False, dynamic_ncols=True,
+               disable=None if show else True)
 
     def update(i: int, n: int) -> None:
         if (i, n) != (bar.n, bar.total):  # the sampler reports once per chunk of samples
@@ -101,53 +106,86 @@ def evaluate_checkpoints(
     overwrite: bool = False,
     names: Sequence[str] | None = None,
     sections: Sequence[str] = (),
+    chunk_fields: int = 8,
 ) -> tuple[Path, dict[str, Any]]:
     """Score every checkpoint and the baselines on ``split``; write the report into ``out``.
 
-    Returns (path of report.md, {method: metrics}).
+    The split is read, sampled and scored ``chunk_fields`` fields at a time
+    (:class:`~weather_sr.evaluation.accumulate.ScoreAccumulator`; seeds per (field, member) of
+    the split), so memory does not grow with the number of fields and the scores equal those
+    of one pass. Under ``torchrun`` every rank samples its share of each chunk and rank 0
+    scores and writes. Returns (path of report.md, {method: metrics}; {} on other ranks).
     """
     if not checkpoints:
         raise UserError("give at least one --checkpoint")
+    if isinstance(chunk_fields, bool) or not isinstance(chunk_fields, int) or chunk_fields < 1:
+        raise UserError(f"--chunk-fields {chunk_fields!r}: give a positive integer")
     check_report_target(out, checkpoints, data_path)
     # fail before sampling, not after
     check_output_path(out, overwrite, what="report folder", marker="report", option="--out")
     models = [load_model(c, device) for c in checkpoints]
     check_report_target(out, checkpoints, data_path, models)
-    data = load_split(bundle_for(models[0], data_path), split, max_fields)
+    bundle = bundle_for(models[0], data_path)
+    n = split_size(bundle, split, max_fields)
+    main = distributed.current()[0] == 0
+    parts = chunks(n, chunk_fields)
+    data = load_split(bundle, split, max_fields, fields=parts[0])
     for path, model in zip(checkpoints, models, strict=True):
         check_compatible(model, data, str(path))  # every checkpoint, before any sampling
-    predictions: dict[str, np.ndarray] = dict(baseline_predictions(data))
-    logs: dict[str, Path] = {}
-    for k, (path, model) in enumerate(zip(checkpoints, models, strict=True)):
-        name = names[k] if names else method_name(path, model, list(predictions))
-        bar, update = _progress_bar(1, f"{name}: downscaling {len(data.truth)} fields")
-        with bar:
-            predictions[name] = model_prediction(
-                model, data, options, device=device, source=str(path), progress=update
-            )
-        logs[name] = run_folder(path) / "metrics.csv"
-    results = {name: score(data, pred, options.seed) for name, pred in predictions.items()}
+    labels = list(names) if names else _labels(checkpoints, models, baseline_predictions(data))
+    first: EvalSet = data.head()
+    heads: dict[str, np.ndarray] = {}  # the first field of every method, for the panels
+    scores: dict[str, ScoreAccumulator] = {}
+    for a, b in parts:
+        data = data if a == 0 else load_split(bundle, split, max_fields, fields=(a, b))
+        predictions = dict(baseline_predictions(data)) if main else {}
+        for label, path, model in zip(labels, checkpoints, models, strict=True):
+            bar, update = _progress_bar(f"{label}: downscaling fields {a + 1}-{b} of {n}", main)
+            with bar:
+                predictions[label] = model_prediction(model, data, options, device=device,
+                                                      source=str(path), progress=update,
+                                                      field_offset=a)
+        for label, pred in predictions.items() if main else ():
+            scores.setdefault(label, scorer(data, options.seed)).update(
+                np.nan_to_num(data.truth), pred, mask=data.mask)
+        heads = heads or {k: v[:1] for k, v in predictions.items()}
+    if not main:
+        return Path(out) / "report.md", {}
+    results = {name: acc.result() for name, acc in scores.items()}
+    logs = {label: run_folder(path) / "metrics.csv"
+            for label, path in zip(labels, checkpoints, strict=True)}
     if not data_path and models[0].meta is not None:
         data_path = models[0].meta.run_config().data.path
-    settings = _settings(data, options, data_path, checkpoints, models)
+    settings = _settings(n, first, data, options, data_path, checkpoints, models, device)
     with atomic_output(out, overwrite=overwrite, what="report folder", marker="report",
                        option="--out", checked=True) as tmp:
-        write_report(tmp, data, predictions, results, settings=settings, training_logs=logs,
+        write_report(tmp, first, heads, results, settings=settings, training_logs=logs,
                      sections=sections)
     return Path(out) / "report.md", results
 
 
-def _settings(data: EvalSet, options: SamplingOptions, data_path: Any,
-              checkpoints: Sequence[str | Path], models: Sequence[DownscalingModel]
+def _labels(checkpoints: Sequence[str | Path], models: Sequence[DownscalingModel],
+            baselines: Mapping[str, Any]) -> list[str]:
+    """A unique report label per checkpoint (its run folder's name), none a baseline's."""
+    labels: list[str] = []
+    for path, model in zip(checkpoints, models, strict=True):
+        labels.append(method_name(path, model, [*baselines, *labels]))
+    return labels
+
+
+def _settings(n_fields: int, first: EvalSet, last: EvalSet, options: SamplingOptions,
+              data_path: Any, checkpoints: Sequence[str | Path],
+              models: Sequence[DownscalingModel], device: torch.device | str
               ) -> Mapping[str, Any]:
     evals = {str(c): _network_evaluations(m, options)
              for c, m in zip(checkpoints, models, strict=True)}
     distinct = {n for n in evals.values() if n is not None}
     return {
         "data": str(data_path),
-        "split": data.split,
-        "n_fields": len(data.truth),
-        "scale_factor": data.scale_factor,
+        "split": first.split,
+        "n_fields": n_fields,
+        "times": [first.times[0], last.times[-1]] if first.times else [],
+        "scale_factor": first.scale_factor,
         "members": options.members,
         "sampler": options.sampler,
         "steps": options.steps,
@@ -156,6 +194,9 @@ def _settings(data: EvalSet, options: SamplingOptions, data_path: Any,
         "network_evaluations": distinct.pop() if len(distinct) == 1 else None,
         "eta": options.eta,
         "seed": options.seed,
+        "tile": options.tile or 0,
+        "overlap": options.overlap,
+        "precision": resolve_precision(options.precision, device),
         "checkpoints": {str(c): {"kind": m.kind, "target": m.target,
                                  "step": None if m.meta is None else m.meta.step,
                                  "network_evaluations": evals[str(c)]}

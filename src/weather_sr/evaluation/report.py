@@ -196,22 +196,30 @@ def write_report(
     training_logs: Mapping[str, Path] | None = None,
     sections: Sequence[str] = (),
 ) -> Path:
-    """Write metrics.json, the figures and report.md into ``out``; return the report's path."""
+    """Write metrics.json, the figures and report.md into ``out``; return the report's path.
+
+    ``data`` and ``predictions`` need only the first field (the panels); ``settings`` says how
+    many fields were scored (``n_fields``) and their first and last time (``times``).
+    """
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"settings": dict(settings), "results": dict(results)})
     figures = make_figures(out, data, predictions, results, training_logs or {})
-    n, _, h, w = data.truth.shape
+    h, w = data.truth.shape[-2:]
+    n, times = settings.get("n_fields", len(data.truth)), settings.get("times") or data.times
     lines = [
         "# weather-sr evaluation report",
         "",
         f"- data: `{settings.get('data', '?')}`, split **{data.split}**, {n} fields"
-        + (f" ({data.times[0]} to {data.times[-1]})" if data.times else ""),
+        + (f" ({times[0]} to {times[-1]})" if times else ""),
         f"- HR grid {h}x{w}, scale factor {data.scale_factor} (LR {h // data.scale_factor}x"
         f"{w // data.scale_factor}), LR interpolated by {data.interpolation} as the condition",
         "- channels: " + ", ".join(f"{c} [{u}]" for c, u in zip(data.channels, data.units,
                                                                    strict=True)),
         f"- ensembles: {settings.get('members')} members, sampler {settings.get('sampler')}, "
-        f"{_evaluations_text(settings)}, seed {settings.get('seed')}",
+        f"{_evaluations_text(settings)}, seed {settings.get('seed')}"
+        + (f", network in {settings['precision']}" if settings.get("precision") else "")
+        + (f", tiles of {settings['tile']} px (overlap {settings.get('overlap')})"
+           if settings.get("tile") else ", whole fields"),
         "- scores in physical units, "
         + ("cos-latitude area weighted" if data.lat_is_degrees else "uniformly weighted")
         + "; CRPS of a deterministic method is its MAE; LSD = log-spectral distance to the truth "

@@ -1,6 +1,6 @@
 """Radially averaged power spectral density (PSD) of fields and the log-spectral distance (LSD).
 
-Conventions (used by ``metrics.evaluate_method`` and the PSD plots):
+Conventions (used by ``accumulate.evaluate_method`` and the PSD plots):
 
 - A field x is ``[H, W]`` on a regular grid, treated as periodic (no window by default).
   Its 2-D DFT is X[ky, kx] = Σ_mn x[m, n] e^{-2πi (ky m / H + kx n / W)}.

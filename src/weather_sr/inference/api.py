@@ -7,7 +7,7 @@ conditioning, sampling, the CF Dataset), without files: the CLI writes the Datas
     import xarray as xr
     import weather_sr
 
-    model = weather_sr.load_model("runs/sample/checkpoints/last.pt")
+    model = weather_sr.load_model("runs/sample/checkpoints/best.pt")
     lr = xr.open_dataset("lr.nc")
     ens = weather_sr.downscale(lr, model, members=8, seed=0)   # xarray.Dataset
 """
@@ -21,13 +21,15 @@ import torch
 import xarray as xr
 
 from weather_sr.config import check_seed
+from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
 from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
 from weather_sr.inference.downscale import check_model, downscale_prepared
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.inference.netcdf import cf_encoding
-from weather_sr.inference.prepare import prepare_dataset
+from weather_sr.inference.prepare import dataset_fields, prepare_fields
+from weather_sr.inference.stream import chunks
 from weather_sr.model import loading
 from weather_sr.model.downscaling_model import DownscalingModel
 
@@ -46,16 +48,18 @@ def downscale(
     sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, eta: float = DEFAULT_ETA,
     seed: int = 0, coarsen: bool = False, tile: int | None = None, overlap: int = 32,
     batch_size: int = 8, device: str | torch.device = "auto", progress: bool = False,
+    precision: str = DEFAULT_PRECISION, chunk_fields: int = 8,
 ) -> xr.Dataset:
     """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``).
 
     Args:
         ds: the checkpoint's variables (names and units as in training) on a lat/lon grid, with
-            an optional time (and member) dimension; read in full.
+            an optional time (and member) dimension; a lazy Dataset (``xr.open_dataset``,
+            ``xr.open_zarr``, dask) is read ``chunk_fields`` fields at a time.
         checkpoint: a checkpoint path or a model of :func:`load_model` (moved to ``device``).
-        members, sampler, steps, eta, seed, tile, overlap, batch_size: as the CLI's options of
-            the same names; each (field, member) has its own seed, so values do not depend on
-            batching.
+        members, sampler, steps, eta, seed, tile, overlap, batch_size, precision, chunk_fields:
+            as the CLI's options of the same names; each (field, member) has its own seed, so
+            values depend neither on batching nor on chunking.
     Returns:
         The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
         channel ``[time, member, lat, lon]`` with CF attributes and the provenance attributes.
@@ -63,12 +67,14 @@ def downscale(
         UserError (a ValueError): a bad option, or a Dataset without the checkpoint's variables or
         with other units.
     """
-    for name, value in (("members", members), ("steps", steps), ("batch_size", batch_size)):
+    for name, value in (("members", members), ("steps", steps), ("batch_size", batch_size),
+                        ("chunk_fields", chunk_fields)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{name}={value!r}: give a positive integer")
     check_seed(int(seed), "seed")
     options = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=int(seed),
-                              members=members, batch_size=batch_size, tile=tile, overlap=overlap)
+                              members=members, batch_size=batch_size, tile=tile, overlap=overlap,
+                              precision=precision)
     dev = select_device(str(device))
     path: str | os.PathLike[str] | None
     if isinstance(checkpoint, DownscalingModel):
@@ -76,11 +82,22 @@ def downscale(
     else:
         model, path = loading.load_model(checkpoint, dev), checkpoint
     meta = check_model(model, path or "(in memory)")
-    prep = prepare_dataset(ds, meta, coarsen_input=coarsen)
-    out = downscale_prepared(model, prep, options, checkpoint=path, device=dev,
-                             coarsen_input=coarsen, input_name=_input_name(ds), argv=[],
-                             show_progress=progress)
-    call = _call(members, sampler, steps, eta, seed, coarsen, tile, overlap, batch_size, dev)
+    where = "input Dataset"
+    fields = dataset_fields(ds, meta, coarsen_input=coarsen, where=where,
+                            chunk_fields=chunk_fields)
+    parts = []
+    for a, b in chunks(int(fields.sizes["sample"]), chunk_fields):
+        prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
+                              coarsen_input=coarsen, target_grid=None, where=where, source=ds)
+        parts.append(downscale_prepared(model, prep, options, checkpoint=path, device=dev,
+                                        coarsen_input=coarsen, input_name=_input_name(ds),
+                                        argv=[], show_progress=progress, field_offset=a))
+    first = parts[0][meta.channels[0]].dims[0]  # time (or sample, with input members)
+    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim=first, data_vars="minimal",
+                                                     coords="minimal", compat="override",
+                                                     combine_attrs="override")
+    call = _call(members, sampler, steps, eta, seed, coarsen, tile, overlap, batch_size,
+                 precision, chunk_fields, dev)
     out.attrs["command_line"] = call
     out.attrs["history"] = f"{out.attrs['date_created']}: {call}"
     cf_encoding(out)  # so that out.to_netcdf(...) writes what the CLI writes
@@ -96,7 +113,7 @@ def _input_name(ds: xr.Dataset) -> str:
 def _call(*values: Any) -> str:
     """The call, as the provenance's command line (``history``, ``command_line``)."""
     names = ("members", "sampler", "steps", "eta", "seed", "coarsen", "tile", "overlap",
-             "batch_size", "device")
+             "batch_size", "precision", "chunk_fields", "device")
     args = ", ".join(f"{n}={str(v) if isinstance(v, torch.device) else v!r}"
                      for n, v in zip(names, values, strict=True))
     return f"weather_sr.downscale(ds, checkpoint, {args})"

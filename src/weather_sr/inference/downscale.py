@@ -7,7 +7,6 @@ writes each chunk at once (NetCDF or Zarr, :mod:`weather_sr.inference.stream`).
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,13 @@ import xarray as xr
 
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
-from weather_sr.inference.ensemble import SamplingOptions, sample_ensemble
+from weather_sr.inference.ensemble import SamplingOptions, options_for, sample_ensemble
 from weather_sr.inference.netcdf import (
     build_dataset,
     check_finite,
     provenance,
 )
+from weather_sr.inference.precision import resolve_precision
 from weather_sr.inference.prepare import (
     Prepared,
     feature_grid,
@@ -60,8 +60,12 @@ def downscale(
     the chunks) and written at once by :mod:`weather_sr.inference.stream` (NetCDF, or Zarr with
     ``output_format="zarr"`` or an output ending in ``.zarr``; ``resume``: continue a Zarr output's
     partial store). Peak memory does not grow with the number of fields.
+
+    Under ``torchrun`` every rank reads and checks the same input and samples its share of each
+    chunk (:mod:`weather_sr.inference.ensemble`); rank 0 alone writes, after every rank has
+    checked the output path (a barrier), and returns the path.
     """
-    from weather_sr import data
+    from weather_sr import data, distributed
     from weather_sr.inference import stream
     from weather_sr.inference.netcdf import sha256_file
     from weather_sr.model.loading import load_model
@@ -85,14 +89,18 @@ def downscale(
         raise UserError(f"input {input_path}: no fields to downscale")
     times = fields["time"].values
     settings = stream.run_settings(
-        checkpoint_sha256=sha256_file(checkpoint), options=options, input_path=input_path,
+        checkpoint_sha256=sha256_file(checkpoint), options=options,
+        precision=resolve_precision(options.precision, dev), input_path=input_path,
         times=times, coarsen=coarsen_input, target_grid=target_grid) if folder else None
     done = stream.resume_point(output, settings or {}) if resume else 0
+    rank, _ = distributed.current()
+    distributed.barrier()  # every rank has checked the output before rank 0 writes to it
     bar: list[tuple[Any, Callable[[], None]]] = []
 
     def progress(i: int, n_steps: int) -> None:  # the bar appears with the first evaluation
         if not bar:
-            bar.append(_progress_bar((total - done) * options.members, show_progress))
+            bar.append(_progress_bar((total - done) * options.members,
+                                     show_progress and rank == 0))
         if bar[0][0] is not None:
             bar[0][0](i, n_steps)
 
@@ -107,9 +115,14 @@ def downscale(
                                       argv=argv, field_offset=a, progress=progress)
 
         try:
-            return stream.write_chunks(chunk, total, output, fmt=fmt, chunk_fields=chunk_fields,
-                                       overwrite=overwrite, time_enc=stream.time_encoding(times),
-                                       settings=settings, done=done)
+            if rank == 0:
+                return stream.write_chunks(
+                    chunk, total, output, fmt=fmt, chunk_fields=chunk_fields,
+                    overwrite=overwrite, time_enc=stream.time_encoding(times),
+                    settings=settings, done=done)
+            for a, b in stream.chunks(total, chunk_fields, start=done):
+                chunk(a, b)  # this rank's share of the sampling; rank 0 writes
+            return Path(output)
         finally:
             if bar:
                 bar[0][1]()
@@ -143,7 +156,7 @@ def downscale_prepared(
     from weather_sr.core.sampling import network_evaluations
 
     meta = check_model(model, checkpoint or "(in memory)")
-    options = _resolve_options(options, model, prep)
+    options = options_for(model, options, periodic=prep.periodic)
     normalizer = meta.make_normalizer()
     spec = meta.condition_spec()
     s = int(meta.scale_factor or 0)
@@ -172,7 +185,8 @@ def downscale_prepared(
     extra = {"input": input_name, "downscaling_factor": s, "coarsened_input": int(coarsen_input),
              # denoiser calls per member actually made (ancestral: all T, not --steps)
              "network_evaluations": network_evaluations(options.sampler, model.schedule,
-                                                        options.steps)}
+                                                        options.steps),
+             "precision": resolve_precision(options.precision, device)}
     attrs = provenance(checkpoint=checkpoint if checkpoint is not None else os.devnull,
                        sampler=options.sampler, steps=options.steps, eta=options.eta,
                        seed=options.seed, members=options.members, tile=options.tile,
@@ -261,23 +275,6 @@ def out_of_range_input(
         f"{mean[c]:.4g}, std {std[c]:.3g}): the model produced non-finite values for it; "
         "nothing written: check that field (units, fill values) or leave it out"
     )
-
-
-def _resolve_options(options: SamplingOptions, model: Any, prep: Prepared) -> SamplingOptions:
-    """Fill in UNet size multiple and periodicity; check tile/overlap (UserError naming options)."""
-    levels = int(getattr(getattr(model, "net", None), "levels", 1) or 1)
-    multiple = 2 ** (levels - 1)
-    if options.tile is not None:
-        if options.tile < multiple or options.tile % multiple:
-            raise UserError(f"--tile {options.tile}: must be a multiple of {multiple} "
-                            f"(2**(levels-1) for this {levels}-level UNet)")
-        if not 0 <= options.overlap < options.tile:
-            raise UserError(f"--overlap {options.overlap}: must lie in 0..{options.tile - 1}")
-        if options.overlap < 2 * multiple:
-            warnings.warn(f"--overlap {options.overlap} is small for a {levels}-level UNet; "
-                          f"seams may show (use >= {4 * multiple})", stacklevel=2)
-    return SamplingOptions(**{**options.__dict__, "pad_multiple": multiple,
-                              "periodic_x": prep.periodic})
 
 
 def _progress_bar(total_pairs: int, show: bool):  # -> (progress callback, close)

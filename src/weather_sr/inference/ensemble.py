@@ -14,22 +14,30 @@ on the batch.
 Batching. Pairs are processed field-major in chunks of ``batch_size``; the tiled denoiser sends at
 most ``batch_size`` tile-samples per network call, so peak model memory is bounded by
 ``batch_size x tile²`` whatever the domain.
+
+Several processes. Under ``torchrun`` chunk k of the pairs runs on rank k mod world size and the
+ranks then sum their zero-filled results (:func:`weather_sr.distributed.share_sum`): every rank
+holds the same ensemble, and each chunk is the one a single process would have sampled.
 """
 
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from weather_sr import distributed
 from weather_sr.core import sampling
 from weather_sr.core.process import Denoiser
+from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
 from weather_sr.errors import UserError
+from weather_sr.inference.precision import check_precision, resolve_precision, with_precision
 from weather_sr.inference.tiling import TiledDenoiser
 
 Progress = Callable[[int, int], None]
@@ -52,7 +60,7 @@ class SampleModel(Protocol):
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to sample: sampler name, steps, eta, seed, ensemble size, batching and tiling.
+    """How to sample: sampler name, steps, eta, seed, ensemble size, batching, tiling, precision.
 
     Checked on creation (UserError naming the option, as the CLI does) for what sampling would
     refuse anyway: ``sampler`` one of ``weather_sr.core.sampling.SAMPLER_NAMES``; ``steps`` an
@@ -61,7 +69,9 @@ class SamplingOptions:
     only sampler with an eta; the others ignore it); ``batch_size`` >= 1; ``tile`` None, 0 (both:
     no tiling) or positive; ``overlap`` >= 0 (an overlap >= tile is clamped to tile - 1). What
     depends on the model (tile a multiple of the UNet's size multiple) is checked by the caller
-    that knows the model (``inference.downscale``).
+    that knows the model (``inference.downscale``). ``precision``: one of
+    ``core.sampler_defaults.PRECISIONS`` (``"auto"`` resolved per device by
+    :func:`weather_sr.inference.precision.resolve_precision`).
     """
 
     sampler: str = sampling.DEFAULT_SAMPLER  # defaults: the one set in weather_sr.core.sampling
@@ -74,6 +84,7 @@ class SamplingOptions:
     overlap: int = 32
     periodic_x: bool = False
     pad_multiple: int = 1  # network input sizes must be multiples of this (UNet levels)
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         if self.sampler not in sampling.SAMPLER_NAMES:
@@ -89,6 +100,24 @@ class SamplingOptions:
             raise UserError(f"--tile {self.tile!r}: give a positive tile size in pixels")
         if not _is_int(self.overlap, 0):
             raise UserError(f"--overlap {self.overlap!r}: give a non-negative number of pixels")
+        check_precision(self.precision)
+
+
+def options_for(model: Any, options: SamplingOptions, *, periodic: bool) -> SamplingOptions:
+    """``options`` with the UNet's size multiple and the grid's periodicity filled in, after
+    checking ``tile`` and ``overlap`` against the network (UserError naming the option)."""
+    levels = int(getattr(getattr(model, "net", None), "levels", 1) or 1)
+    multiple = 2 ** (levels - 1)
+    if options.tile:
+        if options.tile < multiple or options.tile % multiple:
+            raise UserError(f"--tile {options.tile}: must be a multiple of {multiple} "
+                            f"(2**(levels-1) for this {levels}-level UNet)")
+        if not 0 <= options.overlap < options.tile:
+            raise UserError(f"--overlap {options.overlap}: must lie in 0..{options.tile - 1}")
+        if options.overlap < 2 * multiple:
+            warnings.warn(f"--overlap {options.overlap} is small for a {levels}-level UNet; "
+                          f"seams may show (use >= {4 * multiple})", stacklevel=2)
+    return replace(options, pad_multiple=multiple, periodic_x=periodic)
 
 
 def _is_int(value: Any, low: int) -> bool:
@@ -126,7 +155,8 @@ def sample_pairs(
         pairs: (field, member) with field indexing ``y``; seeds use ``field + field_offset``.
 
     Returns:
-        ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs``.
+        ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs`` (on every rank of
+        a process group, each chunk sampled by one rank).
     """
     name, steps = options.sampler, options.steps
     if sampling.uses_steps(name):
@@ -139,17 +169,21 @@ def sample_pairs(
     kwargs = sampling.sampler_kwargs(name, eta=options.eta)
     chunk = max(1, options.batch_size)
     h, w = y.shape[-2:]
-    out = torch.empty((len(pairs), channels, h, w), dtype=torch.float32)
-    for start in range(0, len(pairs), chunk):
+    rank, world = distributed.current()
+    out = torch.zeros((len(pairs), channels, h, w), dtype=torch.float32)
+    for k, start in enumerate(range(0, len(pairs), chunk)):
+        if k % world != rank:
+            continue
         part = list(pairs[start : start + chunk])
         gens = pair_generators(options.seed, [(f + field_offset, m) for f, m in part])
         y_chunk = y[[f for f, _ in part]].to(device or y.device)
         x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, y_chunk.device,
                                         y_chunk.dtype)
+        # rank 0's bar stands for all ranks' work
         x0 = fn(denoiser, y_chunk, schedule, ts, x_T=x_T, generator=gens,
-                progress=_scaled(progress, len(part)), **kwargs)
+                progress=_scaled(progress if rank == 0 else None, len(part) * world), **kwargs)
         out[start : start + len(part)] = x0.detach().float().cpu()
-    return out
+    return distributed.share_sum(out)
 
 
 def _scaled(progress: Progress | None, n: int) -> Progress | None:
@@ -213,7 +247,8 @@ def sample_ensemble(
     base = torch.cat(bases)
     y = torch.cat(conds)
     pairs = [(f, k) for f in range(n) for k in range(m)]
-    z0 = sample_pairs(tiled(model.denoiser, options), y, model.schedule, pairs,
+    denoiser = with_precision(model.denoiser, resolve_precision(options.precision, device), device)
+    z0 = sample_pairs(tiled(denoiser, options), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
                       field_offset=field_offset, device=device)
     x0 = model.unscale_target(z0)

@@ -46,20 +46,20 @@ def input_variables(meta: CheckpointMeta, coarsen_input: bool) -> tuple[list[str
     return list(lr_vars or cfg.variables or meta.channels), not lr_vars
 
 
-def prepare_dataset(
-    ds: xr.Dataset, meta: CheckpointMeta, *, coarsen_input: bool,
-    target_grid: str | os.PathLike[str] | None = None, where: str = "input Dataset",
-) -> Prepared:
-    """:func:`prepare_fields` for an ``xarray.Dataset`` in memory (the Python API)."""
-    from weather_sr.data.reading import check_values, standardise
+def dataset_fields(ds: xr.Dataset, meta: CheckpointMeta, *, coarsen_input: bool,
+                   where: str = "input Dataset", chunk_fields: int = 8) -> xr.DataArray:
+    """The checkpoint's input variables of an ``xarray.Dataset`` (the Python API) as standardised
+    fields ``[sample, channel, y, x]``, still lazy when ``ds`` is, their values checked
+    ``chunk_fields`` at a time (``stream.check_values_in_chunks``, as for an input file)."""
+    from weather_sr.data.reading import standardise
+    from weather_sr.inference.stream import check_values_in_chunks
 
     if not isinstance(ds, xr.Dataset):
         raise UserError(f"{where}: expected an xarray.Dataset, got {type(ds).__name__}")
     variables, _ = input_variables(meta, coarsen_input)
-    fields = standardise(ds, variables, where).load()
-    check_values(fields.values, [str(c) for c in fields["channel"].values], where)
-    return prepare_fields(fields, meta, coarsen_input=coarsen_input, target_grid=target_grid,
-                          where=where, source=ds)
+    fields = standardise(ds, variables, where)
+    check_values_in_chunks(fields, chunk_fields, where)
+    return fields
 
 
 def prepare_fields(

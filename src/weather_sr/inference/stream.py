@@ -50,7 +50,7 @@ FORMATS = ("netcdf", "zarr")
 KIND = "downscale"  # the marker kind of a Zarr output and of its partial store
 SETTINGS = ".weather-sr-downscale.json"  # in the partial store: settings and fields complete
 COMPARED = ("checkpoint_sha256", "sampler", "steps", "eta", "seed", "members", "tile", "overlap",
-            "input", "input_fields", "input_times_sha256", "coarsen", "target_grid")
+            "precision", "input", "input_fields", "input_times_sha256", "coarsen", "target_grid")
 
 
 def output_format(output: PathLike, fmt: str | None) -> str:
@@ -126,15 +126,17 @@ def time_encoding(times: np.ndarray | None) -> dict[str, Any]:
     return {k: attrs[k] for k in ("units", "calendar") if k in attrs}
 
 
-def run_settings(*, checkpoint_sha256: str, options: Any, input_path: PathLike,
+def run_settings(*, checkpoint_sha256: str, options: Any, precision: str, input_path: PathLike,
                  times: np.ndarray, coarsen: bool, target_grid: PathLike | None
                  ) -> dict[str, Any]:
-    """What must be the same for ``--resume`` to continue a partial output (:data:`COMPARED`)."""
+    """What must be the same for ``--resume`` to continue a partial output (:data:`COMPARED`);
+    ``precision``: the resolved one (float32 or bf16), as the output records it."""
     return {
         "checkpoint_sha256": checkpoint_sha256, "sampler": options.sampler,
         "steps": int(options.steps), "eta": float(options.eta), "seed": int(options.seed),
         "members": int(options.members), "tile": int(options.tile or 0),
-        "overlap": int(options.overlap), "input": os.path.abspath(os.fspath(input_path)),
+        "overlap": int(options.overlap), "precision": precision,
+        "input": os.path.abspath(os.fspath(input_path)),
         "input_fields": len(times),
         "input_times_sha256": hashlib.sha256(np.asarray(times).astype(str).tobytes()).hexdigest(),
         "coarsen": bool(coarsen),

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from weather_sr import distributed as D
 from weather_sr.atomic import atomic_output, remove_folder
 from weather_sr.config import RunConfig, config_to_yaml
 from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import load_checkpoint
 from weather_sr.targets import Source, check_target
-from weather_sr.training import distributed as D
 from weather_sr.training.checkpoints import CheckpointManager
 from weather_sr.training.kit import ItemSeeded, StreamBatchSampler
 from weather_sr.training.run_log import (

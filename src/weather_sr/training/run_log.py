@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from weather_sr import distributed as D
 from weather_sr.atomic import (
     atomic_output,
     check_output_path,
@@ -16,7 +17,6 @@ from weather_sr.atomic import (
     sibling_folder,
 )
 from weather_sr.errors import UserError
-from weather_sr.training import distributed as D
 from weather_sr.write_errors import io_errors
 
 FIELDS = [

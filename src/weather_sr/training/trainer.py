@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from weather_sr import distributed as D
 from weather_sr.config import RunConfig, config_to_dict
 from weather_sr.core.loss import masked_mean
 from weather_sr.errors import UserError
@@ -30,7 +31,6 @@ from weather_sr.model.downscaling_model import (
 from weather_sr.model.loading import model_from_payload
 from weather_sr.model.meta import CheckpointMeta, RegressionBase, condition_payload
 from weather_sr.nn.unet import no_wrap_x
-from weather_sr.training import distributed as D
 from weather_sr.training.checkpoints import CheckpointManager, rng_state, set_rng_state
 from weather_sr.training.kit import (
     EMA,

@@ -1,7 +1,9 @@
-"""Data-parallel training under ``torchrun``: process group, device, rank-0-only side effects.
+"""Several processes under ``torchrun``: process group, device, rank-0-only side effects.
 
-``torchrun --nproc_per_node N -m weather_sr train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; we
-start NCCL on GPUs and gloo on CPUs. Without those variables everything is a single process.
+``torchrun --nproc_per_node N -m weather_sr train|downscale|evaluate ...`` sets RANK /
+WORLD_SIZE / LOCAL_RANK; we start NCCL on GPUs and gloo on CPUs. Without those variables
+everything is a single process. Training is data-parallel (DDP); sampling splits the
+(field, member) batches across ranks (:func:`share_sum` joins them).
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup(device_name: str = "auto") -> DistInfo:
-    """Initialise the process group when launched by torchrun; pick this process's device."""
+def setup(device_name: str = "auto", *, mps: bool = False) -> DistInfo:
+    """Initialise the process group when launched by torchrun; pick this process's device
+    (``mps``: ``auto`` may choose Apple MPS; training keeps it on the CPU, untested there)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(device_name)
-    if device.type == "mps" and device_name == "auto":
-        device = torch.device("cpu")  # training on MPS is untested: keep auto on CPU/CUDA
+    if device.type == "mps" and device_name == "auto" and not mps:
+        device = torch.device("cpu")
     if device.type == "cuda":
         if device_name in ("auto", "cuda") or world > 1:
             device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
@@ -51,7 +54,8 @@ def setup(device_name: str = "auto") -> DistInfo:
                 backend=backend, device_id=device if backend == "nccl" else None
             )
         except (RuntimeError, ValueError) as error:
-            raise UserError(f"could not start distributed training ({backend}): {error}") from None
+            raise UserError(f"could not start the process group ({backend}) under torchrun: "
+                            f"{error}") from None
     return DistInfo(rank, world, local, device)
 
 
@@ -60,8 +64,10 @@ def teardown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
+def barrier(info: DistInfo | None = None) -> None:
+    """Wait for every rank of the running process group (a no-op without one)."""
+    del info  # the group itself says whether there are other ranks
+    if current()[1] > 1:
         dist.barrier()
 
 
@@ -93,3 +99,24 @@ def broadcast_error(info: DistInfo, message: str | None) -> None:
     dist.broadcast_object_list(box, src=0)
     if box[0]:
         raise UserError(box[0])
+
+
+def current() -> tuple[int, int]:
+    """(rank, world size) of the running process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def share_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the ranks of the running process group, in place (a no-op without
+    one). Each rank fills its own part and leaves zeros elsewhere, so the sum is exact: x + 0."""
+    if current()[1] == 1:
+        return tensor
+    if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+        on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(on_gpu)
+        tensor.copy_(on_gpu.cpu())
+    else:
+        dist.all_reduce(tensor)
+    return tensor
