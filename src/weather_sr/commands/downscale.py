@@ -78,7 +78,7 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
         help="network arithmetic while sampling: float32, or bf16 autocast; auto: bf16 only on "
-             "a CPU with native bf16 instructions (README: sampling precision) "
+             "a CPU with native bf16 instructions (README: the precision table) "
              "(default: %(default)s)")
 
 
