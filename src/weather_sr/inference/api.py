@@ -25,7 +25,7 @@ from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
 from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
-from weather_sr.inference.downscale import check_model, downscale_prepared
+from weather_sr.inference.downscale import check_model, downscale_prepared, progress_bar
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.inference.netcdf import cf_encoding
 from weather_sr.inference.prepare import dataset_fields, prepare_fields
@@ -85,13 +85,19 @@ def downscale(
     where = "input Dataset"
     fields = dataset_fields(ds, meta, coarsen_input=coarsen, where=where,
                             chunk_fields=chunk_fields)
+    total = int(fields.sizes["sample"])
+    bar, close = progress_bar(total * members, progress)  # one bar over all chunks
     parts = []
-    for a, b in chunks(int(fields.sizes["sample"]), chunk_fields):
-        prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
-                              coarsen_input=coarsen, target_grid=None, where=where, source=ds)
-        parts.append(downscale_prepared(model, prep, options, checkpoint=path, device=dev,
-                                        coarsen_input=coarsen, input_name=_input_name(ds),
-                                        argv=[], show_progress=progress, field_offset=a))
+    try:
+        for a, b in chunks(total, chunk_fields):
+            prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
+                                  coarsen_input=coarsen, target_grid=None, where=where,
+                                  source=ds)
+            parts.append(downscale_prepared(model, prep, options, checkpoint=path, device=dev,
+                                            coarsen_input=coarsen, input_name=_input_name(ds),
+                                            argv=[], field_offset=a, progress=bar))
+    finally:
+        close()
     first = parts[0][meta.channels[0]].dims[0]  # time (or sample, with input members)
     out = parts[0] if len(parts) == 1 else xr.concat(parts, dim=first, data_vars="minimal",
                                                      coords="minimal", compat="override",

@@ -99,7 +99,7 @@ def downscale(
 
     def progress(i: int, n_steps: int) -> None:  # the bar appears with the first evaluation
         if not bar:
-            bar.append(_progress_bar((total - done) * options.members,
+            bar.append(progress_bar((total - done) * options.members,
                                      show_progress and rank == 0))
         if bar[0][0] is not None:
             bar[0][0](i, n_steps)
@@ -141,16 +141,16 @@ def check_model(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMet
 def downscale_prepared(
     model: Any, prep: Prepared, options: SamplingOptions, *,
     checkpoint: str | os.PathLike[str] | None, device: torch.device, coarsen_input: bool,
-    input_name: str, argv: Sequence[str] | None = None, show_progress: bool = False,
-    field_offset: int = 0, progress: Callable[[int, int], None] | None = None,
+    input_name: str, argv: Sequence[str] | None = None, field_offset: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Sample the ensemble for checked input ``prep`` and build the CF Dataset (values, grid,
     attributes) that ``weather-sr downscale`` writes and :func:`weather_sr.downscale` returns.
 
     ``checkpoint``: the file the model came from (its SHA-256 goes into the provenance); None for
     a model built in memory (no file to hash: ``checkpoint_sha256`` is ""). ``field_offset``: the
-    global index of ``prep``'s first field (seeds, messages); ``progress``: a callback of the
-    caller's bar (else one of its own with ``show_progress``).
+    global index of ``prep``'s first field (seeds, messages); ``progress``: the callback of the
+    caller's bar (:func:`progress_bar`), if any.
     """
     from weather_sr import data
     from weather_sr.core.sampling import network_evaluations
@@ -163,13 +163,8 @@ def downscale_prepared(
     lat, lon = feature_grid(prep, meta) if spec.features else (None, None)
     cond = data.prepare_condition(prep.lr, spec, s, meta.interpolation or "bicubic",
                                   periodic=prep.periodic, lat=lat, lon=lon, times=prep.times)
-    bar, close = _progress_bar(len(prep.lr) * options.members, show_progress and not progress)
-    progress = progress or bar
-    try:
-        x = sample_ensemble(model, cond, options, device=device, progress=progress,
-                            field_offset=field_offset)
-    finally:
-        close()
+    x = sample_ensemble(model, cond, options, device=device, progress=progress,
+                        field_offset=field_offset)
     fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
     missing = _missing(prep.lr, spec, s)
     try:
@@ -277,8 +272,9 @@ def out_of_range_input(
     )
 
 
-def _progress_bar(total_pairs: int, show: bool):  # -> (progress callback, close)
-    """A tqdm bar over (field, member) x network evaluations, fed by the samplers' callback."""
+def progress_bar(total_pairs: int, show: bool):  # -> (progress callback, close)
+    """A tqdm bar over (field, member) x network evaluations, fed by the samplers' callback
+    (None and a no-op close when not ``show``)."""
     if not show:
         return None, lambda: None
     from tqdm.auto import tqdm
