@@ -13,7 +13,8 @@ from weather_sr.errors import UserError
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, members: int, steps: int) -> None:
-    """Sampling options shared by ``evaluate`` and ``demo``."""
+    """The sampling options of ``evaluate`` (``--tile``, ``--overlap``, ``--precision`` are
+    ``downscale``'s, added beside them)."""
     from weather_sr.core.sampler_defaults import DEFAULT_ETA, DEFAULT_SAMPLER, SAMPLER_NAMES
 
     names = f"{', '.join(SAMPLER_NAMES[:-1])} or {SAMPLER_NAMES[-1]}"
@@ -53,9 +54,9 @@ def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
     from weather_sr.config import check_seed
 
     check_seed(args.seed)
-    extra = {k: getattr(args, k) for k in ("tile", "overlap", "precision") if hasattr(args, k)}
     return SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
-                           members=args.members, batch_size=args.batch_size, **extra)
+                           members=args.members, batch_size=args.batch_size, tile=args.tile,
+                           overlap=args.overlap, precision=args.precision)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

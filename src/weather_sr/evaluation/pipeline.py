@@ -36,7 +36,7 @@ from weather_sr.evaluation.report import write_report
 from weather_sr.inference.downscale import saved_config
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.inference.precision import resolve_precision
-from weather_sr.inference.stream import chunks
+from weather_sr.inference.stream import check_chunk_fields, chunks
 from weather_sr.model.downscaling_model import DownscalingModel
 from weather_sr.model.loading import load_model
 from weather_sr.targets import Source, check_target
@@ -118,8 +118,7 @@ def evaluate_checkpoints(
     """
     if not checkpoints:
         raise UserError("give at least one --checkpoint")
-    if isinstance(chunk_fields, bool) or not isinstance(chunk_fields, int) or chunk_fields < 1:
-        raise UserError(f"--chunk-fields {chunk_fields!r}: give a positive integer")
+    check_chunk_fields(chunk_fields)
     check_report_target(out, checkpoints, data_path)
     # fail before sampling, not after
     check_output_path(out, overwrite, what="report folder", marker="report", option="--out")

@@ -70,8 +70,7 @@ def downscale(
     from weather_sr.inference.netcdf import sha256_file
     from weather_sr.model.loading import load_model
 
-    if isinstance(chunk_fields, bool) or not isinstance(chunk_fields, int) or chunk_fields < 1:
-        raise UserError(f"--chunk-fields {chunk_fields!r}: give a positive integer")
+    stream.check_chunk_fields(chunk_fields)
     fmt = stream.output_format(output, output_format)
     folder = fmt == "zarr"
     check_downscale_target(output, checkpoint, input_path, target_grid, folder=folder)

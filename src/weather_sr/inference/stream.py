@@ -68,6 +68,12 @@ def partial_path(output: PathLike) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
+def check_chunk_fields(value: Any) -> None:
+    """UserError naming ``--chunk-fields`` unless ``value`` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"--chunk-fields {value!r}: give a positive integer")
+
+
 def chunks(n: int, size: int, start: int = 0) -> list[tuple[int, int]]:
     """``[start, stop)`` ranges of at most ``size`` fields covering ``start .. n - 1``."""
     return [(a, min(a + size, n)) for a in range(start, n, max(1, size))]

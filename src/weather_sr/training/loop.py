@@ -108,7 +108,7 @@ def _validate_and_images(trainer: Trainer, logger: RunLogger) -> bool:
                 b.units[0] if b.units else "",
                 getattr(b.normalizer, "denormalise", None),
             )
-    D.barrier(trainer.info)
+    D.barrier()
     return best
 
 
@@ -203,7 +203,7 @@ def run_training(
             f"{folder / 'checkpoints'}; continue with --resume",
             file=sys.stderr,
         )
-    D.barrier(info)
+    D.barrier()
     return TrainResult(trainer.step, status, trainer.run_dir, last_saved, trainer.best_val)
 
 

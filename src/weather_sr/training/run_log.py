@@ -58,7 +58,7 @@ def prepare_run_dir(
             check_output_path(run_dir, True, "run folder", marker="run", option="--run-dir")
         except UserError as error:
             message = str(error)
-    D.barrier(info)  # every rank has looked before rank 0 changes anything
+    D.barrier()  # every rank has looked before rank 0 changes anything
     if message is None and info.is_main and create and not resume:
         try:
             if exists:
