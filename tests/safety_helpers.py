@@ -1,9 +1,12 @@
-"""What the data-safety tests share: a tiny training config and file digests."""
+"""What the data-safety tests share: a tiny training config, file digests, the CLI in a
+subprocess and the check of a one-line refusal."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 TINY = ["data.variables=[pwat, btmp]", "data.patch_size=16", "model.base_channels=8",
@@ -28,3 +31,22 @@ def digests(*folders: Path) -> dict[str, str]:
                 else:
                     out[path] = "special"
     return out
+
+
+def cli(*args: object, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m weather_sr ARGS`` in a subprocess, its output captured."""
+    return subprocess.run([sys.executable, "-m", "weather_sr", *map(str, args)], cwd=cwd,
+                          env={**ENV, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line(proc: subprocess.CompletedProcess[str], command: str, words: list[str]) -> str:
+    """The one stderr line of a refusal: exit status 2, no traceback, every word in it."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"weather-sr {command}: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]

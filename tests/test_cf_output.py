@@ -135,7 +135,9 @@ def test_cf_attributes_of_an_output(outputs: dict[str, Path]) -> None:
             assert ds[name].attrs["standard_name"] == STANDARD_NAMES[name]
     with xr.open_dataset(outputs["lr"]) as ds, xr.open_dataset(outputs["input"]) as src:
         assert ds.attrs["downscaling_factor"] == 2 and ds.sizes["y"] == 2 * src.sizes["y"]
-        assert "grid_mapping" not in ds["pwat"].attrs  # no 2-D lat/lon here: no mapping claimed
+        # the input's 2-D lat/lon interpolated onto the finer grid, the input's grid mapping
+        assert ds["pwat"].attrs["grid_mapping"] == src["pwat"].attrs["grid_mapping"]
+        assert ds["latitude"].dims == ("y", "x") and ds.sizes["x"] == 2 * src.sizes["x"]
 
 
 def test_standard_name_from_input_else_table_else_none() -> None:
@@ -169,7 +171,10 @@ def test_sample_projection_matches_its_latitude_longitude() -> None:
         np.testing.assert_allclose(np.diff(ds["x"].values), CELL, rtol=1e-4)
 
 
-def test_output_projection_matches_its_latitude_longitude(outputs: dict[str, Path]) -> None:
-    with xr.open_dataset(outputs["coarsened"]) as ds:
+@pytest.mark.parametrize("which", ["coarsened", "lr"])
+def test_output_projection_matches_its_latitude_longitude(outputs: dict[str, Path],
+                                                          which: str) -> None:
+    """Also where 2-D lat/lon are interpolated from the LR input's ("lr": about 90 m off)."""
+    with xr.open_dataset(outputs[which]) as ds:
         mapping = ds["pwat"].attrs["grid_mapping"]
         assert _placement_error(ds, mapping) < 0.01 * CELL

@@ -20,6 +20,8 @@ import xarray as xr
 from weather_sr.cli import main
 from weather_sr.config import config_to_yaml, load_config
 from weather_sr.data import synthetic_dataset, write_netcdf
+from weather_sr.data.condition import default_condition
+from weather_sr.data.normalise import Normalizer
 from weather_sr.errors import UserError
 from weather_sr.training.loop import train
 
@@ -87,6 +89,15 @@ def _checkpoint_variants(ck: Path, bad: Path) -> None:
     save("wide.pt", config={**cfg, "model": {**cfg["model"], "base_channels": 16}})
     save("newer.pt", config={**cfg, "model": {**cfg["model"], "future_option": 1}})
     save("badtype.pt", config={**cfg, "model": {**cfg["model"], "base_channels": "eight"}})
+    norm = payload["normalizer"]  # issue 21, case 10: edited parts of the newer schema
+
+    def transform(**entry: object) -> dict:
+        return {**norm, "transforms": {"t2m": {"name": "t2m", **entry}}}
+
+    save("xform0.pt", normalizer=transform(kind="power", exponent=0.0))
+    save("xformkind.pt", normalizer=transform(kind="cube", exponent=None))
+    cond = default_condition(payload["channels"], Normalizer.from_dict(norm)).to_dict()
+    save("units1.pt", condition={**cond, "input_units": ["K"]})
     torch.save({"weights": torch.zeros(2)}, bad / "foreign.pt")
     torch.save({"format": "weather-sr-checkpoint", "x": Payload(bad / "pwned")}, bad / "evil.pt")
     (bad / "evil.pkl").write_bytes(pickle.dumps(Payload(bad / "pwned"), protocol=2))
@@ -198,6 +209,13 @@ DOWNSCALE_CASES = {
                                              ["newer.pt", "unknown key model.future_option"]),
     "checkpoint config wrong type": (ds_args(checkpoint="{bad}/badtype.pt"),
                                      ["badtype.pt", "model.base_channels must be of type int"]),
+    "checkpoint transform exponent 0": (ds_args(checkpoint="{bad}/xform0.pt"),
+                                        ["xform0.pt", "normalizer.transforms.t2m", "exponent"]),
+    "checkpoint transform kind unknown": (ds_args(checkpoint="{bad}/xformkind.pt"),
+                                          ["xformkind.pt", "normalizer.transforms.t2m", "cube"]),
+    "checkpoint condition input_units one short": (
+        ds_args(checkpoint="{bad}/units1.pt"),
+        ["units1.pt", "'condition'", "input_units has 1 entries for 2 inputs"]),
     "checkpoint regression": (ds_args(checkpoint="{reg}"), ["regression model"]),
     "output folder missing": (ds_args(output="{out}/nodir/o.nc"), ["nodir", "does not exist"]),
     "output under a file": (ds_args(output="{bad}/afile/o.nc"), ["afile", "not a folder"]),

@@ -179,9 +179,11 @@ def _assert_close(a: object, b: object, rtol: float, where: str = "") -> None:
 def test_evaluate_in_chunks_scores_what_one_pass_does(checkpoints: dict[str, Path],
                                                       tmp_path: Path) -> None:
     """--chunk-fields 1 reads, samples and scores one field at a time; the report's numbers are
-    those of one chunk (network batches differ: float rounding only)."""
+    those of one chunk (network batches differ: float32 rounding only; in bf16, which
+    --precision auto picks on CPUs with native bf16, the rounding of other batch shapes flips
+    rank counts)."""
     common = ["evaluate", "--checkpoint", str(checkpoints["diffusion"]), "--members", "3",
-              "--steps", "2", "--max-fields", "3", "--device", "cpu"]
+              "--steps", "2", "--max-fields", "3", "--device", "cpu", "--precision", "float32"]
     for k in (1, 8):
         assert main([*common, "--out", str(tmp_path / f"r{k}"), "--chunk-fields", str(k)]) == 0
     one, whole = _results(tmp_path / "r1"), _results(tmp_path / "r8")
@@ -196,7 +198,7 @@ def test_evaluate_tiles(checkpoints: dict[str, Path], tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:
     """--tile/--overlap sample in tiles (recorded in the settings); bad ones are refused."""
     base = ["evaluate", "--checkpoint", str(checkpoints["diffusion"]), "--members", "2",
-            "--steps", "2", "--max-fields", "1", "--device", "cpu"]
+            "--steps", "2", "--max-fields", "1", "--device", "cpu", "--precision", "float32"]
     for extra, word in ((["--tile", "15"], "--tile"), (["--tile", "16", "--overlap", "16"],
                                                        "--overlap")):
         assert main([*base, "--out", str(tmp_path / "bad"), *extra]) == 2

@@ -138,7 +138,8 @@ def test_sigkill_during_downscaling_leaves_no_output(config: Path, tmp_path: Pat
     wait_for(sampling, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert list(out.iterdir()) == []  # nothing at the output path, no temp file either
+    # nothing at the output path, no temp file; only the killed run's lock, now stale
+    assert [p.name for p in out.iterdir()] == [".hr.nc.lock"]
     # a temp file as a kill during the final write leaves it does not confuse a rerun
     stale = out / ".hr.nc.killed.tmp"
     stale.write_bytes(b"half a file")
@@ -147,3 +148,5 @@ def test_sigkill_during_downscaling_leaves_no_output(config: Path, tmp_path: Pat
     with xr.open_dataset(out / "hr.nc") as ds:
         assert ds.sizes["member"] == 2 and bool(ds["t2m"].notnull().all())
     assert stale.read_bytes() == b"half a file"  # another writer's temp is not touched
+    assert sorted(p.name for p in out.iterdir()) == [".hr.nc.killed.tmp", "hr.nc"]  # lock taken
+    # over (its PID is dead) and removed

@@ -19,6 +19,7 @@ from test_infer import _checkpoint
 import weather_sr
 from weather_sr.atomic import read_marker
 from weather_sr.cli import main
+from weather_sr.inference import partial as store
 from weather_sr.inference import stream
 
 # differ by construction: how and when it was called
@@ -160,7 +161,7 @@ def test_input_with_members_streams_along_sample(world: dict[str, Path], tmp_pat
 def test_zarr_output_equals_netcdf(world: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out.zarr"
     assert _run(world, out, "--chunk-fields", "2") == 0
-    assert read_marker(out) == "downscale" and not (out / stream.SETTINGS).exists()
+    assert read_marker(out) == "downscale" and not (out / store.SETTINGS).exists()
     with xr.open_zarr(out) as z, xr.open_dataset(world["ref"]) as ref:
         _assert_same(z.load(), ref)
     # --format zarr whatever the name; one chunk gives the same store
@@ -175,7 +176,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
         world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.zarr"
-    partial = stream.partial_path(out)
+    partial = store.partial_path(out)
     # interrupted after the second chunk was appended but before it was recorded: the store
     # holds 4 fields, 2 of them recorded as complete
     _interrupt_after(monkeypatch, 3)
@@ -183,7 +184,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
     err = capsys.readouterr().err
     assert "the 2 of 5 fields completed are kept in" in err and "--resume" in err
     assert not out.exists() and read_marker(partial) == "downscale"
-    assert json.loads((partial / stream.SETTINGS).read_text())["fields_done"] == 2
+    assert json.loads((partial / store.SETTINGS).read_text())["fields_done"] == 2
     with xr.open_zarr(partial) as z:
         assert z.sizes["time"] == 4
     monkeypatch.undo()
@@ -203,13 +204,13 @@ def partial(world: dict[str, Path]) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         _interrupt_after(mp, 3)
         assert _run(world, out, "--chunk-fields", "2") == 130
-    return stream.partial_path(out)
+    return store.partial_path(out)
 
 
 def _copy_partial(partial: Path, tmp_path: Path) -> tuple[Path, Path]:
     out = tmp_path / "out.zarr"
-    shutil.copytree(partial, stream.partial_path(out))
-    return out, stream.partial_path(out)
+    shutil.copytree(partial, store.partial_path(out))
+    return out, store.partial_path(out)
 
 
 @pytest.mark.parametrize("change", ["--seed", "--steps", "--members", "--eta", "--sampler",
@@ -314,7 +315,77 @@ def test_failure_after_a_chunk_keeps_the_partial(world: dict[str, Path], tmp_pat
     out = tmp_path / "out.zarr"
     assert _run(world, out, "--chunk-fields", "2") == 2
     _one_error(capsys, "the model failed", "the 2 of 5 fields completed are kept in",
-               str(stream.partial_path(out)), "--resume")
+               str(store.partial_path(out)), "--resume")
     assert not out.exists()
-    assert json.loads((stream.partial_path(out) / stream.SETTINGS).read_text())[
+    assert json.loads((store.partial_path(out) / store.SETTINGS).read_text())[
         "fields_done"] == 2
+
+
+# ------------------------------------------------------------------ damaged partial stores
+
+
+def _damage(partial: Path, how: str) -> list[str]:
+    """Damage a copied partial store (2 of 5 fields done) as ``how`` says; the words the
+    refusal must name."""
+    settings = partial / store.SETTINGS
+    saved = json.loads(settings.read_text())
+    if how == "a chunk lost":
+        next((partial / "t2m").glob("1.*")).unlink()  # field 1: recorded as complete
+        return ["partial output", "t2m", "1 of 2 chunks are missing", "time 1-1", "--overwrite"]
+    value = {"fields_done -1": -1, "fields_done beyond the input": 6,
+             "fields_done text": "2", "fields_done missing": None}[how]
+    if value is None:
+        del saved["fields_done"]
+    else:
+        saved["fields_done"] = value
+    settings.write_text(json.dumps(saved))
+    return ["field 'fields_done'", "edited or damaged", "--overwrite"]
+
+
+@pytest.mark.parametrize("how", ["a chunk lost", "fields_done -1",
+                                 "fields_done beyond the input", "fields_done text",
+                                 "fields_done missing"])
+def test_resume_of_a_damaged_partial_is_refused(world: dict[str, Path], partial: Path,
+                                                tmp_path: Path, how: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 21, cases 9 and 11: a lost chunk would be committed as a field of NaN, an edited
+    count would skip or repeat fields: one line, nothing changed."""
+    out, mine = _copy_partial(partial, tmp_path)
+    words = _damage(mine, how)
+    before = _digests(tmp_path)
+    assert _run(world, out, "--chunk-fields", "2", "--resume") == 2
+    _one_error(capsys, "--resume" if how != "a chunk lost" else "", str(mine), *words)
+    assert _digests(tmp_path) == before and not out.exists()
+
+
+def test_a_chunk_lost_before_the_commit_is_not_committed(world: dict[str, Path],
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    finish = stream.ZarrStream.finish
+
+    def lose_one(self: stream.ZarrStream) -> Path:
+        next((self.partial / "u10").glob("3.*")).unlink()
+        return finish(self)
+
+    monkeypatch.setattr(stream.ZarrStream, "finish", lose_one)
+    out = tmp_path / "out.zarr"
+    assert _run(world, out, "--chunk-fields", "2") == 2
+    _one_error(capsys, "partial output", "u10", "chunks are missing", "time 3-3")
+    assert not out.exists() and store.partial_path(out).is_dir()
+
+
+def test_a_field_of_nan_is_stored_and_committed(world: dict[str, Path], tmp_path: Path) -> None:
+    """An all-NaN input field gives an all-NaN output chunk, which is written (not left out as
+    an empty chunk), so the store passes the missing-chunk check and reads back as NaN."""
+    with xr.open_dataset(world["lr"]) as lr:
+        lr = lr.load()
+    lr["t2m"][2] = np.nan
+    lr.to_netcdf(tmp_path / "holes.nc")
+    out = tmp_path / "out.zarr"
+    assert _run(world, out, "--chunk-fields", "2", inp=tmp_path / "holes.nc") == 0
+    with xr.open_zarr(out) as z:
+        t2m = z["t2m"].values
+    assert np.isnan(t2m[2]).all() and np.isfinite(np.delete(t2m, 2, axis=0)).all()
+    assert (out / "t2m" / "2.0.0.0").is_file()

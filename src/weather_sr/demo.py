@@ -118,25 +118,27 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto",
         sibling_folder,
     )
     from weather_sr.devices import select_device
+    from weather_sr.lock import output_lock
 
     out = Path(out)
     check_demo_target(out)
-    check_output_path(out, overwrite, what="demo folder", marker="demo", option="--out")
-    budget = QUICK if quick else FULL
-    dev = select_device(device)
-    replace = overwrite and out.exists()
-    work = (sibling_folder(out, "demo", "demo folder") if replace
-            else create_folder(out, "demo", "demo folder", "--out"))
-    try:
-        report = _run_all(work, budget, dev, sampler)
-    except BaseException:
-        remove_folder(work)
-        raise
-    if replace:
-        replace_folder(work, out, "demo", "demo folder", "--out")
-    report = out / report.relative_to(work)
-    print(f"demo finished: {report}")
-    return report
+    with output_lock(out, "demo folder"):  # one demo per folder
+        check_output_path(out, overwrite, what="demo folder", marker="demo", option="--out")
+        budget = QUICK if quick else FULL
+        dev = select_device(device)
+        replace = overwrite and out.exists()
+        work = (sibling_folder(out, "demo", "demo folder") if replace
+                else create_folder(out, "demo", "demo folder", "--out"))
+        try:
+            report = _run_all(work, budget, dev, sampler)
+        except BaseException:
+            remove_folder(work)
+            raise
+        if replace:
+            replace_folder(work, out, "demo", "demo folder", "--out")
+        report = out / report.relative_to(work)
+        print(f"demo finished: {report}")
+        return report
 
 
 def check_demo_target(out: str | Path) -> None:

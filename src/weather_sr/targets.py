@@ -25,20 +25,28 @@ class Source:
     data: bool = False  # read as data: a FIFO, device or socket is refused (it would hang)
 
 
+GLOB_CHARS = "*?["
+
+
+def expand_path(item: PathLike) -> list[str]:
+    """The paths one name stands for: an existing path is taken as it is, even when its name
+    holds glob characters (``a[1].nc``); otherwise a name with ``*``, ``?`` or ``[`` is a glob
+    pattern (its matches, sorted; none: []) and any other name is itself. The one expansion of
+    every command's inputs (:func:`weather_sr.data.files.resolve_paths`) and of
+    :func:`check_target`, so that both see the same files."""
+    text = os.fspath(item)
+    if not text:
+        return []
+    if os.path.lexists(text) or not any(ch in text for ch in GLOB_CHARS):
+        return [text]
+    return sorted(glob.glob(text))
+
+
 def _expand(spec: PathLike | Sequence[PathLike] | None) -> list[str]:
     if spec is None:
         return []
     items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
-    out: list[str] = []
-    for item in items:
-        text = os.fspath(item)
-        if not text:
-            continue
-        if any(ch in text for ch in "*?["):
-            out.extend(sorted(glob.glob(text)) or [])
-        else:
-            out.append(text)
-    return out
+    return [path for item in items for path in expand_path(item)]
 
 
 def special_kind(mode: int) -> str | None:
@@ -55,7 +63,8 @@ def _inside(a: Path, b: Path) -> bool:
 
 
 def check_target(
-    target: PathLike, what: str, option: str, sources: Iterable[Source], *, folder: bool
+    target: PathLike, what: str, option: str, sources: Iterable[Source], *, folder: bool,
+    writes: Iterable[tuple[str, PathLike]] = (),
 ) -> Path:
     """Refuse (UserError naming both paths) a target that would destroy what the command reads.
 
@@ -65,6 +74,8 @@ def check_target(
     ``sources`` (globs are expanded; paths are compared after resolving symbolic links and
     ``..``); an existing target that is a device, FIFO or socket, a folder given as a file, or a
     file given as a folder. A data source that is a device, FIFO or socket is refused too.
+    ``writes``: (label, path) of what else the command writes or replaces (a Zarr output's
+    partial store), held to the same rule as the target.
     Call it before any work; it reads nothing but the file system's metadata.
     """
     text = os.fspath(target)
@@ -102,20 +113,18 @@ def check_target(
                             f"{option}")
         if not folder and stat.S_ISDIR(st.st_mode):
             raise UserError(f"{what} {text} is a folder: give the name of a file for {option}")
+    written = [(f"{what} {text}", real)]
+    written += [(f"{label} {os.fspath(path)} of {what} {text}", Path(os.path.realpath(path)))
+                for label, path in writes]
     for source in sources:
         for path in _expand(source.path):
             src = Path(os.path.realpath(path))
-            if src == real:
-                relation = "is"
-            elif real.is_relative_to(src):
-                relation = "is inside"
-            elif src.is_relative_to(real):
-                relation = "contains"
-            else:
-                relation = None
-            if relation:
-                raise UserError(f"{what} {text} {relation} the {source.label} {path}: the output "
-                                f"must not touch what the command reads: choose another {option}")
+            for label, out in written:
+                relation = _relation(out, src)
+                if relation:
+                    raise UserError(f"{label} {relation} the {source.label} {path}: the output "
+                                    f"must not touch what the command reads: choose another "
+                                    f"{option}")
             if source.data:
                 try:
                     special = special_kind(os.stat(path).st_mode)
@@ -125,3 +134,18 @@ def check_target(
                     raise UserError(f"{source.label} {path} is a {special}, not a data file: "
                                     "give a NetCDF, Zarr or GRIB file")
     return Path(text)
+
+
+def _relation(out: Path, src: Path) -> str | None:
+    """How the written path ``out`` touches the read path ``src`` (both resolved), if it does;
+    the same file under two names (a hard link, a bind mount) counts as the same."""
+    if out == src:
+        return "is"
+    with contextlib.suppress(OSError):
+        if os.path.samefile(out, src):
+            return "is"
+    if out.is_relative_to(src):
+        return "is inside"
+    if src.is_relative_to(out):
+        return "contains"
+    return None

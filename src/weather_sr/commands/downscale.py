@@ -60,6 +60,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--target-grid", default=None,
         help="NetCDF file whose 1-D lat/lon give the output coordinates (same size as output; "
              "default: the cell centres of the LR grid's sub-cells)")
+    add("--allow-out-of-range", action="store_true",
+        help="downscale input values far outside the training data (more than 10 training "
+             "standard deviations, or negative kelvin) with a warning instead of an error")
     add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -106,7 +109,8 @@ def command_line(args: argparse.Namespace) -> list[str]:
         if value is not None:
             option = "format" if key == "output_format" else key.replace("_", "-")
             argv += [f"--{option}", str(value)]
-    argv += [f"--{k}" for k in ("coarsen", "overwrite", "resume") if getattr(args, k)]
+    argv += [f"--{k.replace('_', '-')}" for k in ("coarsen", "overwrite", "resume",
+                                                  "allow_out_of_range") if getattr(args, k)]
     return argv
 
 
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             device=str(info.device), overwrite=args.overwrite, target_grid=args.target_grid,
             argv=command_line(args), show_progress=not args.no_progress,
             chunk_fields=args.chunk_fields, output_format=args.output_format,
-            resume=args.resume,
+            resume=args.resume, allow_out_of_range=args.allow_out_of_range,
         )
     finally:
         distributed.teardown(info)

@@ -79,6 +79,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     add_tile_options(parser)
     add_precision_option(parser)
+    parser.add_argument("--allow-out-of-range", action="store_true",
+                        help="score inputs far outside the training data (more than 10 "
+                             "training standard deviations beyond its range, or negative "
+                             "kelvin) with a warning instead of an error")
     parser.add_argument("--chunk-fields", type=int, default=8,
                         help="fields read, sampled and scored at a time; memory grows with it, "
                              "not with the number of fields (default: %(default)s)")
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         report, _ = evaluate_checkpoints(
             args.checkpoint, args.out, options=options, data_path=args.data, split=args.split,
             max_fields=args.max_fields, device=info.device, overwrite=args.overwrite,
-            chunk_fields=args.chunk_fields,
+            chunk_fields=args.chunk_fields, allow_out_of_range=args.allow_out_of_range,
         )
     finally:
         distributed.teardown(info)

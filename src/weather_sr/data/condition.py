@@ -40,7 +40,10 @@ class ConditionSpec:
     ``input_variables``: the variables to read for them; ``input_units``: one per channel.
     ``input_normalizer``: the inputs' statistics (channels = ``inputs``); in mode "own" it is
     the targets' normaliser. ``static_values``: float32 [S, H, W] physical, on the HR training
-    grid; ``static_mean`` / ``static_std``: float64 [S].
+    grid; ``static_mean`` / ``static_std``: float64 [S]. ``input_valid`` (predictors only;
+    None in older checkpoints): where each input had a value in every training field, on the
+    grid ``downscale`` reads it on (the LR grid for mode "coarsen", the HR grid for "regrid"):
+    a value missing there at downscale makes the output missing (docs/data.md).
     """
 
     targets: list[str]
@@ -55,6 +58,7 @@ class ConditionSpec:
     features: list[str] = field(default_factory=list)
     input_variables: list[str] = field(default_factory=list)
     input_units: list[str] = field(default_factory=list)
+    input_valid: np.ndarray | None = None  # bool [Ci, h, w]: valid in every training field
 
     @property
     def is_default(self) -> bool:
@@ -148,7 +152,9 @@ class ConditionSpec:
                 "input_normalizer": self.input_normalizer.to_dict(), "mode": self.mode,
                 "regrid": self.regrid, "static": static, "features": list(self.features),
                 "input_variables": list(self.input_variables),
-                "input_units": list(self.input_units)}
+                "input_units": list(self.input_units),
+                **({} if self.input_valid is None else
+                   {"input_valid": torch.from_numpy(np.ascontiguousarray(self.input_valid))})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConditionSpec:
@@ -161,6 +167,10 @@ class ConditionSpec:
             input_variables=[str(v) for v in d.get("input_variables") or []],
             input_units=[str(v) for v in d.get("input_units") or []],
         )
+        valid = d.get("input_valid")
+        if valid is not None:
+            spec.input_valid = np.asarray(
+                valid.numpy() if isinstance(valid, torch.Tensor) else valid, bool)
         if static is not None:
             spec.static_names = [str(v) for v in static["names"]]
             values = static["values"]
@@ -177,6 +187,13 @@ class ConditionSpec:
             raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
         if list(self.input_normalizer.channels) != list(self.inputs):
             raise ValueError("input_normalizer channels differ from the inputs")
+        valid = self.input_valid
+        if valid is not None and (valid.ndim != 3 or valid.shape[0] != len(self.inputs)):
+            raise ValueError(f"input_valid has shape {list(valid.shape)}, not "
+                             f"[{len(self.inputs)}, h, w]")
+        if self.input_units and len(self.input_units) != len(self.inputs):
+            raise ValueError(f"input_units has {len(self.input_units)} entries for "
+                             f"{len(self.inputs)} inputs")
         if self.static_names:
             v, m, s = self.static_values, self.static_mean, self.static_std
             if v is None or v.ndim != 3 or v.shape[0] != len(self.static_names):
@@ -199,9 +216,11 @@ def static_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 1e-12 * (1 + np.abs(mean)), std, 1.0)
 
 
-def grid_latlon(grid: Any) -> tuple[np.ndarray, np.ndarray]:
+def grid_latlon(grid: Any, fix: str = "add them to the file or drop the lat/lon features"
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Latitude and longitude in degrees of a :class:`~weather_sr.data.grid.Grid`: its 2-D
-    auxiliary latitude/longitude ([H, W]) on projected grids, else its 1-D axes ([H], [W])."""
+    auxiliary latitude/longitude ([H, W]) on projected grids, else its 1-D axes ([H], [W]).
+    ``fix``: what the error for projected axes without them tells the user to do."""
     aux = {k.lower(): v for k, (v, _a) in grid.aux.items()}
     lat2 = next((v for k, v in aux.items() if k.startswith("lat")), None)
     lon2 = next((v for k, v in aux.items() if k.startswith("lon")), None)
@@ -211,4 +230,4 @@ def grid_latlon(grid: Any) -> tuple[np.ndarray, np.ndarray]:
     if "degree" in units or grid.lat_name.lower().startswith("lat"):
         return np.asarray(grid.lat, np.float64), np.asarray(grid.lon, np.float64)
     raise UserError("data.features: the HR grid has projected y/x coordinates without 2-D "
-                    "latitude/longitude: add them to the file or drop the lat/lon features")
+                    f"latitude/longitude: {fix}")

@@ -6,14 +6,16 @@ bytes, and turning every failure into a one-line ``UserError`` naming the file.
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
 from weather_sr.errors import UserError
+from weather_sr.targets import GLOB_CHARS, expand_path
 
 PathLike = str | os.PathLike[str]
 PathSpec = PathLike | Sequence[PathLike]
@@ -22,23 +24,21 @@ GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb2")
 
 
 def resolve_paths(path: PathSpec) -> list[Path]:
-    """Expand a file, a Zarr folder, a glob pattern or a list of these into existing paths."""
+    """Expand a file, a Zarr folder, a glob pattern or a list of these into existing paths
+    (:func:`weather_sr.targets.expand_path`: an existing name is never read as a pattern)."""
     items = [path] if isinstance(path, str | os.PathLike) else list(path)
     if not items:
         raise UserError("data path: the list of files is empty: give at least one file")
     out: list[Path] = []
     for item in items:
         text = os.fspath(item)
-        if any(ch in text for ch in "*?["):
-            matches = sorted(glob.glob(text))
+        matches = expand_path(text)
+        if not os.path.lexists(text) and any(ch in text for ch in GLOB_CHARS):
             if not matches:
                 raise UserError(f"data path {text}: the pattern matches no file: check the path")
-            out.extend(Path(m) for m in matches)
-        else:
-            p = Path(text)
-            if not p.exists():
-                raise UserError(f"data file {p} not found: check the path")
-            out.append(p)
+        elif not Path(text).exists():
+            raise UserError(f"data file {text} not found: check the path")
+        out.extend(Path(m) for m in matches)
     return out
 
 
@@ -126,58 +126,75 @@ def _open_one(path: Path, engine: str, variables: Sequence[str]) -> xr.Dataset:
     return xr.merge(wanted, compat="override", join="exact")
 
 
-def check_zarr_chunks(path: Path, variables: Sequence[str]) -> None:
-    """UserError naming the variable and region of a chunk missing from the Zarr store ``path``.
+def check_zarr_chunks(path: Path, variables: Sequence[str] | None, what: str = "data file",
+                      fix: str = "rewrite it completely", *,
+                      rows: tuple[str, int] | None = None) -> None:
+    """UserError naming the variable and region of a chunk missing from the Zarr store ``path``
+    (``variables``: those to check; None: every array of the store).
 
     Zarr reads a chunk that is not stored as the fill value (NaN for floats), so a store whose
     writer died, or was copied in part, would read as data with holes and nobody told. The
     number of stored chunks (shards) of each variable is compared with its chunk grid.
+    ``what`` names the store in the message and ``fix`` says what to do. ``rows`` = (dim, n):
+    of the arrays whose first dimension is ``dim``, only the first ``n`` entries along it are
+    checked (local stores: a store being appended to may hold a cut-off row beyond them).
     """
     try:
         import zarr
 
         group = zarr.open_group(str(path), mode="r")
+        names = list(variables) if variables is not None else [n for n, _ in group.arrays()]
     except Exception:  # xarray opened it; a layout zarr cannot list is not checked here
         return
-    for var in variables:
+    for var in names:
         try:
             arr = group[var]
-            complete = arr.nchunks_initialized >= arr.nchunks
+            if rows is not None and _dims(arr)[:1] == [rows[0]]:
+                missing, total, region = _missing_chunks(arr, rows[1])
+            else:
+                missing, total, region = arr.nchunks - arr.nchunks_initialized, arr.nchunks, None
         except Exception:
             continue
-        if complete:
+        if missing and region is None:
+            with contextlib.suppress(Exception):  # the place is known for local stores only
+                region = _missing_chunks(arr)[2]
+        if not missing:
             continue
-        missing = arr.nchunks - arr.nchunks_initialized
-        region = _missing_region(arr)
         raise UserError(
-            f"data file {path}: variable {var}: {missing} of {arr.nchunks} chunks are missing from "
+            f"{what} {path}: variable {var}: {missing} of {total} chunks are missing from "
             f"the Zarr store{f' (the first at {region})' if region else ''}; they would read as "
             f"fill value {arr.fill_value}: the store is incomplete, or was written without empty "
-            "chunks (write_empty_chunks=False): rewrite it completely"
+            f"chunks (write_empty_chunks=False): {fix}"
         )
 
 
-def _missing_region(arr: object) -> str | None:
-    """'time 4-4, lat 0-15, lon 16-31' of the first chunk (shard) not stored, for local stores."""
+def _dims(arr: Any) -> list[str]:
+    """The dimension names of a Zarr array (v3 metadata or xarray's v2 attribute)."""
+    shape = tuple(arr.shape)
+    return list(getattr(arr.metadata, "dimension_names", None)
+                or arr.attrs.get("_ARRAY_DIMENSIONS")
+                or [f"dim{i}" for i in range(len(shape))])
+
+
+def _missing_chunks(arr: Any, rows: int | None = None) -> tuple[int, int, str | None]:
+    """(chunks missing, chunks in all, 'time 4-4, lat 0-15, lon 16-31' of the first missing) of
+    a local Zarr array, over its first ``rows`` entries along dimension 0 when given."""
     import itertools
     import math
 
-    try:
-        block = tuple(getattr(arr, "shards", None) or arr.chunks)  # type: ignore[attr-defined]
-        shape = tuple(arr.shape)  # type: ignore[attr-defined]
-        root = Path(arr.store.root) / arr.path  # type: ignore[attr-defined]
-        encode = arr.metadata.encode_chunk_key  # type: ignore[attr-defined]
-        names = (getattr(arr.metadata, "dimension_names", None)  # type: ignore[attr-defined]
-                 or arr.attrs.get("_ARRAY_DIMENSIONS")  # type: ignore[attr-defined]
-                 or [f"dim{i}" for i in range(len(shape))])
-        grid = [range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True)]
-        for idx in itertools.product(*grid):
-            if not (root / encode(idx)).exists():
-                return ", ".join(f"{name} {i * b}-{min((i + 1) * b, n) - 1}"
-                                 for name, i, b, n in zip(names, idx, block, shape, strict=True))
-    except Exception:
-        return None
-    return None
+    block = tuple(getattr(arr, "shards", None) or arr.chunks)
+    shape = list(arr.shape)
+    if rows is not None:
+        shape[0] = min(shape[0], rows)
+    root = Path(arr.store.root) / arr.path
+    encode = arr.metadata.encode_chunk_key
+    grid = [range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True)]
+    missing = [idx for idx in itertools.product(*grid) if not (root / encode(idx)).exists()]
+    first = None
+    if missing:
+        first = ", ".join(f"{name} {i * b}-{min((i + 1) * b, n) - 1}" for name, i, b, n
+                          in zip(_dims(arr), missing[0], block, shape, strict=True))
+    return len(missing), math.prod(len(g) for g in grid), first
 
 
 def open_dataset(

@@ -20,6 +20,7 @@ from weather_sr.data.grid import same_axis
 from weather_sr.data.normalise import Normalizer, compute_stats
 from weather_sr.data.reading import open_fields
 from weather_sr.data.source import FieldSource, LazyFields, RegriddedInputs
+from weather_sr.data.units import to_target_units
 from weather_sr.errors import UserError
 
 if TYPE_CHECKING:
@@ -76,7 +77,14 @@ def input_normalizer(stats: Normalizer, targets: Normalizer) -> Normalizer:
         if name in targets.channels:
             k = targets.channels.index(name)
             mean[c], std[c] = targets.mean[k], targets.std[k]
-    return Normalizer("channel", list(stats.channels), mean, std, dict(stats.transforms))
+    return Normalizer("channel", list(stats.channels), mean, std, dict(stats.transforms),
+                      low=stats.low, high=stats.high)  # the range of the inputs' own values
+
+
+def target_units(fields: xr.DataArray) -> dict[str, str]:
+    """The targets' units by channel name, which same-named inputs are converted to."""
+    return dict(zip((str(c) for c in fields["channel"].values), fields.attrs["units"],
+                    strict=True))
 
 
 def _coarsened(
@@ -88,15 +96,19 @@ def _coarsened(
     names = list(inputs["variables"])
     H, W = source.shape
     da = open_fields(path, names).isel(y=slice(0, H), x=slice(0, W))
+    file_units, units = list(da.attrs["units"]), target_units(fields)
+    da = to_target_units(da, units, where)
     if load:
         da = da.load()
     check_transformed(da, transforms, where)
     stats = compute_stats(da, train_idx, "channel", where, transforms=dict(transforms))
-    values = da.values if load else LazyFields(path, names, H, W)
+    values = da.values if load else LazyFields(path, names, H, W, units)
     in_source = FieldSource(values, source.scale_factor, (H, W), lat_weights=source.lat_weights)
+    # the file's units: downscale checks its input file against them, then converts the same way
     spec = ConditionSpec(list(normalizer.channels), list(stats.channels),
                          input_normalizer(stats, normalizer), mode="coarsen",
-                         input_variables=names, input_units=list(da.attrs["units"]))
+                         input_variables=names, input_units=file_units,
+                         input_valid=training_valid(da, train_idx, source.scale_factor))
     return spec, in_source
 
 
@@ -111,6 +123,8 @@ def _regridded(
     names = list(inputs["variables"])
     da = open_fields(inputs["path"], names, load=True)
     where = f"inputs file {da.attrs['source'][0]}"
+    file_units = list(da.attrs["units"])
+    da = to_target_units(da, target_units(fields), where)
     check_transformed(da, transforms, where)
     rows = regrid_time_check(da["time"].values, fields["time"].values, where)
     values = regrid_inputs(da, fields["y"].values, fields["x"].values, method, where)
@@ -119,8 +133,19 @@ def _regridded(
                           transforms=dict(transforms))
     spec = ConditionSpec(list(normalizer.channels), list(stats.channels),
                          input_normalizer(stats, normalizer), mode="regrid", regrid=method,
-                         input_variables=names, input_units=list(da.attrs["units"]))
+                         input_variables=names, input_units=file_units,
+                         input_valid=training_valid(grid_da, np.unique(rows[train_idx]), 1))
     return spec, RegriddedInputs(values, rows)
+
+
+def training_valid(da: xr.DataArray, train_idx: np.ndarray, block: int) -> np.ndarray:
+    """Where each input of ``da`` (sample, channel, y, x) has a value in every training field:
+    bool [Ci, h, w] on the grid of ``block`` x ``block`` blocks (the LR grid of block means: a
+    block has a value when one of its cells has)."""
+    ok = da.isel(sample=np.asarray(train_idx)).notnull()
+    if block > 1:
+        ok = ok.coarsen(y=block, x=block, boundary="trim").any()
+    return np.asarray(ok.all("sample").values, bool)
 
 
 def regrid_inputs(da: xr.DataArray, target_y: np.ndarray, target_x: np.ndarray, method: str,

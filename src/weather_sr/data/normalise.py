@@ -39,6 +39,8 @@ class Normalizer:
 
     ``mean``/``std``: float64 arrays [C, 1, 1] (kind "channel") or [C, H, W] (kind "pixel"),
     of the transformed values; ``transforms``: {channel name: Transform} applied first.
+    ``low``/``high``: float64 [C], the smallest and largest transformed training value of each
+    channel (the range check of :mod:`weather_sr.data.ranges`; None in older checkpoints).
     """
 
     kind: str
@@ -46,6 +48,8 @@ class Normalizer:
     mean: np.ndarray
     std: np.ndarray
     transforms: dict[str, Transform] = field(default_factory=dict)
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
 
     def _each(self, x: ArrayT, inverse: bool) -> ArrayT:
         """Apply the channel transforms (or their inverses) along axis -3 of ``x``."""
@@ -81,6 +85,10 @@ class Normalizer:
         m, s = self._stats(x, region)
         return self._each(x * s + m, inverse=True)
 
+    def transformed(self, x: ArrayT) -> ArrayT:
+        """``x`` [..., C, H, W] physical with the channel transforms applied (not normalised)."""
+        return self._each(x, inverse=False)
+
     def physical_mean(self) -> np.ndarray:
         """The mean in physical units (the inverse transform of ``mean``), same shape."""
         return self._each(self.mean[None], inverse=True)[0]
@@ -101,6 +109,8 @@ class Normalizer:
             from weather_sr.data.transforms import transforms_to_dict
 
             out["transforms"] = transforms_to_dict(self.transforms)
+        if self.low is not None and self.high is not None:
+            out["low"], out["high"] = self.low.tolist(), self.high.tolist()
         return out
 
     @classmethod
@@ -116,6 +126,8 @@ class Normalizer:
             mean=np.asarray(d["mean"], dtype=np.float64),
             std=np.asarray(d["std"], dtype=np.float64),
             transforms=transforms,
+            low=None if d.get("low") is None else np.asarray(d["low"], dtype=np.float64),
+            high=None if d.get("high") is None else np.asarray(d["high"], dtype=np.float64),
         )
 
 
@@ -153,10 +165,12 @@ def compute_stats(
     zero = dsa.where(finite, train, 0.0)
     # beyond the float32 range a finite float64 value becomes Inf when the model reads it
     big = (abs(data) > FLOAT32_MAX) & dsa.isfinite(data) if data.dtype.itemsize > 4 else None
-    count, s1, s2, n_inf, n_ok, n_big = dask.compute(
+    count, s1, s2, low, high, n_inf, n_ok, n_big = dask.compute(
         finite.sum(axis=axes),
         zero.sum(axis=axes),
         (zero * zero).sum(axis=axes),
+        dsa.where(finite, train, np.inf).min(axis=(0, 2, 3)),
+        dsa.where(finite, train, -np.inf).max(axis=(0, 2, 3)),
         dsa.isinf(data).sum(axis=(0, 2, 3)),
         dsa.isfinite(data).sum(axis=(0, 2, 3)),
         big.sum(axis=(0, 2, 3)) if big is not None else np.zeros(len(channels), int),
@@ -183,4 +197,4 @@ def compute_stats(
     if kind == "channel":
         mean, std = mean[:, None, None], std[:, None, None]
     return Normalizer(kind=kind, channels=channels, mean=mean, std=std,
-                      transforms=transforms)
+                      transforms=transforms, low=low + ref, high=high + ref)

@@ -9,7 +9,7 @@ first use, so nothing unpicklable crosses a fork or spawn, and only the window i
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +24,15 @@ from weather_sr.data.reading import open_fields
 
 @dataclass
 class LazyFields:
-    """Reopens ``open_fields(path, variables)`` in each process, cropped to ``ny`` x ``nx``."""
+    """Reopens ``open_fields(path, variables)`` in each process, cropped to ``ny`` x ``nx``;
+    channels named like a target (``target_units``: its units by name) in the target's units
+    (:func:`weather_sr.data.units.to_target_units`, as when the inputs were first read)."""
 
     path: PathSpec
     variables: Sequence[str]
     ny: int
     nx: int
+    target_units: Mapping[str, str] | None = None
     _cache: tuple[int, xr.DataArray] | None = field(default=None, repr=False)
 
     def get(self) -> xr.DataArray:
@@ -38,6 +41,10 @@ class LazyFields:
             da = open_fields(self.path, self.variables).isel(
                 y=slice(0, self.ny), x=slice(0, self.nx)
             )
+            if self.target_units:
+                from weather_sr.data.units import to_target_units
+
+                da = to_target_units(da, self.target_units, f"data file {da.attrs['source'][0]}")
             self._cache = (pid, da)
         return self._cache[1]
 

@@ -241,3 +241,24 @@ def method_name(checkpoint: str | Path, model: DownscalingModel, taken: Sequence
     while name in taken:
         name, k = f"{base}-{k}", k + 1
     return name
+
+
+def check_inputs_in_range(model: DownscalingModel, data: EvalSet, where: str, offset: int = 0,
+                          allow: bool = False) -> None:
+    """The input range check of ``downscale`` (:mod:`weather_sr.data.ranges`) on the model
+    inputs of a split: ``data.inputs`` against the checkpoint's training range (a model built
+    in memory, without metadata, is not checked). Field k is field ``offset + k`` of the split."""
+    from weather_sr.data.ranges import check_input_range
+
+    if model.meta is None or data.inputs is None:
+        return
+    spec = model.meta.condition_spec()
+    if spec.mode == "own":
+        units = list(data.units)
+    else:  # inputs named like a target were converted to the target's units
+        file_units = list(spec.input_units) or [""] * len(spec.inputs)
+        units = [data.units[data.channels.index(n)] if n in data.channels else u
+                 for n, u in zip(spec.inputs, file_units, strict=True)]
+    check_input_range(data.inputs, units, spec.input_normalizer, where,
+                      times=np.asarray(data.times) if data.times else None, offset=offset,
+                      allow=allow)

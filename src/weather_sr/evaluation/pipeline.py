@@ -18,13 +18,13 @@ from tqdm.auto import tqdm
 from weather_sr import distributed
 from weather_sr.atomic import atomic_output, check_output_path
 from weather_sr.data import DataBundle, build_datasets
-from weather_sr.data.sample import shipped_data_path
 from weather_sr.errors import UserError
 from weather_sr.evaluation.accumulate import ScoreAccumulator
 from weather_sr.evaluation.evalset import (
     EvalSet,
     baseline_predictions,
     check_compatible,
+    check_inputs_in_range,
     load_split,
     method_name,
     model_prediction,
@@ -33,10 +33,11 @@ from weather_sr.evaluation.evalset import (
     split_size,
 )
 from weather_sr.evaluation.report import write_report
-from weather_sr.inference.downscale import saved_config
+from weather_sr.inference.downscale import checkpoint_sources
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.inference.precision import resolve_precision
 from weather_sr.inference.stream import check_chunk_fields, chunks
+from weather_sr.lock import lock_output
 from weather_sr.model.downscaling_model import DownscalingModel
 from weather_sr.model.loading import load_model
 from weather_sr.targets import Source, check_target
@@ -61,23 +62,13 @@ def check_report_target(
     models: Sequence[DownscalingModel] = (),
 ) -> None:
     """The report folder is not the current/home folder and holds none of what is read: the
-    checkpoints, their training logs, the data (``--data``, else each checkpoint's training data)
-    and the regression checkpoints their configs name (``models``: once they are loaded)."""
+    checkpoints, their training logs, ``--data`` and every path the checkpoints' configs name
+    (``models``: once they are loaded; :func:`checkpoint_sources`)."""
     sources = [Source("--checkpoint", c) for c in checkpoints]
     sources += [Source("training log", run_folder(c) / "metrics.csv") for c in checkpoints]
     sources.append(Source("--data", data_path, data=True))
     for path, model in zip(checkpoints, models, strict=False):
-        cfg = saved_config(model)
-        data, diffusion = cfg.get("data") or {}, cfg.get("diffusion") or {}
-        if data_path is None:
-            trained_on = shipped_data_path(data.get("path"))
-            sources.append(Source(f"data.path of {path}", trained_on, data=True))
-            sources.append(Source(f"data.lr_path of {path}", data.get("lr_path"), data=True))
-            for key in ("inputs", "static"):
-                sources.append(Source(f"data.{key}.path of {path}",
-                                      (data.get(key) or {}).get("path"), data=True))
-        sources.append(Source(f"diffusion.regression_checkpoint of {path}",
-                              diffusion.get("regression_checkpoint")))
+        sources += checkpoint_sources(path, model)  # with --data too: its predictors, static
     check_target(out, "report folder", "--out", sources, folder=True)
 
 
@@ -107,60 +98,67 @@ def evaluate_checkpoints(
     names: Sequence[str] | None = None,
     sections: Sequence[str] = (),
     chunk_fields: int = 8,
+    allow_out_of_range: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Score every checkpoint and the baselines on ``split``; write the report into ``out``.
 
     The split is read, sampled and scored ``chunk_fields`` fields at a time
     (:class:`~weather_sr.evaluation.accumulate.ScoreAccumulator`; seeds per (field, member) of
     the split), so memory does not grow with the number of fields and the scores equal those
-    of one pass. Under ``torchrun`` every rank samples its share of each chunk and rank 0
-    scores and writes. Returns (path of report.md, {method: metrics}; {} on other ranks).
+    of one pass. Model inputs outside the training range are an error (a warning with
+    ``allow_out_of_range``; :mod:`weather_sr.data.ranges`). Under ``torchrun`` every rank
+    samples its share of each chunk and rank 0 scores and writes. Returns (path of report.md,
+    {method: metrics}; {} on other ranks).
     """
     if not checkpoints:
         raise UserError("give at least one --checkpoint")
     check_chunk_fields(chunk_fields)
     check_report_target(out, checkpoints, data_path)
-    # fail before sampling, not after
-    check_output_path(out, overwrite, what="report folder", marker="report", option="--out")
-    models = [load_model(c, device) for c in checkpoints]
-    check_report_target(out, checkpoints, data_path, models)
-    bundle = bundle_for(models[0], data_path)
-    n = split_size(bundle, split, max_fields)
-    main = distributed.current()[0] == 0
-    parts = chunks(n, chunk_fields)
-    data = load_split(bundle, split, max_fields, fields=parts[0])
-    for path, model in zip(checkpoints, models, strict=True):
-        check_compatible(model, data, str(path))  # every checkpoint, before any sampling
-    labels = list(names) if names else _labels(checkpoints, models, baseline_predictions(data))
-    first: EvalSet = data.head()
-    heads: dict[str, np.ndarray] = {}  # the first field of every method, for the panels
-    scores: dict[str, ScoreAccumulator] = {}
-    for a, b in parts:
-        data = data if a == 0 else load_split(bundle, split, max_fields, fields=(a, b))
-        predictions = dict(baseline_predictions(data)) if main else {}
-        for label, path, model in zip(labels, checkpoints, models, strict=True):
-            bar, update = _progress_bar(f"{label}: downscaling fields {a + 1}-{b} of {n}", main)
-            with bar:
-                predictions[label] = model_prediction(model, data, options, device=device,
-                                                      source=str(path), progress=update,
-                                                      field_offset=a)
-        for label, pred in predictions.items() if main else ():
-            scores.setdefault(label, scorer(data, options.seed)).update(
-                np.nan_to_num(data.truth), pred, mask=data.mask)
-        heads = heads or {k: v[:1] for k, v in predictions.items()}
-    if not main:
-        return Path(out) / "report.md", {}
-    results = {name: acc.result() for name, acc in scores.items()}
-    logs = {label: run_folder(path) / "metrics.csv"
-            for label, path in zip(labels, checkpoints, strict=True)}
-    if not data_path and models[0].meta is not None:
-        data_path = models[0].meta.run_config().data.path
-    settings = _settings(n, first, data, options, data_path, checkpoints, models, device)
-    with atomic_output(out, overwrite=overwrite, what="report folder", marker="report",
-                       option="--out", checked=True) as tmp:
-        write_report(tmp, first, heads, results, settings=settings, training_logs=logs,
-                     sections=sections)
-    return Path(out) / "report.md", results
+    # one writer per report folder (rank 0 writes): a second run exits at once
+    with lock_output(out, "report folder", distributed.current()[0] == 0):
+        # fail before sampling, not after
+        check_output_path(out, overwrite, what="report folder", marker="report", option="--out")
+        models = [load_model(c, device) for c in checkpoints]
+        check_report_target(out, checkpoints, data_path, models)
+        bundle = bundle_for(models[0], data_path)
+        n = split_size(bundle, split, max_fields)
+        main = distributed.current()[0] == 0
+        parts = chunks(n, chunk_fields)
+        data = load_split(bundle, split, max_fields, fields=parts[0])
+        for path, model in zip(checkpoints, models, strict=True):
+            check_compatible(model, data, str(path))  # every checkpoint, before any sampling
+        labels = list(names) if names else _labels(checkpoints, models, baseline_predictions(data))
+        first: EvalSet = data.head()
+        heads: dict[str, np.ndarray] = {}  # the first field of every method, for the panels
+        scores: dict[str, ScoreAccumulator] = {}
+        for a, b in parts:
+            data = data if a == 0 else load_split(bundle, split, max_fields, fields=(a, b))
+            predictions = dict(baseline_predictions(data)) if main else {}
+            for label, path, model in zip(labels, checkpoints, models, strict=True):
+                check_inputs_in_range(model, data, f"{split} split of {data_path or path}", a,
+                                      allow_out_of_range)
+                bar, update = _progress_bar(f"{label}: downscaling fields {a + 1}-{b} of {n}", main)
+                with bar:
+                    predictions[label] = model_prediction(model, data, options, device=device,
+                                                          source=str(path), progress=update,
+                                                          field_offset=a)
+            for label, pred in predictions.items() if main else ():
+                scores.setdefault(label, scorer(data, options.seed)).update(
+                    np.nan_to_num(data.truth), pred, mask=data.mask)
+            heads = heads or {k: v[:1] for k, v in predictions.items()}
+        if not main:
+            return Path(out) / "report.md", {}
+        results = {name: acc.result() for name, acc in scores.items()}
+        logs = {label: run_folder(path) / "metrics.csv"
+                for label, path in zip(labels, checkpoints, strict=True)}
+        if not data_path and models[0].meta is not None:
+            data_path = models[0].meta.run_config().data.path
+        settings = _settings(n, first, data, options, data_path, checkpoints, models, device)
+        with atomic_output(out, overwrite=overwrite, what="report folder", marker="report",
+                           option="--out", checked=True) as tmp:
+            write_report(tmp, first, heads, results, settings=settings, training_logs=logs,
+                         sections=sections)
+        return Path(out) / "report.md", results
 
 
 def _labels(checkpoints: Sequence[str | Path], models: Sequence[DownscalingModel],

@@ -48,7 +48,7 @@ def downscale(
     sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, eta: float = DEFAULT_ETA,
     seed: int = 0, coarsen: bool = False, tile: int | None = None, overlap: int = 32,
     batch_size: int = 8, device: str | torch.device = "auto", progress: bool = False,
-    precision: str = DEFAULT_PRECISION, chunk_fields: int = 8,
+    precision: str = DEFAULT_PRECISION, chunk_fields: int = 8, allow_out_of_range: bool = False,
 ) -> xr.Dataset:
     """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``).
 
@@ -60,6 +60,9 @@ def downscale(
         members, sampler, steps, eta, seed, tile, overlap, batch_size, precision, chunk_fields:
             as the CLI's options of the same names; each (field, member) has its own seed, so
             values depend neither on batching nor on chunking.
+        allow_out_of_range: input values outside the training range (more than 10 training
+            standard deviations off, or negative kelvin) warn instead of raising, as the CLI's
+            ``--allow-out-of-range`` (:mod:`weather_sr.data.ranges`).
     Returns:
         The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
         channel ``[time, member, lat, lon]`` with CF attributes and the provenance attributes.
@@ -84,7 +87,7 @@ def downscale(
     meta = check_model(model, path or "(in memory)")
     where = "input Dataset"
     fields = dataset_fields(ds, meta, coarsen_input=coarsen, where=where,
-                            chunk_fields=chunk_fields)
+                            chunk_fields=chunk_fields, allow_out_of_range=allow_out_of_range)
     total = int(fields.sizes["sample"])
     bar, close = progress_bar(total * members, progress)  # one bar over all chunks
     parts = []
@@ -103,7 +106,7 @@ def downscale(
                                                      coords="minimal", compat="override",
                                                      combine_attrs="override")
     call = _call(members, sampler, steps, eta, seed, coarsen, tile, overlap, batch_size,
-                 precision, chunk_fields, dev)
+                 precision, chunk_fields, dev, allow_out_of_range)
     out.attrs["command_line"] = call
     out.attrs["history"] = f"{out.attrs['date_created']}: {call}"
     cf_encoding(out)  # so that out.to_netcdf(...) writes what the CLI writes
@@ -119,7 +122,7 @@ def _input_name(ds: xr.Dataset) -> str:
 def _call(*values: Any) -> str:
     """The call, as the provenance's command line (``history``, ``command_line``)."""
     names = ("members", "sampler", "steps", "eta", "seed", "coarsen", "tile", "overlap",
-             "batch_size", "precision", "chunk_fields", "device")
+             "batch_size", "precision", "chunk_fields", "device", "allow_out_of_range")
     args = ", ".join(f"{n}={str(v) if isinstance(v, torch.device) else v!r}"
                      for n, v in zip(names, values, strict=True))
     return f"weather_sr.downscale(ds, checkpoint, {args})"

@@ -26,11 +26,13 @@ from weather_sr.inference.netcdf import (
 from weather_sr.inference.precision import resolve_precision
 from weather_sr.inference.prepare import (
     Prepared,
+    checked_predictors,
     feature_grid,
     input_variables,
     opened,
     prepare_fields,
 )
+from weather_sr.lock import lock_output
 from weather_sr.model.meta import CheckpointMeta
 from weather_sr.targets import Source, check_target
 
@@ -50,7 +52,7 @@ def downscale(
     device: str = "auto", overwrite: bool = False,
     target_grid: str | os.PathLike[str] | None = None, argv: Sequence[str] | None = None,
     show_progress: bool = True, chunk_fields: int = 8, output_format: str | None = None,
-    resume: bool = False,
+    resume: bool = False, allow_out_of_range: bool = False,
 ) -> Path:
     """The whole ``weather-sr downscale``; returns the output path.
 
@@ -59,14 +61,16 @@ def downscale(
     Python API (:func:`weather_sr.downscale`, field indices global: the seeds do not depend on
     the chunks) and written at once by :mod:`weather_sr.inference.stream` (NetCDF, or Zarr with
     ``output_format="zarr"`` or an output ending in ``.zarr``; ``resume``: continue a Zarr output's
-    partial store). Peak memory does not grow with the number of fields.
+    partial store). Peak memory does not grow with the number of fields. Input values outside
+    the training range are an error (a warning with ``allow_out_of_range``;
+    :mod:`weather_sr.data.ranges`).
 
     Under ``torchrun`` every rank reads and checks the same input and samples its share of each
     chunk (:mod:`weather_sr.inference.ensemble`); rank 0 alone writes, after every rank has
     checked the output path (a barrier), and returns the path.
     """
-    from weather_sr import data, distributed
-    from weather_sr.inference import stream
+    from weather_sr import distributed
+    from weather_sr.inference import partial, stream
     from weather_sr.inference.netcdf import sha256_file
     from weather_sr.model.loading import load_model
 
@@ -74,57 +78,74 @@ def downscale(
     fmt = stream.output_format(output, output_format)
     folder = fmt == "zarr"
     check_downscale_target(output, checkpoint, input_path, target_grid, folder=folder)
-    stream.check_start(output, fmt, overwrite=overwrite, resume=resume)  # before sampling
-    dev = select_device(device)
-    model = load_model(checkpoint, dev)
-    check_downscale_target(output, checkpoint, input_path, target_grid, model, folder=folder)
-    meta = check_model(model, checkpoint)
+    rank, _ = distributed.current()
+    # one writer per output (rank 0 writes): a second run to it exits at once
+    with lock_output(output, "output", rank == 0):
+        partial.check_start(output, fmt, overwrite=overwrite, resume=resume)  # before sampling
+        dev = select_device(device)
+        model = load_model(checkpoint, dev)
+        check_downscale_target(output, checkpoint, input_path, target_grid, model, folder=folder)
+        meta = check_model(model, checkpoint)
+        fields = read_input(input_path, meta, coarsen_input=coarsen_input,
+                            chunk_fields=chunk_fields, allow_out_of_range=allow_out_of_range)
+        total = int(fields.sizes["sample"])
+        times = fields["time"].values
+        settings = partial.run_settings(
+            checkpoint_sha256=sha256_file(checkpoint), options=options,
+            precision=resolve_precision(options.precision, dev), input_path=input_path,
+            times=times, coarsen=coarsen_input, target_grid=target_grid) if folder else None
+        done = partial.resume_point(output, settings or {}) if resume else 0
+        distributed.barrier()  # every rank has checked the output before rank 0 writes to it
+        bar: list[tuple[Any, Callable[[], None]]] = []
+
+        def progress(i: int, n_steps: int) -> None:  # the bar appears with the first evaluation
+            if not bar:
+                bar.append(progress_bar((total - done) * options.members,
+                                         show_progress and rank == 0))
+            if bar[0][0] is not None:
+                bar[0][0](i, n_steps)
+
+        with opened(input_path) as source:
+
+            def chunk(a: int, b: int) -> xr.Dataset:
+                prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
+                                      coarsen_input=coarsen_input, target_grid=target_grid,
+                                      where=f"input {input_path}", source=source)
+                return downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
+                                          coarsen_input=coarsen_input, input_name=str(input_path),
+                                          argv=argv, field_offset=a, progress=progress)
+
+            try:
+                if rank == 0:
+                    return stream.write_chunks(
+                        chunk, total, output, fmt=fmt, chunk_fields=chunk_fields,
+                        overwrite=overwrite, time_enc=stream.time_encoding(times),
+                        settings=settings, done=done)
+                for a, b in stream.chunks(total, chunk_fields, start=done):
+                    chunk(a, b)  # this rank's share of the sampling; rank 0 writes
+                return Path(output)
+            finally:
+                if bar:
+                    bar[0][1]()
+
+
+def read_input(input_path: str | os.PathLike[str], meta: CheckpointMeta, *, coarsen_input: bool,
+               chunk_fields: int, allow_out_of_range: bool) -> xr.DataArray:
+    """The input file's fields for the checkpoint, lazily, checked ``chunk_fields`` at a time
+    (Inf, all-NaN channels, the training range) with predictors in the model's units."""
+    from weather_sr import data
+    from weather_sr.inference import stream
+
     fields = data.open_fields(input_path, input_variables(meta, coarsen_input)[0])
     files = list(fields.attrs.get("source") or [input_path])
     where = f"data file {files[0]}" + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
-    stream.check_values_in_chunks(fields, chunk_fields, where)
-    total = int(fields.sizes["sample"])
-    if total == 0:
+    fields = checked_predictors(fields, meta, where)  # range check in the model's units
+    stream.check_values_in_chunks(fields, chunk_fields, where,
+                                  meta.condition_spec().input_normalizer,
+                                  allow_out_of_range=allow_out_of_range)
+    if int(fields.sizes["sample"]) == 0:
         raise UserError(f"input {input_path}: no fields to downscale")
-    times = fields["time"].values
-    settings = stream.run_settings(
-        checkpoint_sha256=sha256_file(checkpoint), options=options,
-        precision=resolve_precision(options.precision, dev), input_path=input_path,
-        times=times, coarsen=coarsen_input, target_grid=target_grid) if folder else None
-    done = stream.resume_point(output, settings or {}) if resume else 0
-    rank, _ = distributed.current()
-    distributed.barrier()  # every rank has checked the output before rank 0 writes to it
-    bar: list[tuple[Any, Callable[[], None]]] = []
-
-    def progress(i: int, n_steps: int) -> None:  # the bar appears with the first evaluation
-        if not bar:
-            bar.append(progress_bar((total - done) * options.members,
-                                     show_progress and rank == 0))
-        if bar[0][0] is not None:
-            bar[0][0](i, n_steps)
-
-    with opened(input_path) as source:
-
-        def chunk(a: int, b: int) -> xr.Dataset:
-            prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
-                                  coarsen_input=coarsen_input, target_grid=target_grid,
-                                  where=f"input {input_path}", source=source)
-            return downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
-                                      coarsen_input=coarsen_input, input_name=str(input_path),
-                                      argv=argv, field_offset=a, progress=progress)
-
-        try:
-            if rank == 0:
-                return stream.write_chunks(
-                    chunk, total, output, fmt=fmt, chunk_fields=chunk_fields,
-                    overwrite=overwrite, time_enc=stream.time_encoding(times),
-                    settings=settings, done=done)
-            for a, b in stream.chunks(total, chunk_fields, start=done):
-                chunk(a, b)  # this rank's share of the sampling; rank 0 writes
-            return Path(output)
-        finally:
-            if bar:
-                bar[0][1]()
+    return fields
 
 
 def check_model(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
@@ -166,15 +187,7 @@ def downscale_prepared(
                         field_offset=field_offset)
     fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
     missing = _missing(prep.lr, spec, s)
-    try:
-        check_finite(fields, list(meta.channels), ~missing)
-    except UserError:  # name the input field when one far outside the training data explains it
-        culprit = None if spec.mode != "own" else out_of_range_input(
-            fields, missing, prep, normalizer, list(meta.channels), list(meta.units or []),
-            input_name, field_offset)
-        if culprit is None:
-            raise
-        raise UserError(culprit) from None
+    check_finite(fields, list(meta.channels), ~missing)
     fields = np.where(missing, np.nan, fields)  # no data where the input had none
     extra = {"input": input_name, "downscaling_factor": s, "coarsened_input": int(coarsen_input),
              # denoiser calls per member actually made (ancestral: all T, not --steps)
@@ -204,13 +217,21 @@ def downscale_prepared(
 
 
 def _missing(lr: np.ndarray, spec: Any, s: int) -> np.ndarray:
-    """Where the output has no data, [N, 1, C, H, W]: under LR cells missing in the input
-    (the targets' own LR field); with predictors, nowhere (missing inputs are filled)."""
+    """Where the output has no data, [N, 1, C, H, W]: under the input cells that are missing,
+    channel by channel for the targets' own LR field; for predictors, in every channel under
+    a cell where a predictor is missing that had a value in every training field (as with the
+    own LR field, the network sees a filled value there: what it makes of it is no output;
+    where training too had gaps, it learned from filled values). Older checkpoints, which do
+    not record where training had values: under every missing predictor cell."""
+    nan = np.isnan(lr)  # [N, Ci, h, w]: on the LR grid, or the HR grid when regridded
     if spec.mode != "own":
-        n, (h, w) = len(lr), lr.shape[-2:]
-        H, W = (h, w) if spec.mode == "regrid" else (h * s, w * s)
-        return np.zeros((n, 1, len(spec.targets), H, W), bool)
-    return np.repeat(np.repeat(np.isnan(lr), s, axis=2), s, axis=3)[:, None]
+        valid = spec.input_valid
+        if valid is not None and valid.shape == nan.shape[1:]:
+            nan &= valid[None]
+        nan = np.repeat(nan.any(axis=1, keepdims=True), len(spec.targets), axis=1)
+    if spec.mode != "regrid":
+        nan = np.repeat(np.repeat(nan, s, axis=2), s, axis=3)
+    return nan[:, None]
 
 
 def check_downscale_target(
@@ -218,14 +239,35 @@ def check_downscale_target(
     input_path: str | os.PathLike[str], target_grid: str | os.PathLike[str] | None,
     model: Any = None, *, folder: bool = False,
 ) -> None:
-    """The output is none of the files read (checkpoint, input, target grid and, once the model
-    is loaded, the regression checkpoint named in its config), nor the current/home folder."""
+    """The output (and a Zarr output's partial store) is none of the files read (checkpoint,
+    input, target grid and, once the model is loaded, the paths its config names:
+    :func:`checkpoint_sources`), nor the current/home folder."""
+    from weather_sr.inference.partial import partial_path
+
     sources = [Source("--checkpoint", checkpoint), Source("--input", input_path, data=True),
                Source("--target-grid", target_grid, data=True)]
     if model is not None:
-        regression = (saved_config(model).get("diffusion") or {}).get("regression_checkpoint")
-        sources.append(Source(f"diffusion.regression_checkpoint of {checkpoint}", regression))
-    check_target(output, "output", "--output", sources, folder=folder)  # folder: Zarr
+        sources += checkpoint_sources(checkpoint, model)
+    writes = [("partial output", partial_path(output))] if folder else []
+    check_target(output, "output", "--output", sources, folder=folder, writes=writes)
+
+
+def checkpoint_sources(checkpoint: str | os.PathLike[str], model: Any) -> list[Source]:
+    """Every path the config saved in a loaded model's checkpoint names (training data, LR
+    data, predictors, static fields, regression checkpoint): an output must not touch them,
+    whether or not this command reads them."""
+    from weather_sr.data.sample import shipped_data_path
+
+    cfg = saved_config(model)
+    data, diffusion = cfg.get("data") or {}, cfg.get("diffusion") or {}
+    of = f"of {checkpoint}"
+    return [
+        Source(f"data.path {of}", shipped_data_path(data.get("path")), data=True),
+        Source(f"data.lr_path {of}", data.get("lr_path"), data=True),
+        *(Source(f"data.{key}.path {of}", (data.get(key) or {}).get("path"), data=True)
+          for key in ("inputs", "static")),
+        Source(f"diffusion.regression_checkpoint {of}", diffusion.get("regression_checkpoint")),
+    ]
 
 
 def saved_config(model: Any) -> Mapping[str, Any]:
@@ -233,42 +275,6 @@ def saved_config(model: Any) -> Mapping[str, Any]:
     meta = getattr(model, "meta", None)
     cfg = meta.get("config") if isinstance(meta, Mapping) else getattr(meta, "config", None)
     return cfg if isinstance(cfg, Mapping) else {}
-
-
-OUT_OF_RANGE = 30.0  # input values this many training standard deviations from the mean
-
-
-def out_of_range_input(
-    fields: np.ndarray, missing: np.ndarray, prep: Prepared, normalizer: Any,
-    channels: Sequence[str], units: Sequence[str], input_path: str | os.PathLike[str],
-    offset: int = 0,
-) -> str | None:
-    """When the output ``fields [N, M, C, H, W]`` is non-finite for an input field whose values
-    lie far outside the training data (:data:`OUT_OF_RANGE` standard deviations), the message
-    naming that field (its global index: ``offset`` + the index in ``fields``), its time and
-    channel; None when no such field explains it."""
-    bad = (~np.isfinite(fields) & ~missing).reshape(len(fields), -1).any(axis=1)
-    n_ch = len(channels)
-    mean = np.asarray(normalizer.mean, np.float64).reshape(n_ch, -1).mean(axis=1)
-    std = np.asarray(normalizer.channel_std(), np.float64)
-    lr = prep.lr.astype(np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        z = np.abs(lr - mean[None, :, None, None]) / std[None, :, None, None]
-        z = np.where(np.isfinite(z), z, -1.0).reshape(len(lr), n_ch, -1).max(axis=2)  # [N, C]
-    z[~bad] = -1.0
-    k, c = np.unravel_index(int(np.argmax(z)), z.shape)
-    if z[k, c] < OUT_OF_RANGE:
-        return None
-    values = lr[k, c][np.isfinite(lr[k, c])]
-    extreme = values[np.argmax(np.abs(values - mean[c]))]
-    when = f"time {prep.times[k]}" if prep.times is not None else "no time coordinate"
-    unit = f" {units[c]}" if c < len(units) and units[c] else ""
-    return (
-        f"input {input_path}: field {k + offset} ({when}) has {channels[c]} values up to "
-        f"{extreme:.3g}{unit}, {z[k, c]:.3g} standard deviations from the training data (mean "
-        f"{mean[c]:.4g}, std {std[c]:.3g}): the model produced non-finite values for it; "
-        "nothing written: check that field (units, fill values) or leave it out"
-    )
 
 
 def progress_bar(total_pairs: int, show: bool):  # -> (progress callback, close)

@@ -30,7 +30,7 @@ class Prepared:
     times: np.ndarray | None
     input_members: np.ndarray | None
     long_names: list[str]
-    aux: dict[str, xr.DataArray] | None = None  # 2-D lat/lon, grid mapping (HR input only)
+    aux: dict[str, xr.DataArray] | None = None  # 2-D lat/lon, grid mapping (of the output)
     standard_names: list[str] | None = None  # of the input variables ("" when none)
 
 
@@ -47,18 +47,21 @@ def input_variables(meta: CheckpointMeta, coarsen_input: bool) -> tuple[list[str
 
 
 def dataset_fields(ds: xr.Dataset, meta: CheckpointMeta, *, coarsen_input: bool,
-                   where: str = "input Dataset", chunk_fields: int = 8) -> xr.DataArray:
+                   where: str = "input Dataset", chunk_fields: int = 8,
+                   allow_out_of_range: bool = False) -> xr.DataArray:
     """The checkpoint's input variables of an ``xarray.Dataset`` (the Python API) as standardised
     fields ``[sample, channel, y, x]``, still lazy when ``ds`` is, their values checked
-    ``chunk_fields`` at a time (``stream.check_values_in_chunks``, as for an input file)."""
+    ``chunk_fields`` at a time (``stream.check_values_in_chunks``, training range included, as
+    for an input file)."""
     from weather_sr.data.reading import standardise
     from weather_sr.inference.stream import check_values_in_chunks
 
     if not isinstance(ds, xr.Dataset):
         raise UserError(f"{where}: expected an xarray.Dataset, got {type(ds).__name__}")
     variables, _ = input_variables(meta, coarsen_input)
-    fields = standardise(ds, variables, where)
-    check_values_in_chunks(fields, chunk_fields, where)
+    fields = checked_predictors(standardise(ds, variables, where), meta, where)
+    check_values_in_chunks(fields, chunk_fields, where, meta.condition_spec().input_normalizer,
+                           allow_out_of_range=allow_out_of_range)
     return fields
 
 
@@ -82,10 +85,7 @@ def prepare_fields(
     if spec.mode == "own":
         meta.check_data(found, list(fields.attrs["units"]), where, names=own, unknown_units=True)
     else:
-        check_channels_of(found, list(fields.attrs["units"]), spec.inputs,
-                          spec.input_units or None, where,
-                          checkpoint=f"the predictors of the checkpoint {meta.source}",
-                          unknown_units=True)
+        fields = checked_predictors(fields, meta, where)
     named = variables if spec.mode == "own" else channels  # where the output's names come from
     long_names = _long_names(source, named, len(channels))
     aux = None
@@ -109,6 +109,8 @@ def prepare_fields(
         out_grid = hr_grid_from_lr(grid.lat, grid.lon, s, lat_name=grid.lat_name,
                                    lon_name=grid.lon_name, lat_attrs=grid.lat_attrs,
                                    lon_attrs=grid.lon_attrs)
+        if target_grid is None:
+            aux = _lr_aux(grid, out_grid, meta, s, source, variables[0])
     if target_grid is not None:
         if spec.mode == "regrid":
             raise UserError("--target-grid: this model's output grid is its training grid (its "
@@ -120,6 +122,28 @@ def prepare_fields(
         check_training_grid(out_grid, meta, where)
     return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names, aux,
                     _long_names(source, named, len(channels), "standard_name"))
+
+
+def checked_predictors(fields: xr.DataArray, meta: CheckpointMeta, where: str) -> xr.DataArray:
+    """Predictors ``fields`` checked against the checkpoint's (names; units of its training
+    file, recorded in ``spec.input_units``), then, as in training, those named like a target
+    converted to the target's units (:func:`weather_sr.data.units.to_target_units`); lazy
+    fields stay lazy. ``fields`` themselves for a model without predictors, or when converted
+    already (``attrs["file_units"]``): downscale converts its whole input once, before the
+    range check, and each chunk comes here again."""
+    from weather_sr.data.units import to_target_units
+
+    spec = meta.condition_spec()
+    if spec.mode == "own" or "file_units" in fields.attrs:
+        return fields
+    found = [str(c) for c in fields["channel"].values]
+    check_channels_of(found, list(fields.attrs["units"]), spec.inputs, spec.input_units or None,
+                      where, checkpoint=f"the predictors of the checkpoint {meta.source}",
+                      unknown_units=True)
+    if not (spec.input_units and meta.units):  # older checkpoints: nothing recorded to convert
+        return fields
+    return to_target_units(fields, dict(zip(meta.channels, meta.units, strict=True)), where,
+                           spec.input_units)
 
 
 def _regridded(fields: xr.DataArray, meta: CheckpointMeta, spec: Any, coarsen_input: bool,
@@ -221,12 +245,105 @@ def _long_names(
 
 
 def feature_grid(prep: Prepared, meta: CheckpointMeta) -> tuple[np.ndarray, np.ndarray]:
-    """Latitude/longitude of the output grid for the lat/lon features (2-D ones if given)."""
+    """Latitude/longitude of the output grid for the lat/lon features: the 2-D ones of
+    ``prep.aux``, else the checkpoint's when the output grid is its training grid, else the 1-D
+    axes if in degrees (UserError for projected axes)."""
     from weather_sr.data.condition import grid_latlon
     from weather_sr.data.grid import Grid
 
     g = prep.grid
-    aux = {k: (np.asarray(v.values), dict(v.attrs)) for k, v in (prep.aux or {}).items()
-           if not k.startswith("grid_mapping:") and v.ndim == 2}
+    found = {k: v for k, v in (prep.aux or {}).items()
+             if not k.startswith("grid_mapping:") and v.ndim == 2}
+    if not {"lat", "lon"} <= {_latlon_kind(k) for k in found}:
+        found = _training_aux(g, meta) or found
+    aux = {k: (np.asarray(v.values), dict(v.attrs)) for k, v in found.items()}
     return grid_latlon(Grid(np.asarray(g.lat), np.asarray(g.lon), g.lat_name, g.lon_name,
-                            dict(g.lat_attrs), dict(g.lon_attrs), prep.periodic, aux))
+                            dict(g.lat_attrs), dict(g.lon_attrs), prep.periodic, aux),
+                       fix="give the input file 2-D latitude/longitude coordinates, or "
+                           "downscale on the model's training grid (its checkpoint stores them)")
+
+
+def _latlon_kind(name: str) -> str | None:
+    """"lat" or "lon" for a 2-D coordinate that names latitude or longitude (the rule of
+    :func:`weather_sr.data.condition.grid_latlon`), else None."""
+    low = name.lower()
+    return "lat" if low.startswith("lat") else "lon" if low.startswith("lon") else None
+
+
+def _lr_aux(grid: Any, out_grid: OutputGrid, meta: CheckpointMeta, s: int,
+            source: xr.Dataset | None, variable: str) -> dict[str, xr.DataArray] | None:
+    """2-D latitude/longitude of the HR output grid of an LR input (for the lat/lon features and
+    the output file) and the input's CF grid mapping: the checkpoint's exact ones when the output
+    grid is its training grid, else the LR input's interpolated; None when there are none."""
+    aux = _training_aux(out_grid, meta) or _interpolated_aux(grid, out_grid, s) or {}
+    if source is None or variable not in source.variables:
+        return aux or None
+    mapping = str(source[variable].attrs.get("grid_mapping", ""))
+    try:  # the HR grid has the LR grid's projection, so its grid mapping holds
+        if mapping in source.variables:
+            aux[f"grid_mapping:{mapping}"] = source[mapping].load()
+    except (OSError, ValueError):
+        pass
+    return aux or None
+
+
+def _training_aux(grid: OutputGrid, meta: CheckpointMeta) -> dict[str, xr.DataArray] | None:
+    """The 2-D coordinates the checkpoint stores for its HR training grid, if ``grid`` is it."""
+    from weather_sr.data.grid import Grid, same_axis
+
+    trained = meta.grid or {}
+    if not trained.get("aux") or not (
+            same_axis(grid.lat, np.asarray(trained.get("lat", [])))
+            and same_axis(grid.lon, np.asarray(trained.get("lon", [])))):
+        return None
+    hr = Grid.from_dict(dict(trained))
+    return {k: xr.DataArray(v, dims=(grid.lat_name, grid.lon_name), attrs=a)
+            for k, (v, a) in hr.aux.items()}
+
+
+def _interpolated_aux(grid: Any, out_grid: OutputGrid, s: int
+                      ) -> dict[str, xr.DataArray] | None:
+    """The LR grid's 2-D latitude/longitude interpolated onto its HR grid (None if it has none):
+    a projected grid's latitude/longitude vary smoothly, so linearly between LR centres."""
+    out: dict[str, xr.DataArray] = {}
+    for name, (values, attrs) in grid.aux.items():
+        kind = _latlon_kind(str(name))
+        v = np.asarray(values, np.float64)
+        if kind is None or v.ndim != 2:
+            continue
+        hr = lr_to_hr_lon(v, s) if kind == "lon" else lr_to_hr_linear(v, s)
+        out[str(name)] = xr.DataArray(hr, dims=(out_grid.lat_name, out_grid.lon_name),
+                                      attrs=dict(attrs))
+    return out or None
+
+
+def lr_to_hr_linear(values: np.ndarray, s: int) -> np.ndarray:
+    """A smooth field on an LR grid ``[h, w]`` -> its HR grid ``[h * s, w * s]``: HR pixel ``i``
+    lies at LR fractional index ``(i + 0.5) / s - 0.5``; bilinear inside, linear extrapolation
+    from the edge cells beyond the outer LR centres (a linear field is reproduced everywhere)."""
+    out = np.asarray(values, np.float64)
+    for axis in (0, 1):
+        n = out.shape[axis]
+        pos = (np.arange(n * s) + 0.5) / s - 0.5
+        if n == 1:  # one LR centre along this axis: nothing to interpolate between
+            out = np.repeat(out, s, axis=axis)
+            continue
+        i0 = np.clip(np.floor(pos).astype(np.int64), 0, n - 2)
+        t = np.expand_dims(pos - i0, 1 - axis)  # broadcasts along the other axis
+        a, b = np.take(out, i0, axis=axis), np.take(out, i0 + 1, axis=axis)
+        out = a + (b - a) * t
+    return out
+
+
+def lr_to_hr_lon(lon: np.ndarray, s: int) -> np.ndarray:
+    """:func:`lr_to_hr_linear` for longitude (degrees): across a jump by 360 degrees (e.g. from
+    359 to 0 on a grid crossing the prime meridian) it interpolates the unwrapped values, then
+    wraps the result back into the input's range ([0, 360) or [-180, 180))."""
+    lon = np.asarray(lon, np.float64)
+    jumps = [np.abs(np.diff(lon, axis=a)) for a in (0, 1) if lon.shape[a] > 1]
+    if not any(j.size and j.max() > 180.0 for j in jumps):
+        return lr_to_hr_linear(lon, s)
+    ref = float(lon.flat[lon.size // 2])
+    lo = 0.0 if lon.min() >= 0.0 else -180.0
+    out = np.mod(ref + lr_to_hr_linear((lon - ref + 180.0) % 360.0 - 180.0, s) - lo, 360.0)
+    return np.where(out < 360.0, out, 0.0) + lo  # -1e-14 % 360 is 360.0 in floating point

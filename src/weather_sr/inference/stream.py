@@ -8,25 +8,16 @@ one is in. Its values, coordinates and attributes are those of the whole Dataset
 (the time units are chosen from the whole time axis). An interrupted run leaves nothing at the
 output path.
 
-Zarr. The chunks are appended to a hidden sibling store ``.NAME.partial`` that carries weather-sr's
-marker (kind "downscale") and the run's settings with the number of fields complete
-(:data:`SETTINGS`); it is renamed to ``NAME`` when complete. A run that stops after a complete
-chunk (interrupted, killed, a failure) keeps the partial store; ``--resume`` checks that it was
-written with the same settings (checkpoint SHA-256, sampler, steps, eta, seed, members, tile,
-overlap, input, coarsen, target grid) and continues after the fields recorded as complete.
-Every (field, member) draws its noise from the seed of its global field index, so the result is
-that of an uninterrupted run. Without ``--resume`` an existing partial store is an error; with
-``--overwrite`` it is discarded when the new run has its first chunk.
+Zarr. The chunks are appended to the hidden partial store ``.NAME.partial``, renamed to ``NAME``
+when complete; its rules (resume, settings, checks) are :mod:`weather_sr.inference.partial`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +26,18 @@ import xarray as xr
 
 from weather_sr.atomic import (
     atomic_output,
-    check_output_path,
     commit,
     create_folder,
-    read_marker,
     remove_folder,
 )
+from weather_sr.data.normalise import Normalizer
 from weather_sr.errors import UserError
 from weather_sr.inference.netcdf import cf_encoding
+from weather_sr.inference.partial import KIND, SETTINGS, check_complete, partial_path, quiet_zarr
 from weather_sr.write_errors import io_errors
 
 PathLike = str | os.PathLike[str]
 FORMATS = ("netcdf", "zarr")
-KIND = "downscale"  # the marker kind of a Zarr output and of its partial store
-SETTINGS = ".weather-sr-downscale.json"  # in the partial store: settings and fields complete
-COMPARED = ("checkpoint_sha256", "sampler", "steps", "eta", "seed", "members", "tile", "overlap",
-            "precision", "input", "input_fields", "input_times_sha256", "coarsen", "target_grid")
 
 
 def output_format(output: PathLike, fmt: str | None) -> str:
@@ -60,12 +47,6 @@ def output_format(output: PathLike, fmt: str | None) -> str:
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     return fmt
-
-
-def partial_path(output: PathLike) -> Path:
-    """Where a Zarr output is built: the hidden sibling ``.NAME.partial``."""
-    out = Path(output)
-    return out.parent / f".{out.name}.partial"
 
 
 def check_chunk_fields(value: Any) -> None:
@@ -79,36 +60,18 @@ def chunks(n: int, size: int, start: int = 0) -> list[tuple[int, int]]:
     return [(a, min(a + size, n)) for a in range(start, n, max(1, size))]
 
 
-def check_start(output: PathLike, fmt: str, *, overwrite: bool, resume: bool) -> None:
-    """Before any work: the output can be written, and the partial store rules (module doc)."""
-    zarr_out = fmt == "zarr"
-    if resume and not zarr_out:
-        raise UserError("--resume continues a Zarr output (--format zarr, or an --output ending "
-                        "in .zarr): an interrupted NetCDF run leaves nothing to continue")
-    check_output_path(output, overwrite, option="--output", marker=KIND if zarr_out else None)
-    if not zarr_out:
-        return
-    partial = partial_path(output)
-    if os.path.lexists(partial):
-        if partial.is_symlink() or not partial.is_dir() or read_marker(partial) != KIND:
-            raise UserError(f"output {output}: {partial} is in the way of its partial output and "
-                            "was not written by weather-sr downscale: move it away or choose "
-                            "another --output")
-        if not resume and not overwrite:
-            raise UserError(f"output {output}: the partial output {partial} of an interrupted run "
-                            "is there: continue it with --resume, start again with --overwrite, "
-                            "or delete it")
-    elif resume:
-        raise UserError(f"--resume: there is no partial output {partial} to continue (an "
-                        f"interrupted Zarr run leaves one): run without --resume")
-
-
-def check_values_in_chunks(fields: xr.DataArray, size: int, where: str) -> None:
+def check_values_in_chunks(fields: xr.DataArray, size: int, where: str,
+                           normalizer: Normalizer | None = None, *,
+                           allow_out_of_range: bool = False) -> None:
     """:func:`weather_sr.data.reading.check_values` over the lazy input, ``size`` fields at a
-    time: Inf or beyond float32 in any field, and a channel entirely missing in all of them."""
+    time: Inf or beyond float32 in any field, and a channel entirely missing in all of them;
+    with ``normalizer`` (the checkpoint's, for these input channels in order) also the
+    training range (:func:`weather_sr.data.ranges.check_input_range`)."""
+    from weather_sr.data.ranges import check_input_range
     from weather_sr.data.reading import check_values
 
     channels = [str(c) for c in fields["channel"].values]
+    times = fields["time"].values if "time" in fields.coords else None
     seen = np.zeros(len(channels), bool)
     for a, b in chunks(int(fields.sizes["sample"]), size):
         values = np.asarray(fields.isel(sample=slice(a, b)).values)
@@ -119,6 +82,10 @@ def check_values_in_chunks(fields: xr.DataArray, size: int, where: str) -> None:
             label = where if a == 0 else f"{where} (fields {a}-{b - 1})"
             check_values(values[:, some], [c for c, k in zip(channels, some, strict=True) if k],
                          label)
+        if normalizer is not None and len(normalizer.channels) == len(channels):
+            check_input_range(values, list(fields.attrs.get("units") or []), normalizer, where,
+                              names=channels, times=None if times is None else times[a:b],
+                              offset=a, allow=allow_out_of_range)
     check_values(np.where(seen, 0.0, np.nan).reshape(1, -1, 1, 1), channels, where)
 
 
@@ -132,24 +99,6 @@ def time_encoding(times: np.ndarray | None) -> dict[str, Any]:
     return {k: attrs[k] for k in ("units", "calendar") if k in attrs}
 
 
-def run_settings(*, checkpoint_sha256: str, options: Any, precision: str, input_path: PathLike,
-                 times: np.ndarray, coarsen: bool, target_grid: PathLike | None
-                 ) -> dict[str, Any]:
-    """What must be the same for ``--resume`` to continue a partial output (:data:`COMPARED`);
-    ``precision``: the resolved one (float32 or bf16), as the output records it."""
-    return {
-        "checkpoint_sha256": checkpoint_sha256, "sampler": options.sampler,
-        "steps": int(options.steps), "eta": float(options.eta), "seed": int(options.seed),
-        "members": int(options.members), "tile": int(options.tile or 0),
-        "overlap": int(options.overlap), "precision": precision,
-        "input": os.path.abspath(os.fspath(input_path)),
-        "input_fields": len(times),
-        "input_times_sha256": hashlib.sha256(np.asarray(times).astype(str).tobytes()).hexdigest(),
-        "coarsen": bool(coarsen),
-        "target_grid": os.path.abspath(os.fspath(target_grid)) if target_grid else None,
-    }
-
-
 def _encode(ds: xr.Dataset, time_enc: Mapping[str, Any]) -> str:
     """CF-encode ``ds`` in place (time in the whole axis's units); its dimension along the
     fields, the one chunks are appended on."""
@@ -157,15 +106,6 @@ def _encode(ds: xr.Dataset, time_enc: Mapping[str, Any]) -> str:
     if "time" in ds.variables:
         ds.variables["time"].encoding.update(time_enc)
     return "sample" if "sample" in ds.dims else "time"
-
-
-@contextlib.contextmanager
-def _quiet_zarr() -> Iterator[None]:
-    """Zarr warns about the files beside its own (marker, settings) whenever it lists a store."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a "
-                                "component of a Zarr hierarchy")
-        yield
 
 
 class NetCDFStream:
@@ -206,21 +146,25 @@ class ZarrStream:
         self.attrs: dict[str, Any] | None = None
         self.created = False  # this run created the partial store
         if done:  # resumed: the attributes of the first run (its provenance) stay
-            with _quiet_zarr(), xr.open_zarr(self.partial) as existing:
+            with quiet_zarr(), xr.open_zarr(self.partial) as existing:
                 self.attrs = dict(existing.attrs)
 
     def write(self, ds: xr.Dataset) -> None:
         first = _encode(ds, self.time_enc)
         for var in ds.data_vars.values():
             var.encoding = {"_FillValue": np.float32(np.nan), "chunks": (1, *var.shape[1:])}
-        with _quiet_zarr(), io_errors(self.partial, "partial output"):
+        with quiet_zarr(), io_errors(self.partial, "partial output"):
             if self.attrs is None:
                 self._create()
-                ds.to_zarr(self.partial, mode="a", zarr_format=2, consolidated=True)
+                # every chunk stored, all-NaN ones too: a chunk missing is then a loss, found by
+                # check_zarr_chunks before the store is resumed or committed
+                ds.to_zarr(self.partial, mode="a", zarr_format=2, consolidated=True,
+                           write_empty_chunks=True)
                 self.attrs = dict(ds.attrs)
             else:
                 ds.attrs = dict(self.attrs)
-                ds.to_zarr(self.partial, append_dim=first, zarr_format=2, consolidated=True)
+                ds.to_zarr(self.partial, append_dim=first, zarr_format=2, consolidated=True,
+                           write_empty_chunks=True)
             self._save(self.done + int(ds.sizes[first]))  # recorded, then counted as complete
             self.done += int(ds.sizes[first])
 
@@ -238,7 +182,9 @@ class ZarrStream:
         os.replace(tmp, self.partial / SETTINGS)
 
     def finish(self) -> Path:
-        """Put the complete store at the output path (see :func:`weather_sr.atomic.commit`)."""
+        """Put the complete store at the output path (see :func:`weather_sr.atomic.commit`),
+        once every chunk of it is found on disk."""
+        check_complete(self.partial)
         with io_errors(self.partial, "partial output"):
             (self.partial / SETTINGS).unlink(missing_ok=True)
         return commit(self.partial, self.output, overwrite=self.overwrite, what="output",
@@ -253,58 +199,6 @@ class ZarrStream:
             return None
         return (f"the {self.done} of {self.total} fields completed are kept in {self.partial}: "
                 "continue with --resume (the same options), or start again with --overwrite")
-
-
-def resume_point(output: PathLike, settings: Mapping[str, Any]) -> int:
-    """The fields complete in the partial store of ``output`` written with ``settings``;
-    UserError (nothing changed) when they differ. A chunk whose append was cut off is dropped."""
-    partial = partial_path(output)
-    try:
-        saved = json.loads((partial / SETTINGS).read_text())
-        done = int(saved["fields_done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"--resume: the partial output {partial} has no readable {SETTINGS} "
-                        "(complete, or cut off while starting): start again with --overwrite"
-                        ) from None
-    differ = [k for k in COMPARED if saved.get(k) != settings.get(k)]
-    if differ:
-        said = ", ".join(f"{k} {_short(saved.get(k))} there, {_short(settings.get(k))} now"
-                         for k in differ)
-        raise UserError(f"--resume: the partial output {partial} was written with other "
-                        f"settings ({said}): give the same options, or start again with "
-                        "--overwrite")
-    if done:
-        _trim(partial, done)
-    return done
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text[:14] + "...'" if isinstance(value, str) and len(value) == 64 else text
-
-
-def _trim(partial: Path, done: int) -> None:
-    """Cut the arrays along the fields back to ``done`` (an append stopped half way leaves them
-    longer); UserError if some are shorter."""
-    import zarr
-
-    with _quiet_zarr(), io_errors(partial, "partial output"):
-        group = zarr.open_group(str(partial), mode="r+", zarr_format=2)
-        arrays = dict(group.arrays())
-        member_dims = [list(a.attrs.get("_ARRAY_DIMENSIONS", [])) for a in arrays.values()]
-        first = next((d[0] for d in member_dims if "member" in d[1:]), "time")
-        changed = False
-        for name, arr in arrays.items():
-            if list(arr.attrs.get("_ARRAY_DIMENSIONS", []))[:1] != [first]:
-                continue
-            if arr.shape[0] < done:
-                raise UserError(f"--resume: the partial output {partial} lacks fields of "
-                                f"{name} it records as complete: start again with --overwrite")
-            if arr.shape[0] > done:
-                arr.resize((done, *arr.shape[1:]))
-                changed = True
-        if changed:
-            zarr.consolidate_metadata(str(partial), zarr_format=2)
 
 
 def write_chunks(

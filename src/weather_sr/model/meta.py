@@ -464,7 +464,29 @@ def _check_normalizer(value: Any, channels: tuple[str, ...], check: _Fields) -> 
                          f"{list(mean.shape)}")
     if not (std > 0).all():
         raise check.fail("normalizer.std", "has values <= 0")
+    for name in ("low", "high"):  # the training range (absent in older checkpoints)
+        if norm.get(name) is not None:
+            arr = check.array(f"normalizer.{name}", norm[name])
+            if arr.shape != (n,):
+                raise check.fail(f"normalizer.{name}", f"has shape {list(arr.shape)}, not [{n}]")
+    _check_transforms(norm.get("transforms"), channels, check)
     return norm
+
+
+def _check_transforms(value: Any, channels: tuple[str, ...], check: _Fields) -> None:
+    """``normalizer.transforms``: {channel: transform} of known kinds and valid exponents."""
+    from weather_sr.data.transforms import Transform
+
+    if not value:
+        return
+    for name, entry in check.mapping("normalizer.transforms", value).items():
+        field = f"normalizer.transforms.{name}"
+        if name not in channels:
+            raise check.fail(field, f"names no channel of {list(channels)}")
+        try:
+            Transform.from_dict(check.mapping(field, entry, ("name", "kind")))
+        except (TypeError, ValueError) as error:
+            raise check.fail(field, f"is {_short(entry)} ({error})") from None
 
 
 def _check_grid(value: Any, check: _Fields) -> Mapping[str, Any]:

@@ -21,6 +21,7 @@ from weather_sr import distributed as D
 from weather_sr.atomic import atomic_output, remove_folder
 from weather_sr.config import RunConfig, config_to_yaml
 from weather_sr.errors import UserError
+from weather_sr.lock import lock_output
 from weather_sr.model.checkpoint import load_checkpoint
 from weather_sr.targets import Source, check_target
 from weather_sr.training.checkpoints import CheckpointManager
@@ -237,33 +238,36 @@ def train(
         info = D.setup(cfg.training.device)
     except UserError as error:  # select_device names --device; here it is the config key
         raise UserError(str(error).replace("--device", "training.device")) from None
-    try:
-        prepare_run_dir(run_dir, resume, overwrite, info, create=False)
-        if bundle is None:
-            from weather_sr.data import build_datasets
-
-            bundle = build_datasets(**data_kwargs(cfg))
-        trainer = Trainer(cfg, run_dir, info, bundle)
-        # only now, with data and model checked, is the run folder created
-        work = prepare_run_dir(run_dir, resume, overwrite, info)
-        new = not resume and work == run_dir
-        if work != run_dir:
-            trainer.final_run_dir = run_dir
-            trainer.run_dir, trainer.ckpt = work, CheckpointManager(work, cfg.training.keep_last)
+    # one writer per run folder (rank 0 writes): a second run to it exits at once
+    with lock_output(run_dir, "run folder", info.is_main):
         try:
-            result = run_training(trainer, resume, progress, callback)
-        except BaseException as error:
-            note = _discard(trainer, work, run_dir, new) if info.is_main else ""
-            if isinstance(error, WriteFailedError):
-                raise WriteFailedError(f"{error}; {note}") from None
-            raise
-        if work != run_dir and info.is_main:
-            finish_run_dir(work, run_dir)
-            moved = result.checkpoint and run_dir / Path(result.checkpoint).relative_to(work)
-            result = dataclasses.replace(result, run_dir=run_dir, checkpoint=moved or None)
-        return result
-    finally:
-        D.teardown(info)
+            prepare_run_dir(run_dir, resume, overwrite, info, create=False)
+            if bundle is None:
+                from weather_sr.data import build_datasets
+
+                bundle = build_datasets(**data_kwargs(cfg))
+            trainer = Trainer(cfg, run_dir, info, bundle)
+            # only now, with data and model checked, is the run folder created
+            work = prepare_run_dir(run_dir, resume, overwrite, info)
+            new = not resume and work == run_dir
+            if work != run_dir:
+                trainer.final_run_dir = run_dir
+                trainer.run_dir = work
+                trainer.ckpt = CheckpointManager(work, cfg.training.keep_last)
+            try:
+                result = run_training(trainer, resume, progress, callback)
+            except BaseException as error:
+                note = _discard(trainer, work, run_dir, new) if info.is_main else ""
+                if isinstance(error, WriteFailedError):
+                    raise WriteFailedError(f"{error}; {note}") from None
+                raise
+            if work != run_dir and info.is_main:
+                finish_run_dir(work, run_dir)
+                moved = result.checkpoint and run_dir / Path(result.checkpoint).relative_to(work)
+                result = dataclasses.replace(result, run_dir=run_dir, checkpoint=moved or None)
+            return result
+        finally:
+            D.teardown(info)
 
 
 def check_run_target(cfg: RunConfig, run_dir: Path, config_file: str | Path | None) -> None:
