@@ -25,7 +25,7 @@ import torch
 
 def make_checkpoint(path: Path) -> Path:
     """Random-weight base-32 UNet (the sample config's model) for t2m, u10, scale factor 2."""
-    from weather_sr.config import config_to_dict, load_config
+    from weather_sr.config import config_to_dict, load_config, model_config_from_dict
     from weather_sr.data import Normalizer
     from weather_sr.model.checkpoint import save_checkpoint
     from weather_sr.model.downscaling_model import build_unet
@@ -33,7 +33,7 @@ def make_checkpoint(path: Path) -> Path:
     cfg = config_to_dict(load_config("sample", ["data.variables=[t2m, u10]"]))
     cfg["data"]["scale_factor"] = 2
     torch.manual_seed(0)
-    net = build_unet(cfg["model"], 2, 2, True)
+    net = build_unet(model_config_from_dict(cfg["model"]), 2, 2, True)
     state = net.state_dict()
     norm = Normalizer("channel", ["t2m", "u10"], np.full((2, 1, 1), 280.0),
                       np.full((2, 1, 1), 5.0))

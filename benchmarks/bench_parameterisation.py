@@ -4,7 +4,7 @@ Trains the demo's λ = 0 diffusion run (same data, budget, seed and regression b
 ``prediction`` epsilon | v crossed with ``scale_target`` false | true, then scores 8-member
 DPM-Solver++(2M) ensembles of the test split: ensemble-mean RMSE, bias, fair CRPS, spread/skill and
 the members' high-frequency log-spectral distance, per variable. It is the measurement behind the
-defaults (v, scaled) and the README's "Scale and parameterisation" paragraph. About 15 minutes
+defaults (v, scaled) and the parameterisation table of docs/results.md. About 15 minutes
 on 2 CPU cores (``--quick``: a minute, numbers meaningless).
 
     .venv/bin/python benchmarks/bench_parameterisation.py [--quick] [--device cpu|cuda]

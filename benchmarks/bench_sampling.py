@@ -199,6 +199,7 @@ def bench_samplers(args: argparse.Namespace, device: torch.device) -> None:
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """One domain in a fresh process: time per DDIM step and peak memory."""
+    from weather_sr.config import model_config_from_dict
     from weather_sr.model.downscaling_model import DownscalingModel, build_unet
     from weather_sr.model.loading import load_model
 
@@ -212,7 +213,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         cfg = {"base_channels": spec["base"], "channel_mults": [1, 2, 2], "num_res_blocks": 1,
                "attention_levels": [], "mid_attention": True, "head_channels": 32,
                "dropout": 0.0, "groups": 8, "padding_y": "zeros", "padding_x": "zeros"}
-        net = build_unet(cfg, 2, 2, False).to(device).eval()
+        net = build_unet(model_config_from_dict(cfg), 2, 2, False).to(device).eval()
         model = DownscalingModel(net, kind="diffusion", target="residual", channels=2,
                                  schedule=make_schedule("linear", 1000))
     h, w = spec["h"], spec["w"]
@@ -282,7 +283,7 @@ def bench_tiling(args: argparse.Namespace, device: torch.device) -> None:
 
 def untrained_checkpoint(path: Path, base: int) -> Path:
     """An untrained diffusion checkpoint (channels t2m, u10 in K, scale 4, T = 1000)."""
-    from weather_sr.config import RunConfig, config_to_dict
+    from weather_sr.config import RunConfig, config_to_dict, model_config_from_dict
     from weather_sr.data import Normalizer
     from weather_sr.model.checkpoint import save_checkpoint
     from weather_sr.model.downscaling_model import build_unet
@@ -292,7 +293,7 @@ def untrained_checkpoint(path: Path, base: int) -> Path:
     cfg["data"].update(variables=ch, scale_factor=4)
     cfg["model"].update(base_channels=base, channel_mults=[1, 2, 2], num_res_blocks=1)
     torch.manual_seed(0)
-    state = build_unet(cfg["model"], 2, 2, False).state_dict()
+    state = build_unet(model_config_from_dict(cfg["model"]), 2, 2, False).state_dict()
     norm = Normalizer("channel", ch, np.full((2, 1, 1), 280.0), np.full((2, 1, 1), 5.0))
     save_checkpoint(path, {"step": 0, "model": state, "ema": state, "config": cfg,
                            "channels": ch, "units": ["K", "K"], "normalizer": norm.to_dict(),

@@ -74,9 +74,9 @@ from weather_sr.data.sample import ERA5_VARIABLES, SAMPLE_VARIABLES, shipped_dat
 from weather_sr.evaluation.accumulate import evaluate_method
 from weather_sr.evaluation.evalset import EvalSet, load_split, model_prediction
 from weather_sr.inference.ensemble import SamplingOptions
+from weather_sr.model.data_setup import data_kwargs
 from weather_sr.model.loading import load_model
 from weather_sr.training.loop import train
-from weather_sr.training.trainer import data_kwargs
 
 _LAM1 = {"diffusion.lam": 1.0, "diffusion.loss_divide": True}
 _NORM = {"diffusion.weight_normalise": True}

@@ -246,7 +246,7 @@ def main() -> None:
     if model.kind != "diffusion":
         fail(f"--checkpoint {checkpoint}: a {model.kind} model; give a diffusion checkpoint")
     assert model.meta is not None
-    patch = int(model.meta.resolved_config["data"]["patch_size"])
+    patch = int(model.meta.config.data.patch_size)
     multiple = 2 ** (int(getattr(model.net, "levels", 1)) - 1)
     arms = arms_for(patch)
     for arm in arms[1:]:

@@ -27,7 +27,7 @@ CELL = 47625.0  # grid spacing of the sample (m)
 
 def _checkpoint(path: Path, scale: int = 2) -> Path:
     """A tiny untrained diffusion checkpoint for the sample's variables."""
-    from weather_sr.config import RunConfig, config_to_dict
+    from weather_sr.config import RunConfig, config_to_dict, model_config_from_dict
     from weather_sr.data import Normalizer
     from weather_sr.model.checkpoint import save_checkpoint
     from weather_sr.model.downscaling_model import build_unet
@@ -39,7 +39,7 @@ def _checkpoint(path: Path, scale: int = 2) -> Path:
                         mid_attention=False, groups=4)
     cfg["diffusion"]["timesteps"] = 20
     torch.manual_seed(0)
-    state = build_unet(cfg["model"], 2, 2, False).state_dict()
+    state = build_unet(model_config_from_dict(cfg["model"]), 2, 2, False).state_dict()
     norm = Normalizer("channel", ch, np.array([20.0, 260.0]).reshape(2, 1, 1),
                       np.array([10.0, 20.0]).reshape(2, 1, 1))
     save_checkpoint(path, {"step": 0, "model": state, "ema": state, "config": cfg,

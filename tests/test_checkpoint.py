@@ -13,9 +13,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+from weather_sr.data.condition import ConditionSpec
+from weather_sr.data.normalise import Normalizer
 from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import load_checkpoint, save_checkpoint
 from weather_sr.model.loading import load_model
@@ -115,6 +118,19 @@ def _del_in(section: str, key: str):
     return change
 
 
+def _in_condition(key: str, value: Any, inside: str | None = None):
+    """Give the payload a valid predictor condition (inputs a and u of the targets' file), then
+    set ``key`` of it (of its part ``inside``) to ``value``."""
+    def change(p: dict) -> None:
+        inputs = Normalizer("channel", ["a", "u"], np.zeros((2, 1, 1)), np.ones((2, 1, 1)),
+                            low=np.zeros(2), high=np.ones(2))
+        p["condition"] = ConditionSpec(["a", "b"], ["a", "u"], inputs, mode="coarsen",
+                                       input_units=["K", "m s-1"],
+                                       input_valid=np.ones((2, 4, 4), bool)).to_dict()
+        (p["condition"] if inside is None else p["condition"][inside])[key] = value
+    return change
+
+
 CORRUPTIONS = {
     "units one short": (_units_short, r"field 'units' has 1 entry for 2 channels"),
     "units not names": (_set("units", [1, 2]), r"field 'units' is \[1, 2\], not a list"),
@@ -162,6 +178,32 @@ CORRUPTIONS = {
                                   r"field 'target_scale' is \[1.0\], not 2 positive numbers"),
     "target_scale not positive": (_set("target_scale", [1.0, -1.0]), r"field 'target_scale'"),
     "target_scale NaN": (_set("target_scale", [1.0, float("nan")]), r"field 'target_scale'"),
+    # issue 21, case 10: every part of the newer schema
+    "grid aux entry not (values, attributes)": (
+        lambda p: p["grid"].update(aux={"lat": 5}), r"field 'grid.aux.lat' is 5"),
+    "normaliser range of another length": (_set_in("normalizer", "low", [0.0]),
+                                           r"field 'normalizer.low' has shape \[1\], not \[2\]"),
+    "normaliser transform exponent 0": (
+        _set_in("normalizer", "transforms", {"a": {"name": "a", "kind": "power",
+                                                   "exponent": 0.0}}),
+        r"field 'normalizer.transforms.a' is .* \(expected an exponent in \(0, 1\]"),
+    "condition input_units one short": (_in_condition("input_units", ["K"]),
+                                        r"field 'condition' is malformed \(input_units has 1 "
+                                        r"entries for 2 inputs\)"),
+    "condition input_valid of another shape": (
+        _in_condition("input_valid", torch.ones(3, 3, dtype=torch.bool)),
+        r"input_valid has shape \[3, 3\]"),
+    "condition feature unknown": (_in_condition("features", ["moon"]),
+                                  r"field 'condition.features' has \['moon'\]"),
+    "condition regrid unknown": (_in_condition("regrid", "spline"),
+                                 r"field 'condition.regrid' is 'spline'"),
+    "condition input normaliser std zero": (
+        _in_condition("std", [[[1.0]], [[0.0]]], inside="input_normalizer"),
+        r"field 'condition.input_normalizer.std' has values <= 0"),
+    "condition input normaliser transform kind": (
+        _in_condition("transforms", {"u": {"name": "u", "kind": "cube", "exponent": None}},
+                      inside="input_normalizer"),
+        r"field 'condition.input_normalizer.transforms.u'"),
 }
 
 

@@ -64,12 +64,17 @@ def _worker(rank: int, world: int, port: int, data: str, run_dir: str, out: str)
     )
     seen: list[list[int]] = []
     holder = {}
+    from weather_sr.training.trainer import Trainer
 
-    def record(trainer) -> None:
-        seen.append(list(trainer.last_indices))
+    step = Trainer.train_step
+
+    def recording_step(trainer, batches):  # the items of this rank's batches, step by step
+        seen.append([int(i) for batch in batches for i in batch["index"]])
         holder["net"] = trainer.net
+        return step(trainer, batches)
 
-    result = train(cfg, run_dir, progress=False, callback=record)
+    Trainer.train_step = recording_step  # in this spawned worker only
+    result = train(cfg, run_dir, progress=False)
     torch.save(
         {"indices": seen, "state": holder["net"].state_dict(), "step": result.step},
         Path(out) / f"rank{rank}.pt",

@@ -4,6 +4,7 @@ attributes, variable/unit checks, NaN refusal, atomic output, and the CLI end to
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,25 @@ def test_member_seeds_distinct_and_stable() -> None:
     a = randn_like_batch((2, 2, 3), pair_generators(7, [(0, 0), (1, 2)]), "cpu", torch.float32)
     b = randn_like_batch((1, 2, 3), pair_generators(7, [(1, 2)]), "cpu", torch.float32)
     torch.testing.assert_close(a[1:], b, rtol=0, atol=0)  # a row does not depend on its batch
+
+
+def test_member_seed_uses_all_63_bits() -> None:
+    """Issue 22: seeds s and s + 2**32 gave the same ensemble. Now every bit counts, and seeds
+    below 2**32 keep the members of earlier versions (the formula as it was, written out)."""
+    def earlier(seed: int, field: int, member: int) -> int:
+        state = np.random.SeedSequence([seed & 0xFFFFFFFF, field, member])
+        return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+    rng = np.random.default_rng(0)
+    for seed in [0, 1, 7, 2**32 - 1, *rng.integers(0, 2**32, 20).tolist()]:
+        for field, member in ((0, 0), (3, 4), (1000, 7)):
+            assert member_seed(seed, field, member) == earlier(seed, field, member)
+    big = [2**32, 2**32 + 7, 2**62, 2**63 - 1]
+    for seed in big:
+        assert member_seed(seed, 3, 4) != member_seed(seed & 0xFFFFFFFF, 3, 4)
+    assert len({member_seed(s, f, m) for s in [7, *big] for f in range(5) for m in range(5)}
+               ) == 5 * 25
+    assert all(0 <= member_seed(s, 1, 2) < 2**63 for s in big)
 
 
 def test_select_device() -> None:
@@ -130,14 +150,17 @@ def test_sampling_options_are_checked_naming_the_option() -> None:
            ({"sampler": "dpmpp_2m", "steps": 2.5}, "--steps 2.5"),
            ({"sampler": "ddim", "eta": 1.5}, "--eta 1.5"),
            ({"batch_size": 0}, "--batch-size 0"), ({"tile": -8}, "--tile -8"),
-           ({"overlap": -1}, "--overlap -1")]
+           ({"overlap": -1}, "--overlap -1"), ({"members": 0}, "--members 0"),
+           ({"seed": 2**63}, "--seed 9223372036854775808"), ({"seed": -1}, "--seed -1"),
+           ({"seed": 1.5}, "--seed 1.5"),
+           # one rule for every sampler (the CLI's): an option is checked whether or not the
+           # chosen sampler uses it (ancestral ignores steps, only ddim has an eta)
+           ({"sampler": "ancestral", "steps": 0}, "--steps 0"),
+           ({"sampler": "dpmpp_2m", "eta": 2.0}, "--eta 2.0")]
     for changes, words in bad:
-        with pytest.raises(UserError, match=words):
+        with pytest.raises(UserError, match=re.escape(words)):
             SamplingOptions(**changes)
-    # what sampling accepted before stays accepted: ancestral ignores steps, eta is DDIM's
-    # alone, tile 0 means no tiling, an overlap >= tile is clamped to tile - 1
-    SamplingOptions(sampler="ancestral", steps=0, eta=3.0)
-    SamplingOptions(sampler="dpmpp_2m", eta=2.0)
+    # tile 0 means no tiling, an overlap >= tile is clamped to tile - 1
     SamplingOptions(tile=0)
     SamplingOptions(tile=8, overlap=32)
     # steps <= T is checked where T is known
@@ -255,7 +278,7 @@ def test_channel_and_unit_checks() -> None:
 
 def _checkpoint(path: Path, *, nan: bool = False) -> Path:
     """A tiny untrained 2-level UNet checkpoint for channels t2m, u10 (K), x2, T = 20."""
-    from weather_sr.config import RunConfig, config_to_dict
+    from weather_sr.config import RunConfig, config_to_dict, model_config_from_dict
     from weather_sr.data import Normalizer
     from weather_sr.model.checkpoint import save_checkpoint
     from weather_sr.model.downscaling_model import build_unet
@@ -266,7 +289,7 @@ def _checkpoint(path: Path, *, nan: bool = False) -> Path:
                         mid_attention=False, groups=4)
     cfg["diffusion"]["timesteps"] = 20
     torch.manual_seed(0)
-    net = build_unet(cfg["model"], 2, 2, False)
+    net = build_unet(model_config_from_dict(cfg["model"]), 2, 2, False)
     state = net.state_dict()
     if nan:
         state = {k: v.fill_(float("nan")) if k.startswith("conv_out") else v

@@ -52,6 +52,10 @@ ONLY = {
 }
 
 
+# parts that must never import another, whatever the layers say
+NEVER = {"evaluation": {"training"}}  # scoring a checkpoint needs no training code
+
+
 def part_of(module: str) -> str:
     """``weather_sr.core.loss`` -> ``core``; ``weather_sr`` -> ``__init__``."""
     parts = module.split(".")
@@ -138,7 +142,9 @@ def violations(module: str, deps: set[str]) -> list[str]:
         there = part_of(dep)
         if there == here:
             continue
-        if here in ONLY and there not in ONLY[here]:
+        if there in NEVER.get(here, ()):
+            bad.append(f"{module} imports {dep}: {here} must not import {there}")
+        elif here in ONLY and there not in ONLY[here]:
             bad.append(f"{module} imports {dep}: {here} may import only {sorted(ONLY[here])}")
         elif here not in ONLY and LAYER[there] >= LAYER[here]:
             bad.append(f"{module} imports {dep}: {here} (layer {LAYER[here]}) may not import "

@@ -22,7 +22,8 @@ class Fixed(nn.Module):
         super().__init__()
         self.out = out
 
-    def forward(self, x: object, level: object, cond: object) -> torch.Tensor:
+    def forward(self, x: object, level: object, cond: object, wrap_x: bool = True
+                ) -> torch.Tensor:
         return self.out
 
 
@@ -86,12 +87,13 @@ def test_target_scale_round_trip_and_sample_adds_the_scaled_draw() -> None:
 
 
 def test_denoiser_is_a_precond_module_and_checkpoints_keep_the_unet_keys() -> None:
-    from weather_sr.config import RunConfig, config_to_dict
+    import dataclasses
+
+    from weather_sr.config import ModelConfig
     from weather_sr.model.downscaling_model import build_unet
 
-    cfg = config_to_dict(RunConfig())["model"]
-    cfg.update(base_channels=8, channel_mults=[1, 2], num_res_blocks=1, mid_attention=False,
-               groups=4)
+    cfg = dataclasses.replace(ModelConfig(), base_channels=8, channel_mults=[1, 2],
+                              num_res_blocks=1, mid_attention=False, groups=4)
     net = build_unet(cfg, 2, 2, False)
     keys = list(net.state_dict())
     for prediction in PREDICTIONS:

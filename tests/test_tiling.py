@@ -21,7 +21,7 @@ from weather_sr.core.schedule import make_schedule
 from weather_sr.inference.ensemble import SamplingOptions, sample_pairs, tiled
 from weather_sr.inference.tiling import TiledDenoiser, _fold, ramp_window, tile_starts
 from weather_sr.nn.precond import Precond
-from weather_sr.nn.unet import UNet, no_wrap_x
+from weather_sr.nn.unet import UNet
 
 torch.set_num_threads(1)  # small tensors: threads only contend on a shared CPU
 
@@ -36,10 +36,11 @@ def conv_denoiser(kernel: torch.Tensor, circular_x: bool = False):
     r = kernel.shape[-1] // 2
     calls: list[tuple[int, ...]] = []
 
-    def den(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def den(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, wrap_x: bool = True
+            ) -> torch.Tensor:
         calls.append(tuple(x.shape))
         z = torch.cat([x, y], dim=1) * (1.0 + 0.01 * t.float())[:, None, None, None]
-        if circular_x:
+        if circular_x and wrap_x:
             return F.conv2d(F.pad(z, (r, r, 0, 0), mode="circular"), kernel, padding=(r, 0))
         return F.conv2d(z, kernel, padding=r)
 
@@ -84,7 +85,7 @@ def test_ramps_complementary_and_zero_at_edges() -> None:
 @pytest.mark.parametrize("periodic", [False, True])
 def test_weights_sum_to_one(periodic: bool) -> None:
     x, y, t = inputs(2, 37, 53)
-    td = TiledDenoiser(lambda x, y, t: torch.full_like(x, 3.0), 16, 5, periodic_x=periodic)
+    td = TiledDenoiser(lambda x, y, t, **_: torch.full_like(x, 3.0), 16, 5, periodic_x=periodic)
     torch.testing.assert_close(td(x, y, t), torch.full_like(x, 3.0))
 
 
@@ -133,7 +134,7 @@ def test_no_seam_with_non_local_denoiser() -> None:
     field = torch.sin(3 * math.pi * j / w)[None, :] + 0.5 * torch.cos(2 * math.pi * i / h)[:, None]
     x, y, t = field[None, None].clone(), torch.zeros(1, 1, h, w), torch.ones(1, dtype=torch.long)
 
-    def den(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def den(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, **_: bool) -> torch.Tensor:
         return x - x.mean(dim=(-2, -1), keepdim=True)
 
     def jumps(overlap: int) -> tuple[float, float]:
@@ -235,7 +236,8 @@ def test_blend_weights_sum_to_one_and_are_smooth(h, w, tile, overlap, periodic) 
     """(a) no seam: the normalised weights sum to 1 at every pixel, no tile's weight jumps between
     neighbouring pixels by more than the raised cosine's steepest step pi / (2 (m - 1)), and a
     constant denoiser output is reproduced by the blend (to float32 rounding, <= 2 ulp)."""
-    td = TiledDenoiser(lambda x, y, t: torch.full_like(x, 3.0), tile, overlap, periodic_x=periodic)
+    td = TiledDenoiser(lambda x, y, t, **_: torch.full_like(x, 3.0), tile, overlap,
+                       periodic_x=periodic)
     maps = tile_weights(td, h, w)
     assert len(maps) > 1
     total = sum(m for _, _, m in maps)
@@ -268,8 +270,8 @@ def test_real_unet_output_is_a_convex_blend_of_its_tiles(periodic: bool) -> None
     cols = torch.arange(w)
     for y0, x0, m in tile_weights(td, h, w):
         idx = (x0 + torch.arange(tile)) % w
-        with no_wrap_x():
-            eps = den(x[..., y0 : y0 + tile, :][..., idx], y[..., y0 : y0 + tile, :][..., idx], t)
+        eps = den(x[..., y0 : y0 + tile, :][..., idx], y[..., y0 : y0 + tile, :][..., idx], t,
+                  wrap_x=False)
         full = torch.zeros_like(out)
         full[..., y0 : y0 + tile, idx] = eps
         blend += full.double() * m
@@ -282,7 +284,7 @@ def test_real_unet_output_is_a_convex_blend_of_its_tiles(periodic: bool) -> None
     assert float((hi - lo).max()) > 1e-2
 
 
-def elementwise(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def elementwise(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, **_: bool) -> torch.Tensor:
     """A batch-invariant stand-in: every output element depends on its own inputs only."""
     return 0.3 * x + 0.1 * y * (1.0 + 1e-3 * t.float())[:, None, None, None]
 

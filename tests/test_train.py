@@ -83,7 +83,7 @@ def test_resume_after_interrupt_is_exact(data_path: Path, bundle, tmp_path: Path
     assert straight.status == "finished" and straight.step == 6
 
     def interrupt(trainer: Trainer) -> None:
-        if trainer.step == 2:
+        if trainer.state.step == 2:
             signal.raise_signal(signal.SIGINT)  # handled: stop after the next step
 
     first = train(cfg, tmp_path / "b", progress=False, bundle=bundle, callback=interrupt)
@@ -107,7 +107,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     cfg = tiny(data_path, "training.checkpoint_every=2")
 
     def poison(trainer: Trainer) -> None:
-        if trainer.step == 2:
+        if trainer.state.step == 2:
             with torch.no_grad():
                 next(trainer.net.parameters()).fill_(float("nan"))
 
@@ -212,10 +212,8 @@ def test_regression_then_corrdiff_residual(data_path: Path, bundle, tmp_path: Pa
     items = [bundle.train.item(int(k), torch.Generator().manual_seed(cfg.training.seed + n))
              for n, k in enumerate(picks)]
     hr = torch.stack([it["hr"] for it in items])
-    from weather_sr.nn.unet import no_wrap_x
-
-    with no_wrap_x():  # patches narrower than the global field: no circular x padding
-        residual = hr - model.predict(torch.stack([it["cond"] for it in items]))
+    # patches narrower than the global field: no circular x padding
+    residual = hr - model.predict(torch.stack([it["cond"] for it in items]), wrap_x=False)
     torch.testing.assert_close(dm.target_scale, residual.square().mean().sqrt().view(1))
     payload = load_checkpoint(diff.checkpoint)
     payload["target_scale"] = [0.0]  # a hand-edited or corrupted checkpoint
@@ -310,17 +308,17 @@ def test_stream_sampler_shards_and_covers() -> None:
 
 
 def _nan_at(steps: set[int], snapshots: dict[int, list[torch.Tensor]]):
-    """Callback: from step 1 on, the training loss is NaN at the given ``trainer.step`` values;
-    records the weights after every step."""
+    """Callback: from step 1 on, the training loss is NaN at the given ``trainer.state.step``
+    values; records the weights after every step."""
 
     def callback(trainer: Trainer) -> None:
-        snapshots[trainer.step] = [p.detach().clone() for p in trainer.net.parameters()]
-        if trainer.step == 1:
+        snapshots[trainer.state.step] = [p.detach().clone() for p in trainer.net.parameters()]
+        if trainer.state.step == 1:
             original = trainer.loss
 
             def loss(model, batch, generator):
                 out = original(model, batch, generator)
-                if model is trainer.model and trainer.step in steps:
+                if model is trainer.model and trainer.state.step in steps:
                     return (out[0] * float("nan"), *out[1:])
                 return out
 

@@ -248,6 +248,12 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+def model_config_from_dict(raw: dict[str, Any], source: str = "config") -> ModelConfig:
+    """A ``model`` section alone (a CorrDiff regression base's, in its checkpoint), typed; the
+    UNet rules that involve other sections are checked where the whole config is."""
+    return _build(ModelConfig, dict(raw), "model", source)
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Build and validate a RunConfig from a plain dict (as read from YAML)."""
     cfg = _build(RunConfig, raw, "", source)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from weather_sr.config import check_seed
 from weather_sr.core.sampler_defaults import (
     DEFAULT_ETA,
     DEFAULT_PRECISION,
@@ -16,7 +15,6 @@ from weather_sr.core.sampler_defaults import (
     SAMPLER_NAMES,
 )
 from weather_sr.devices import DEVICE_CHOICES
-from weather_sr.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +69,8 @@ def add_tile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tile", type=int, default=None,
         help="tile size in HR pixels, to bound memory on large domains; use at least twice "
-             "the training patch size (README: what tiling costs) (default: whole field)")
+             "the training patch size (docs/benchmarks.md: what tiling costs) "
+             "(default: whole field)")
     parser.add_argument("--overlap", type=int, default=32,
                         help="overlap between tiles in HR pixels (default: %(default)s)")
 
@@ -81,22 +80,8 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
         help="network arithmetic while sampling: float32, or bf16 autocast; auto: bf16 only on "
-             "a CPU with native bf16 instructions (README: the precision table) "
+             "a CPU with native bf16 instructions (docs/benchmarks.md: the precision table) "
              "(default: %(default)s)")
-
-
-def _check(args: argparse.Namespace) -> None:
-    for name in ("members", "steps", "batch_size", "chunk_fields"):
-        value = getattr(args, name)
-        if value < 1:
-            raise UserError(f"--{name.replace('_', '-')} {value}: give a positive integer")
-    if args.tile is not None and args.tile < 1:
-        raise UserError(f"--tile {args.tile}: give a positive tile size in pixels")
-    if args.overlap < 0:
-        raise UserError(f"--overlap {args.overlap}: give a non-negative number of pixels")
-    if not 0.0 <= args.eta <= 1.0:
-        raise UserError(f"--eta {args.eta}: give a value between 0 and 1")
-    check_seed(args.seed)
 
 
 def command_line(args: argparse.Namespace) -> list[str]:
@@ -119,17 +104,16 @@ def run(args: argparse.Namespace) -> int:
     from weather_sr.inference.downscale import downscale
     from weather_sr.inference.ensemble import SamplingOptions
 
-    _check(args)
+    options = SamplingOptions(  # checks every sampling option (one line naming it)
+        sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
+        members=args.members, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
+        precision=args.precision,
+    )
     info = distributed.setup(args.device, mps=True)  # torchrun: a process group, this rank's device
     if args.input == "sample" and not Path(args.input).exists():
         from weather_sr.data.sample import sample_data_path
 
         args.input = str(sample_data_path())
-    options = SamplingOptions(
-        sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
-        members=args.members, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
-        precision=args.precision,
-    )
     try:
         path = downscale(
             args.checkpoint, args.input, args.output, options, coarsen_input=args.coarsen,

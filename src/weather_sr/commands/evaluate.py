@@ -34,29 +34,17 @@ def add_sampling_options(parser: argparse.ArgumentParser, members: int, steps: i
 
 
 def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
-    from weather_sr.core.sampler_defaults import SAMPLER_NAMES
+    """The sampling options of ``evaluate`` (checked by ``SamplingOptions``, the one validator;
+    ensemble scores need 2 members, which only evaluate requires)."""
     from weather_sr.inference.ensemble import SamplingOptions
 
+    options = SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta,
+                              seed=args.seed, members=args.members, batch_size=args.batch_size,
+                              tile=args.tile, overlap=args.overlap, precision=args.precision)
     if args.members < 2:
-        raise UserError(
-            f"option --members {args.members}: ensemble scores (CRPS, spread) need at least 2"
-        )
-    if args.steps < 1:
-        raise UserError(f"option --steps {args.steps}: give at least 1")
-    if args.sampler not in SAMPLER_NAMES:
-        raise UserError(
-            f"option --sampler {args.sampler!r}: choose one of {', '.join(SAMPLER_NAMES)}"
-        )
-    if not 0.0 <= args.eta <= 1.0:
-        raise UserError(f"option --eta {args.eta}: give a value in [0, 1]")
-    if args.batch_size < 1:
-        raise UserError(f"option --batch-size {args.batch_size}: give at least 1")
-    from weather_sr.config import check_seed
-
-    check_seed(args.seed)
-    return SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
-                           members=args.members, batch_size=args.batch_size, tile=args.tile,
-                           overlap=args.overlap, precision=args.precision)
+        raise UserError(f"--members {args.members}: ensemble scores (CRPS, spread) need at "
+                        "least 2")
+    return options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

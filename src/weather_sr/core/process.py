@@ -12,6 +12,7 @@ Coefficients are formed in float64 from the schedule and cast to the data's dtyp
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -29,8 +30,18 @@ __all__ = [
     "x0_to_eps",
 ]
 
-# denoiser(x_t [B, C, H, W], y [B, Cy, H, W], t int64 [B]) -> eps [B, C, H, W]
-Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+class Denoiser(Protocol):
+    """``denoiser(x_t [B, C, H, W], y [B, Cy, H, W], t int64 [B]) -> eps [B, C, H, W]``.
+
+    The keyword ``wrap_x`` (default True) is False for an input narrower than a periodic x axis
+    (a training patch, an inference tile): a network on a global grid must not pad it
+    circularly. Samplers pass whole fields and never set it; the tiler and the trainer do.
+    """
+
+    def __call__(self, x_t: Tensor, y: Tensor, t: Tensor, /, *, wrap_x: bool = True
+                 ) -> Tensor: ...
 # One generator, one per batch row, or None (the global CPU generator).
 Generators = torch.Generator | Sequence[torch.Generator] | None
 

@@ -45,7 +45,7 @@ from weather_sr.targets import Source, check_target
 
 def bundle_for(model: DownscalingModel, data_path: str | None) -> DataBundle:
     """Datasets built exactly as for the checkpoint's training run, optionally on other files."""
-    from weather_sr.training.trainer import data_kwargs
+    from weather_sr.model.data_setup import data_kwargs
 
     if model.meta is None:
         raise UserError("the model has no checkpoint metadata: load it with load_model")
@@ -152,7 +152,7 @@ def evaluate_checkpoints(
         logs = {label: run_folder(path) / "metrics.csv"
                 for label, path in zip(labels, checkpoints, strict=True)}
         if not data_path and models[0].meta is not None:
-            data_path = models[0].meta.run_config().data.path
+            data_path = models[0].meta.config.data.path
         settings = _settings(n, first, data, options, data_path, checkpoints, models, device)
         with atomic_output(out, overwrite=overwrite, what="report folder", marker="report",
                            option="--out", checked=True) as tmp:

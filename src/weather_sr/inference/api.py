@@ -20,16 +20,14 @@ from typing import Any
 import torch
 import xarray as xr
 
-from weather_sr.config import check_seed
 from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
 from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.devices import select_device
-from weather_sr.errors import UserError
 from weather_sr.inference.downscale import check_model, downscale_prepared, progress_bar
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.inference.netcdf import cf_encoding
 from weather_sr.inference.prepare import dataset_fields, prepare_fields
-from weather_sr.inference.stream import chunks
+from weather_sr.inference.stream import check_chunk_fields, chunks
 from weather_sr.model import loading
 from weather_sr.model.downscaling_model import DownscalingModel
 
@@ -70,12 +68,9 @@ def downscale(
         UserError (a ValueError): a bad option, or a Dataset without the checkpoint's variables or
         with other units.
     """
-    for name, value in (("members", members), ("steps", steps), ("batch_size", batch_size),
-                        ("chunk_fields", chunk_fields)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{name}={value!r}: give a positive integer")
-    check_seed(int(seed), "seed")
-    options = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=int(seed),
+    check_chunk_fields(chunk_fields)
+    # the one validator of sampling options, as for the CLI
+    options = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=seed,
                               members=members, batch_size=batch_size, tile=tile, overlap=overlap,
                               precision=precision)
     dev = select_device(str(device))

@@ -7,7 +7,7 @@ writes each chunk at once (NetCDF or Zarr, :mod:`weather_sr.inference.stream`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -258,23 +258,18 @@ def checkpoint_sources(checkpoint: str | os.PathLike[str], model: Any) -> list[S
     whether or not this command reads them."""
     from weather_sr.data.sample import shipped_data_path
 
-    cfg = saved_config(model)
-    data, diffusion = cfg.get("data") or {}, cfg.get("diffusion") or {}
-    of = f"of {checkpoint}"
-    return [
-        Source(f"data.path {of}", shipped_data_path(data.get("path")), data=True),
-        Source(f"data.lr_path {of}", data.get("lr_path"), data=True),
-        *(Source(f"data.{key}.path {of}", (data.get(key) or {}).get("path"), data=True)
-          for key in ("inputs", "static")),
-        Source(f"diffusion.regression_checkpoint {of}", diffusion.get("regression_checkpoint")),
-    ]
-
-
-def saved_config(model: Any) -> Mapping[str, Any]:
-    """The run config saved in a loaded model's checkpoint (``model.meta``), {} if none."""
     meta = getattr(model, "meta", None)
-    cfg = meta.get("config") if isinstance(meta, Mapping) else getattr(meta, "config", None)
-    return cfg if isinstance(cfg, Mapping) else {}
+    if meta is None:  # a model built in memory names no files
+        return []
+    data, of = meta.config.data, f"of {checkpoint}"
+    return [
+        Source(f"data.path {of}", shipped_data_path(data.path), data=True),
+        Source(f"data.lr_path {of}", data.lr_path, data=True),
+        *(Source(f"data.{key}.path {of}", None if part is None else part.path, data=True)
+          for key, part in (("inputs", data.inputs), ("static", data.static))),
+        Source(f"diffusion.regression_checkpoint {of}",
+               meta.config.diffusion.regression_checkpoint),
+    ]
 
 
 def progress_bar(total_pairs: int, show: bool):  # -> (progress callback, close)

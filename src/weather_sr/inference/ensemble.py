@@ -62,15 +62,15 @@ class SampleModel(Protocol):
 class SamplingOptions:
     """How to sample: sampler name, steps, eta, seed, ensemble size, batching, tiling, precision.
 
-    Checked on creation (UserError naming the option, as the CLI does) for what sampling would
-    refuse anyway: ``sampler`` one of ``weather_sr.core.sampling.SAMPLER_NAMES``; ``steps`` an
-    integer >= 1 for the samplers that use it (ddim, dpmpp_2m; <= T is checked when sampling,
-    where T is known; ancestral runs all T steps and ignores it); ``eta`` in [0, 1] for ddim (the
-    only sampler with an eta; the others ignore it); ``batch_size`` >= 1; ``tile`` None, 0 (both:
-    no tiling) or positive; ``overlap`` >= 0 (an overlap >= tile is clamped to tile - 1). What
-    depends on the model (tile a multiple of the UNet's size multiple) is checked by the caller
-    that knows the model (``inference.downscale``). ``precision``: one of
-    ``core.sampler_defaults.PRECISIONS`` (``"auto"`` resolved per device by
+    The one validator of sampling options (the CLI's downscale and evaluate, the Python API, the
+    demo): checked on creation, each a UserError naming the option as the CLI does, whether or
+    not the chosen sampler uses it: ``sampler`` one of ``weather_sr.core.sampling.SAMPLER_NAMES``;
+    ``steps`` an integer >= 1 (<= T is checked when sampling, where T is known; ancestral runs
+    all T steps); ``eta`` in [0, 1] (used by ddim only); ``seed`` in 0 .. 2**63 - 1;
+    ``members`` and ``batch_size`` >= 1; ``tile`` None, 0 (both: no tiling) or positive;
+    ``overlap`` >= 0 (an overlap >= tile is clamped to tile - 1). What depends on the model
+    (tile a multiple of the UNet's size multiple) is :func:`options_for`'s. ``precision``: one
+    of ``core.sampler_defaults.PRECISIONS`` (``"auto"`` resolved per device by
     :func:`weather_sr.inference.precision.resolve_precision`).
     """
 
@@ -87,15 +87,22 @@ class SamplingOptions:
     precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
+        from weather_sr.config import check_seed
+
         if self.sampler not in sampling.SAMPLER_NAMES:
             raise UserError(f"--sampler {self.sampler!r}: choose one of "
                             f"{', '.join(sampling.SAMPLER_NAMES)}")
-        if sampling.uses_steps(self.sampler) and not _is_int(self.steps, 1):
-            raise UserError(f"--steps {self.steps!r}: give a positive integer")
-        if "eta" in sampling.sampler_kwargs(self.sampler) and not 0.0 <= self.eta <= 1.0:
-            raise UserError(f"--eta {self.eta}: give a value between 0 and 1")
-        if not _is_int(self.batch_size, 1):
-            raise UserError(f"--batch-size {self.batch_size!r}: give a positive integer")
+        for option, value in (("--steps", self.steps), ("--members", self.members),
+                              ("--batch-size", self.batch_size)):
+            if not _is_int(value, 1):
+                raise UserError(f"{option} {value!r}: give a positive integer")
+        if isinstance(self.eta, bool) or not isinstance(self.eta, int | float) or not (
+                0.0 <= self.eta <= 1.0):
+            raise UserError(f"--eta {self.eta!r}: give a value between 0 and 1")
+        try:
+            check_seed(operator.index(self.seed))
+        except TypeError:
+            raise UserError(f"--seed {self.seed!r}: give an integer") from None
         if self.tile is not None and not _is_int(self.tile, 0):
             raise UserError(f"--tile {self.tile!r}: give a positive tile size in pixels")
         if not _is_int(self.overlap, 0):
@@ -131,8 +138,14 @@ def _is_int(value: Any, low: int) -> bool:
 
 
 def member_seed(seed: int, field: int, member: int) -> int:
-    """63-bit seed of the generator for (field, member), independent of batching and order."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(field), int(member)])
+    """63-bit seed of the generator for (field, member), independent of batching and order.
+
+    Every bit of ``seed`` (0 .. 2**63 - 1) counts; its high 32 bits enter as a fourth word of
+    entropy only when they are not all zero, so seeds below 2**32 give the generators of
+    earlier versions."""
+    high = int(seed) >> 32
+    words = [int(seed) & 0xFFFFFFFF, int(field), int(member), *([high] if high else [])]
+    state = np.random.SeedSequence(words)
     return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
@@ -212,9 +225,9 @@ def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Te
         return model.base(cond)
     reg = model.regression
 
-    def predict(x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+    def predict(x: Tensor, y: Tensor, t: Tensor, *, wrap_x: bool = True) -> Tensor:
         del x, t
-        return reg.predict(y)
+        return reg.predict(y, wrap_x=wrap_x)
 
     tiler = tiled(predict, options)
     dummy = cond.new_zeros((cond.shape[0], model.channels, *cond.shape[-2:]))

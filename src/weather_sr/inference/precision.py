@@ -53,8 +53,8 @@ def with_precision(denoiser: Denoiser, precision: str, device: torch.device | st
         raise ValueError(f"precision {precision!r}: resolve it first (resolve_precision)")
     kind = torch.device(device).type
 
-    def call(x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+    def call(x: Tensor, y: Tensor, t: Tensor, **kwargs: bool) -> Tensor:  # kwargs: wrap_x
         with torch.autocast(kind, dtype=torch.bfloat16):
-            return denoiser(x, y, t).float()
+            return denoiser(x, y, t, **kwargs).float()
 
     return call

@@ -41,7 +41,7 @@ def input_variables(meta: CheckpointMeta, coarsen_input: bool) -> tuple[list[str
         spec = meta.condition_spec()
         if spec.mode != "own":
             return list(spec.input_variables), False
-    cfg = meta.run_config().data
+    cfg = meta.config.data
     lr_vars = cfg.lr_variables if not coarsen_input else None
     return list(lr_vars or cfg.variables or meta.channels), not lr_vars
 
@@ -75,7 +75,7 @@ def prepare_fields(
     auxiliary coordinates of an HR input."""
     from weather_sr import data
 
-    cfg = meta.run_config().data
+    cfg = meta.config.data
     meta.require("scale_factor", to="downscale")
     s = int(meta.scale_factor or 0)
     channels = list(meta.channels)

@@ -17,10 +17,11 @@ full field (noise is drawn once, on the whole field), and the network only ever 
   self-attention span the whole tile, so tiling changes its output everywhere;
 - ``periodic_x`` treats x (longitude) as circular: tiles are spread evenly round the circle and may
   straddle the seam, so a global grid has no seam in longitude;
-- a tile narrower than the field is evaluated inside :func:`weather_sr.nn.unet.no_wrap_x`: a UNet
-  configured with circular x padding pads it with zeros, since its east and west edges are not
-  neighbours (the same rule as for training patches); a tile spanning the whole width, and the
-  whole field in one call, keep the configured padding (circular on a global grid);
+- on a periodic field, a tile narrower than the field goes to the denoiser with ``wrap_x=False``
+  (the denoiser contract, ``core.process.Denoiser``): a UNet configured with circular x padding
+  pads it with zeros, since its east and west edges are not neighbours (the same rule as for
+  training patches); a tile spanning the whole width, and the whole field in one call, keep the
+  configured padding (circular on a global grid);
 - at most ``max_batch`` tile-samples go through the network per call, so peak memory in the model is
   bounded by ``tile area x max_batch`` whatever the domain size; time is linear in the tile count.
 
@@ -37,7 +38,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from weather_sr.core.process import Denoiser
-from weather_sr.nn.unet import no_wrap_x
 
 # tile starts in y and x, tile height and width, windows [ny, th] and [nx, tw], weight sum [H, W]
 Layout = tuple[list[int], list[int], int, int, Tensor, Tensor, Tensor]
@@ -158,8 +158,10 @@ class TiledDenoiser:
         self._layout_cache[(h, w)] = layout
         return layout
 
-    def _net(self, x: Tensor, y: Tensor, t: Tensor) -> Tensor:
-        """One network call; inputs are edge-padded up to multiples of ``pad_multiple``."""
+    def _net(self, x: Tensor, y: Tensor, t: Tensor, whole: bool) -> Tensor:
+        """One network call; inputs are edge-padded up to multiples of ``pad_multiple``.
+        ``whole``: the input spans the field's width (else, on a periodic field, the denoiser
+        is told ``wrap_x=False``; the keyword is passed only then)."""
         h, w = x.shape[-2:]
         m = self.pad_multiple
         ph, pw = -h % m, -w % m
@@ -168,12 +170,14 @@ class TiledDenoiser:
             y = F.pad(y, (0, pw, 0, ph), mode="replicate")
         self.calls += 1
         self.max_input_numel = max(self.max_input_numel, x.numel())
-        return self.denoiser(x, y, t)[..., :h, :w]
+        if whole or not self.periodic_x:
+            return self.denoiser(x, y, t)[..., :h, :w]
+        return self.denoiser(x, y, t, wrap_x=False)[..., :h, :w]
 
     def __call__(self, x_t: Tensor, y: Tensor, t: Tensor) -> Tensor:
         b, _, h, w = x_t.shape
         if h <= self.tile[0] and w <= self.tile[1]:
-            return self._chunked(x_t, y, t)
+            return self._chunked(x_t, y, t, whole=True)
         ys, xs, th, tw, wy, wx, total = self._layout(h, w)
         if self.periodic_x and len(xs) > 1:  # circular pad on the right so tiles may straddle
             x_t = torch.cat([x_t, x_t[..., :tw]], dim=-1)
@@ -185,8 +189,8 @@ class TiledDenoiser:
             group = positions[start : start + per_call]
             xb = torch.cat([x_t[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in group])
             yb = torch.cat([y[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in group])
-            with no_wrap_x(tw < w):  # a tile narrower than the field: no circular x padding
-                eps = self._chunked(xb, yb, t.repeat(len(group)))
+            # a tile narrower than the field: no circular x padding
+            eps = self._chunked(xb, yb, t.repeat(len(group)), whole=tw >= w)
             if out is None:
                 out = eps.new_zeros((b, eps.shape[1], h, w + tw))
                 wy_d, wx_d, inv_total = self._weights_on(h, w, eps, wy, wx, total)
@@ -207,15 +211,14 @@ class TiledDenoiser:
                                        (1.0 / total).to(like.device, like.dtype))
         return self._device_cache[key]
 
-    def _chunked(self, x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+    def _chunked(self, x: Tensor, y: Tensor, t: Tensor, whole: bool) -> Tensor:
         """Network on ``x [N, C, h, w]`` in chunks of at most ``max_batch`` samples."""
         n = x.shape[0]
         step = self.max_batch or n
         if n <= step:
-            return self._net(x, y, t)
-        return torch.cat([
-            self._net(x[s : s + step], y[s : s + step], t[s : s + step]) for s in range(0, n, step)
-        ])
+            return self._net(x, y, t, whole)
+        return torch.cat([self._net(x[s : s + step], y[s : s + step], t[s : s + step], whole)
+                          for s in range(0, n, step)])
 
 
 def _fold(padded: Tensor, w: int) -> Tensor:

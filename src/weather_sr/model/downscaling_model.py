@@ -41,13 +41,14 @@ from weather_sr.nn.precond import PREDICTIONS, Precond
 from weather_sr.nn.unet import UNet
 
 if TYPE_CHECKING:
+    from weather_sr.config import ModelConfig
     from weather_sr.data.condition import ConditionSpec
     from weather_sr.model.meta import CheckpointMeta
 
 
-def resolve_padding_x(model_cfg: dict[str, Any], periodic: bool) -> str:
+def resolve_padding_x(model_cfg: ModelConfig, periodic: bool) -> str:
     """``auto`` -> circular on grids global in longitude, zeros otherwise."""
-    mode = model_cfg.get("padding_x", "auto")
+    mode = model_cfg.padding_x
     if mode == "auto":
         return "circular" if periodic else "zeros"
     return mode
@@ -61,27 +62,27 @@ def condition_channels(condition: ConditionSpec | None, channels: int, corrdiff:
 
 
 def build_unet(
-    model_cfg: dict[str, Any], channels: int, cond_channels: int, periodic: bool
+    model_cfg: ModelConfig, channels: int, cond_channels: int, periodic: bool
 ) -> UNet:
-    """The UNet of a ``model`` config section (a dict as in ``config_to_dict(cfg)["model"]``).
+    """The UNet of a typed ``model`` config section.
 
     A diffusion model sees [x_t, cond]; a regression model sees only cond (in_channels = 0).
     """
-    diffusion = model_cfg.get("kind", "diffusion") == "diffusion"
+    m = model_cfg
     return UNet(
-        in_channels=channels if diffusion else 0,
+        in_channels=channels if m.kind == "diffusion" else 0,
         out_channels=channels,
         cond_channels=cond_channels,
-        base_channels=model_cfg["base_channels"],
-        channel_mults=tuple(model_cfg["channel_mults"]),
-        num_res_blocks=model_cfg["num_res_blocks"],
-        attention_levels=tuple(model_cfg["attention_levels"]),
-        mid_attention=model_cfg["mid_attention"],
-        head_channels=model_cfg["head_channels"],
-        dropout=model_cfg["dropout"],
-        groups=model_cfg["groups"],
-        padding_y=model_cfg["padding_y"],
-        padding_x=resolve_padding_x(model_cfg, periodic),
+        base_channels=m.base_channels,
+        channel_mults=tuple(m.channel_mults),
+        num_res_blocks=m.num_res_blocks,
+        attention_levels=tuple(m.attention_levels),
+        mid_attention=m.mid_attention,
+        head_channels=m.head_channels,
+        dropout=m.dropout,
+        groups=m.groups,
+        padding_y=m.padding_y,
+        padding_x=resolve_padding_x(m, periodic),
     )
 
 
@@ -126,8 +127,9 @@ class DownscalingModel:
     # -- composition shared by training and inference
 
     @torch.no_grad()
-    def base(self, cond: torch.Tensor) -> torch.Tensor:
-        """cond [B, Cy, H, W] (normalised) -> the base field [B, C, H, W] the target adds to."""
+    def base(self, cond: torch.Tensor, *, wrap_x: bool = True) -> torch.Tensor:
+        """cond [B, Cy, H, W] (normalised) -> the base field [B, C, H, W] the target adds to
+        (``wrap_x``: for the regression base, as in :meth:`regress`)."""
         if self.target == "full":
             return torch.zeros_like(cond[:, : self.channels])
         if self.target == "residual":
@@ -136,7 +138,7 @@ class DownscalingModel:
             return cond[:, self.base_index]
         if self.regression is None:
             raise RuntimeError("regression_residual model without its regression base model")
-        return self.regression.predict(cond)
+        return self.regression.predict(cond, wrap_x=wrap_x)
 
     def condition(self, cond: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         """The network's condition: cond, plus the regression base for ``regression_residual``."""
@@ -163,17 +165,19 @@ class DownscalingModel:
         """
         return Precond(self.net, self.schedule, self.prediction)
 
-    def regress(self, y: torch.Tensor) -> torch.Tensor:
-        """Regression network output (x0 of the target) for the network condition y."""
+    def regress(self, y: torch.Tensor, *, wrap_x: bool = True) -> torch.Tensor:
+        """Regression network output (x0 of the target) for the network condition y
+        (``wrap_x`` False: y is narrower than a periodic x axis, as in the denoiser contract)."""
         level = torch.zeros(y.shape[0], device=y.device)
-        return self.net(None, level, y)
+        return self.net(None, level, y, wrap_x=wrap_x)
 
     @torch.no_grad()
-    def predict(self, cond: torch.Tensor) -> torch.Tensor:
+    def predict(self, cond: torch.Tensor, *, wrap_x: bool = True) -> torch.Tensor:
         """Regression models: cond [B, Cy, H, W] -> deterministic HR estimate [B, C, H, W]."""
         if self.kind != "regression":
             raise RuntimeError("predict() is for regression models; use sample()")
-        return self.base(cond) + self.regress(self.condition(cond)).float()
+        return (self.base(cond, wrap_x=wrap_x)
+                + self.regress(self.condition(cond), wrap_x=wrap_x).float())
 
     @torch.no_grad()
     def sample(

@@ -38,7 +38,7 @@ def model_from_payload(
     field) and becomes ``model.meta``.
     """
     meta = CheckpointMeta.from_payload(payload, source)
-    cfg = meta.resolved_config
+    cfg = meta.config
     kind, target = meta.kind, meta.target
     channels = len(meta.channels)
     periodic = meta.periodic
@@ -48,8 +48,8 @@ def model_from_payload(
     if meta.regression is not None:
         reg = meta.regression
         try:
-            reg_net = build_unet(reg.model_config, reg.channels,
-                                 reg.cond_channels or reg.channels, periodic)
+            reg_net = build_unet(reg.model, reg.channels, reg.cond_channels or reg.channels,
+                                 periodic)
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"{source}: its regression base is incomplete or from an incompatible "
                             f"version ({type(error).__name__}: {error})") from None
@@ -59,11 +59,11 @@ def model_from_payload(
             base_index=base_index,
         )
     cond_channels = condition_channels(spec, channels, target == "regression_residual")
-    net = build_unet(cfg["model"], channels, cond_channels, periodic)
+    net = build_unet(cfg.model, channels, cond_channels, periodic)
     _load_state(net, payload["ema" if ema else "model"], source)
     schedule = None
     if kind == "diffusion":
-        schedule = make_schedule(cfg["diffusion"]["schedule"], cfg["diffusion"]["timesteps"])
+        schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
     scale = meta.target_scale
     return DownscalingModel(
         net,

@@ -8,6 +8,7 @@ the keys and values that :func:`weather_sr.model.checkpoint.save_checkpoint` wri
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import FORMAT, FORMAT_VERSION, check_header
 
 if TYPE_CHECKING:
-    from weather_sr.config import RunConfig
+    from weather_sr.config import ModelConfig, RunConfig
     from weather_sr.data.condition import ConditionSpec
     from weather_sr.data.normalise import Normalizer
 
@@ -93,7 +94,7 @@ def _short(value: Any) -> str:
 class RegressionBase:
     """The frozen regression base of a CorrDiff (``regression_residual``) checkpoint."""
 
-    model_config: Mapping[str, Any]  # the base's ``model`` config section
+    model_config: Mapping[str, Any]  # the base's ``model`` config section, as written
     target: str  # its own target: "full" or "residual"
     channels: int  # C, the channel count of the base (that of the checkpoint)
     state: Mapping[str, torch.Tensor] = field(compare=False, repr=False)  # its EMA weights
@@ -121,7 +122,20 @@ class RegressionBase:
         n_cond = reg.get("cond_channels")
         if n_cond is not None:
             check.integer("regression.cond_channels", n_cond, 1)
-        return cls(model_config, reg["target"], n, state, n_cond)
+        base = cls(model_config, reg["target"], n, state, n_cond)
+        try:
+            base.model  # noqa: B018  (parsed now: a bad section is the file's fault, named)
+        except UserError as error:
+            raise check.fail("regression.model_config", f"is not a model section ({error})"
+                             ) from None
+        return base
+
+    @cached_property
+    def model(self) -> ModelConfig:
+        """:attr:`model_config` typed (what the base's UNet is built from)."""
+        from weather_sr.config import model_config_from_dict
+
+        return model_config_from_dict(dict(self.model_config), "the regression base")
 
     def to_payload(self) -> dict[str, Any]:
         out = {"model_config": self.model_config, "target": self.target,
@@ -138,12 +152,15 @@ class CheckpointMeta:
 
     Fields are those of the file (see the module docstring); ``None`` marks a key that older
     checkpoints lack (units, scale_factor, interpolation, normalizer, grid, target_scale, ...).
-    ``config`` is the saved plain config dict; :meth:`run_config` is it resolved and validated.
-    ``source`` (the file, for messages) is not part of the file.
+    ``config`` is the run's config, typed, resolved and validated (a file written before the
+    diffusion settings ``prediction`` and ``scale_target`` existed: those it was trained with,
+    :data:`LEGACY_DIFFUSION`); ``saved_config`` the file's plain dict as written, so that
+    :meth:`to_payload` gives it back unchanged (None: ``config_to_dict(config)``). ``source``
+    (the file, for messages) is not part of the file.
     """
 
     step: int
-    config: Mapping[str, Any]
+    config: RunConfig
     channels: tuple[str, ...]
     units: tuple[str, ...] | None = None
     scale_factor: int | None = None
@@ -158,6 +175,7 @@ class CheckpointMeta:
     format_version: int = FORMAT_VERSION
     package_version: str | None = __version__
     source: str = field(default="checkpoint", compare=False)
+    saved_config: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------ payload <-> schema
 
@@ -222,7 +240,8 @@ class CheckpointMeta:
         condition = payload.get("condition")
         if condition is not None:
             _check_condition(condition, channels, check)
-        config, target = _check_config(payload["config"], check, source)
+        saved, config = _check_config(payload["config"], check, source)
+        target = config.diffusion.target
         reg = payload.get("regression")
         if (reg is not None) != (target == "regression_residual"):
             raise check.fail("regression", f"is {'missing' if reg is None else 'present'} but "
@@ -244,6 +263,7 @@ class CheckpointMeta:
             format_version=payload["format_version"],
             package_version=version,
             source=source,
+            saved_config=saved,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -253,7 +273,7 @@ class CheckpointMeta:
             "format_version": self.format_version,
             "package_version": self.package_version,
             "step": self.step,
-            "config": self.config,
+            "config": self.saved_config if self.saved_config is not None else _plain(self.config),
             "normalizer": self.normalizer,
             "channels": list(self.channels),
             "units": None if self.units is None else list(self.units),
@@ -270,40 +290,22 @@ class CheckpointMeta:
     # ------------------------------------------------------------ views
 
     def run_config(self) -> RunConfig:
-        """The saved config, resolved and validated (a new object on each call)."""
-        from weather_sr.config import config_from_dict
-
-        return config_from_dict(dict(self.config), source=f"{self.source} (its config)")
-
-    @cached_property
-    def resolved_config(self) -> dict[str, Any]:
-        """``config_to_dict(self.run_config())``: every key, defaults filled in (do not modify)."""
-        from weather_sr.config import config_to_dict
-
-        return config_to_dict(self.run_config())
+        """A copy of :attr:`config` to change (e.g. other data files for evaluate)."""
+        return copy.deepcopy(self.config)
 
     @property
     def kind(self) -> str:
         """``model.kind``: "diffusion" or "regression"."""
-        return self.resolved_config["model"]["kind"]
+        return self.config.model.kind
 
     @property
     def target(self) -> str:
         """``diffusion.target``: "full", "residual" or "regression_residual"."""
-        return self.resolved_config["diffusion"]["target"]
-
-    @property
-    def model_config(self) -> Mapping[str, Any]:
-        """The ``model`` section as saved (what build_unet is given)."""
-        return self.config["model"]
-
-    def diffusion_setting(self, key: str) -> Any:
-        """``config.diffusion[key]`` as saved, or its legacy value for older checkpoints."""
-        return self.config["diffusion"].get(key, LEGACY_DIFFUSION.get(key))
+        return self.config.diffusion.target
 
     @property
     def prediction(self) -> str:
-        return self.diffusion_setting("prediction")
+        return self.config.diffusion.prediction
 
     @property
     def periodic(self) -> bool:
@@ -413,9 +415,20 @@ def condition_payload(condition: ConditionSpec | None) -> dict[str, Any] | None:
 
 def _check_condition(value: Any, channels: tuple[str, ...], check: _Fields) -> None:
     from weather_sr.data.condition import ConditionSpec
+    from weather_sr.data.features import FEATURES
+    from weather_sr.data.regrid import REGRID_METHODS
 
     cond = check.mapping("condition", value, ("targets", "inputs", "input_normalizer", "mode",
                                                "regrid"))
+    inputs = check.strings("condition.inputs", cond["inputs"])
+    _check_normalizer(cond["input_normalizer"], inputs, check, "condition.input_normalizer")
+    features = check.strings("condition.features", cond.get("features") or [])
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown:
+        raise check.fail("condition.features", f"has {unknown}, not among {list(FEATURES)}")
+    if cond["regrid"] not in REGRID_METHODS:
+        raise check.fail("condition.regrid", f"is {_short(cond['regrid'])}, not one of "
+                         f"{', '.join(REGRID_METHODS)}")
     try:
         spec = ConditionSpec.from_dict(dict(cond))
     except (KeyError, TypeError, ValueError) as error:
@@ -425,30 +438,40 @@ def _check_condition(value: Any, channels: tuple[str, ...], check: _Fields) -> N
                          f"{list(channels)}")
 
 
-def _check_config(value: Any, check: _Fields, source: str) -> tuple[Mapping[str, Any], str]:
-    """The saved config and its (resolved) diffusion target."""
+def _check_config(value: Any, check: _Fields, source: str
+                  ) -> tuple[Mapping[str, Any], RunConfig]:
+    """The saved config as written, and typed: validated like a user's config (an incompatible
+    version or a hand-edited checkpoint gives a UserError naming the key, not a KeyError deep
+    inside), with the settings an older file lacks taken as it was trained
+    (:data:`LEGACY_DIFFUSION`)."""
     from weather_sr.config import config_from_dict
 
     config = check.mapping("config", value, ("model", "diffusion"))
     check.mapping("config.model", config["model"])
     check.mapping("config.diffusion", config["diffusion"])
-    # validated like a user's config: an incompatible version or a hand-edited checkpoint gives
-    # a UserError naming the key instead of a KeyError deep inside
-    cfg = config_from_dict(dict(config), source=f"{source} (its config)")
-    return config, cfg.diffusion.target
+    raw = {**config, "diffusion": {**LEGACY_DIFFUSION, **config["diffusion"]}}
+    return config, config_from_dict(dict(raw), source=f"{source} (its config)")
 
 
-def _check_normalizer(value: Any, channels: tuple[str, ...], check: _Fields) -> Mapping[str, Any]:
+def _plain(config: RunConfig) -> dict[str, Any]:
+    from weather_sr.config import config_to_dict
+
+    return config_to_dict(config)
+
+
+def _check_normalizer(value: Any, channels: tuple[str, ...], check: _Fields,
+                      field: str = "normalizer") -> Mapping[str, Any]:
+    """A normaliser entry (``field``: its name in messages) for ``channels``."""
     from weather_sr.data.normalise import KINDS
 
-    norm = check.mapping("normalizer", value, ("kind", "channels", "mean", "std"))
+    norm = check.mapping(field, value, ("kind", "channels", "mean", "std"))
     if norm["kind"] not in KINDS:
-        raise check.fail("normalizer", f"has kind {_short(norm['kind'])}, not one of "
+        raise check.fail(field, f"has kind {_short(norm['kind'])}, not one of "
                          f"{', '.join(KINDS)}")
-    if check.strings("normalizer.channels", norm["channels"]) != channels:
-        raise check.fail("normalizer", f"is for channels {_short(norm['channels'])}, the "
+    if check.strings(f"{field}.channels", norm["channels"]) != channels:
+        raise check.fail(field, f"is for channels {_short(norm['channels'])}, the "
                          f"checkpoint's are {list(channels)}")
-    mean, std = check.array("normalizer.mean", norm["mean"]), check.array("normalizer.std",
+    mean, std = check.array(f"{field}.mean", norm["mean"]), check.array(f"{field}.std",
                                                                           norm["std"])
     n = len(channels)
     for name, arr in (("mean", mean), ("std", std)):
@@ -457,30 +480,31 @@ def _check_normalizer(value: Any, channels: tuple[str, ...], check: _Fields) -> 
             ok = arr.shape[1:] == (1, 1)
         if not ok:
             want = f"[{n}, 1, 1]" if norm["kind"] == "channel" else f"[{n}, H, W]"
-            raise check.fail(f"normalizer.{name}", f"has shape {list(arr.shape)}, not {want} "
+            raise check.fail(f"{field}.{name}", f"has shape {list(arr.shape)}, not {want} "
                              f"({norm['kind']} statistics of {n} channels)")
     if mean.shape != std.shape:
-        raise check.fail("normalizer.std", f"has shape {list(std.shape)}, the mean "
+        raise check.fail(f"{field}.std", f"has shape {list(std.shape)}, the mean "
                          f"{list(mean.shape)}")
     if not (std > 0).all():
-        raise check.fail("normalizer.std", "has values <= 0")
+        raise check.fail(f"{field}.std", "has values <= 0")
     for name in ("low", "high"):  # the training range (absent in older checkpoints)
         if norm.get(name) is not None:
-            arr = check.array(f"normalizer.{name}", norm[name])
+            arr = check.array(f"{field}.{name}", norm[name])
             if arr.shape != (n,):
-                raise check.fail(f"normalizer.{name}", f"has shape {list(arr.shape)}, not [{n}]")
-    _check_transforms(norm.get("transforms"), channels, check)
+                raise check.fail(f"{field}.{name}", f"has shape {list(arr.shape)}, not [{n}]")
+    _check_transforms(norm.get("transforms"), channels, check, f"{field}.transforms")
     return norm
 
 
-def _check_transforms(value: Any, channels: tuple[str, ...], check: _Fields) -> None:
-    """``normalizer.transforms``: {channel: transform} of known kinds and valid exponents."""
+def _check_transforms(value: Any, channels: tuple[str, ...], check: _Fields, where: str) -> None:
+    """``where`` (``normalizer.transforms``): {channel: transform} of known kinds and valid
+    exponents."""
     from weather_sr.data.transforms import Transform
 
     if not value:
         return
-    for name, entry in check.mapping("normalizer.transforms", value).items():
-        field = f"normalizer.transforms.{name}"
+    for name, entry in check.mapping(where, value).items():
+        field = f"{where}.{name}"
         if name not in channels:
             raise check.fail(field, f"names no channel of {list(channels)}")
         try:
@@ -502,6 +526,17 @@ def _check_grid(value: Any, check: _Fields) -> Mapping[str, Any]:
         check.mapping(f"grid.{name}", grid[name])
     if not isinstance(grid["periodic"], bool):
         raise check.fail("grid.periodic", f"is {_short(grid['periodic'])}, not true or false")
-    check.mapping("grid.aux", grid.get("aux", {}))
+    n = (len(grid["lat"]), len(grid["lon"]))
+    for name, entry in check.mapping("grid.aux", grid.get("aux", {})).items():
+        field = f"grid.aux.{name}"
+        if not isinstance(entry, list | tuple) or len(entry) != 2:
+            raise check.fail(field, f"is {_short(entry)}, not (values, attributes)")
+        try:  # NaN allowed: a projected grid may have no latitude beyond its domain
+            shape = np.asarray(entry[0], dtype=np.float64).shape
+        except (TypeError, ValueError):
+            raise check.fail(field, "is not an array of numbers") from None
+        if shape != n:
+            raise check.fail(field, f"has shape {list(shape)}, not {list(n)}")
+        check.mapping(f"{field} attributes", entry[1])
     return grid
 

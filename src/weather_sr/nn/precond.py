@@ -53,9 +53,10 @@ class Precond(nn.Module):
         self.schedule = schedule
         self.prediction = prediction
 
-    def forward(self, x_t: Tensor, y: Tensor, t: Tensor) -> Tensor:
-        """x_t ``[B, C, H, W]``, y ``[B, Cy, H, W]``, t int64 ``[B]`` -> eps ``[B, C, H, W]``."""
-        out = self.backbone(x_t, t.to(x_t.device, torch.float32), y)
+    def forward(self, x_t: Tensor, y: Tensor, t: Tensor, *, wrap_x: bool = True) -> Tensor:
+        """x_t ``[B, C, H, W]``, y ``[B, Cy, H, W]``, t int64 ``[B]`` -> eps ``[B, C, H, W]``;
+        ``wrap_x`` goes to the backbone (False: the input is narrower than a periodic x axis)."""
+        out = self.backbone(x_t, t.to(x_t.device, torch.float32), y, wrap_x=wrap_x)
         if self.prediction == "epsilon":
             return out
         assert self.schedule is not None  # checked in __init__

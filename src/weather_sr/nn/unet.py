@@ -11,59 +11,27 @@ output by the same amount.
 
 Circular padding joins an input's east and west edges, which is physical only when the input spans
 the whole periodic longitude. A training patch or an inference tile narrower than the globe has its
-real neighbours outside the window, so it is padded with zeros instead: callers say so with
-``with no_wrap_x(): ...`` (or ``UNet.forward(..., wrap_x=False)`` for one call). The setting is a
-context variable read by every :class:`PadConv2d` when it runs, like autocast, so it reaches the
-UNet through any wrapper (``nn.precond.Precond``, DDP, a tiled denoiser) without changing the
-denoiser contract; it only ever turns "circular" into "zeros" along x (other modes are kept).
+real neighbours outside the window, so it is padded with zeros instead: the caller says which with
+the explicit argument ``UNet.forward(..., wrap_x=False)`` (default True: the input is the whole
+field), passed on by :class:`weather_sr.nn.precond.Precond` and the denoiser contract
+(``core.process.Denoiser``). It only ever turns "circular" into "zeros" along x.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weather_sr.errors import UserError
-
 PADDINGS = ("zeros", "reflect", "circular")
-
-
-# False inside ``no_wrap_x()``: inputs narrower than the periodic domain, "circular" x -> zeros
-_WRAP_X: ContextVar[bool] = ContextVar("weather_sr_wrap_x", default=True)
-
-
-@contextmanager
-def no_wrap_x(active: bool = True) -> Iterator[None]:
-    """Within the block, UNets pad with zeros along x where configured to pad circularly.
-
-    For inputs narrower than the periodic longitude (training patches, inference tiles): their
-    east and west edges are not neighbours. ``active=False`` makes it a no-op (so callers can
-    write ``with no_wrap_x(width < field_width):``). Nested blocks restore the outer state.
-    """
-    if not active:
-        yield
-        return
-    token = _WRAP_X.set(False)
-    try:
-        yield
-    finally:
-        _WRAP_X.reset(token)
-
-
-def wraps_x() -> bool:
-    """Whether circular x padding is in force here (False inside :func:`no_wrap_x`)."""
-    return _WRAP_X.get()
 
 
 def _check_padding(mode: str, axis: str) -> str:
     if mode not in PADDINGS:
-        raise UserError(f"model.padding_{axis} = {mode!r} is unknown: use one of {PADDINGS}")
+        raise ValueError(f"padding_{axis}: expected one of {PADDINGS}, got {mode!r}")
     return mode
 
 
@@ -72,7 +40,8 @@ class PadConv2d(nn.Module):
 
     Zeros on both axes use the convolution's own padding (fastest); otherwise the field is padded
     explicitly with ``F.pad`` (one call when both axes share a mode) before a padding-0 conv.
-    A circular x axis pads with zeros inside :func:`no_wrap_x`.
+    A circular x axis pads with zeros when ``wrap_x`` is False (an input narrower than the
+    periodic field).
     """
 
     def __init__(
@@ -90,9 +59,9 @@ class PadConv2d(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding=self.p if native else 0)
         self.native = native
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+    def _pad(self, x: torch.Tensor, wrap_x: bool) -> torch.Tensor:
         my, mx = ("constant" if m == "zeros" else m for m in self.modes)
-        if mx == "circular" and not _WRAP_X.get():
+        if mx == "circular" and not wrap_x:
             mx = "constant"  # a patch or tile narrower than the globe: its edges do not meet
         p = self.p
         if my == mx:
@@ -100,11 +69,11 @@ class PadConv2d(nn.Module):
         x = F.pad(x, (p, p, 0, 0), mode=mx)  # x (longitude) axis first
         return F.pad(x, (0, 0, p, p), mode=my)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, cin, H, W] -> [B, cout, H/stride, W/stride]."""
+    def forward(self, x: torch.Tensor, wrap_x: bool = True) -> torch.Tensor:
+        """[B, cin, H, W] -> [B, cout, H/stride, W/stride]; ``wrap_x``: see the module doc."""
         if self.native or self.p == 0:
             return self.conv(x)
-        return self.conv(self._pad(x))
+        return self.conv(self._pad(x, wrap_x))
 
 
 def sinusoidal_embedding(
@@ -143,12 +112,12 @@ class ResBlock(nn.Module):
         self.conv2 = PadConv2d(cout, cout, padding=padding)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, wrap_x: bool = True) -> torch.Tensor:
         """x [B, cin, H, W], emb [B, emb_dim] (already SiLU-activated) -> [B, cout, H, W]."""
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(F.silu(self.norm1(x)), wrap_x)
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
         h = torch.addcmul(shift, self.norm2(h), 1 + scale)
-        h = self.conv2(self.dropout(F.silu(h)))
+        h = self.conv2(self.dropout(F.silu(h)), wrap_x)
         return self.skip(x) + h
 
 
@@ -158,9 +127,8 @@ class Attention(nn.Module):
     def __init__(self, channels: int, head_channels: int, groups: int) -> None:
         super().__init__()
         if channels % head_channels:
-            raise UserError(
-                f"model.head_channels = {head_channels} must divide the attention width {channels}"
-            )
+            raise ValueError(f"head_channels: expected a divisor of the attention width "
+                             f"{channels}, got {head_channels}")
         self.heads = channels // head_channels
         self.norm = nn.GroupNorm(min(groups, channels), channels)
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -213,12 +181,11 @@ class UNet(nn.Module):
         super().__init__()
         pad = (_check_padding(padding_y, "y"), _check_padding(padding_x, "x"))
         if in_channels + cond_channels < 1 or out_channels < 1:
-            raise UserError("UNet needs at least one input and one output channel")
+            raise ValueError("expected at least one input and one output channel")
         levels = len(channel_mults)
         if levels < 1 or any(a < 0 or a >= levels for a in attention_levels):
-            raise UserError(
-                f"model.attention_levels {list(attention_levels)} must lie in 0..{levels - 1}"
-            )
+            raise ValueError(f"attention_levels: expected levels in 0..{levels - 1}, got "
+                             f"{list(attention_levels)}")
         self.in_channels, self.cond_channels, self.out_channels = (
             in_channels,
             cond_channels,
@@ -269,14 +236,11 @@ class UNet(nn.Module):
         self.conv_out = PadConv2d(c, out_channels, padding=pad)
 
     def check_size(self, h: int, w: int) -> None:
-        """Raise UserError unless H and W are divisible by 2**(levels-1)."""
+        """ValueError unless H and W are divisible by 2**(levels-1)."""
         m = 2 ** (self.levels - 1)
         if h % m or w % m:
-            raise UserError(
-                f"field size {h}x{w} is not divisible by {m} = 2**(levels-1) with "
-                f"{self.levels} UNet levels: choose a patch/field size that is a multiple of {m} "
-                "or fewer levels (model.channel_mults)"
-            )
+            raise ValueError(f"field size {h}x{w} is not divisible by {m} = 2**(levels-1) with "
+                             f"{self.levels} UNet levels")
 
     def forward(
         self,
@@ -284,56 +248,42 @@ class UNet(nn.Module):
         noise_level: torch.Tensor,
         cond: torch.Tensor | None = None,
         *,
-        wrap_x: bool | None = None,
+        wrap_x: bool = True,
     ) -> torch.Tensor:
         """x [B, in_channels, H, W] (None when in_channels = 0), noise_level [B] (or scalar),
         cond [B, cond_channels, H, W] -> [B, out_channels, H, W].
 
-        ``wrap_x``: None keeps the padding in force (the configured one, or zeros for a circular
-        x inside :func:`no_wrap_x`); False pads a circular x with zeros (the input is narrower
-        than the periodic domain); True forces the configured padding even inside ``no_wrap_x``.
+        ``wrap_x``: whether the input spans the whole periodic x axis (the configured padding);
+        False for a patch or tile narrower than it (a circular x is padded with zeros).
         """
-        if wrap_x is None:
-            return self._forward(x, noise_level, cond)
-        token = _WRAP_X.set(wrap_x)
-        try:
-            return self._forward(x, noise_level, cond)
-        finally:
-            _WRAP_X.reset(token)
-
-    def _forward(
-        self, x: torch.Tensor | None, noise_level: torch.Tensor, cond: torch.Tensor | None
-    ) -> torch.Tensor:
         parts = [p for p in (x, cond) if p is not None]
         h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if h.shape[1] != self.in_channels + self.cond_channels:
-            raise UserError(
-                f"UNet expects {self.in_channels} + {self.cond_channels} input channels, "
-                f"got {h.shape[1]}"
-            )
+            raise ValueError(f"expected {self.in_channels} + {self.cond_channels} input "
+                             f"channels, got {h.shape[1]}")
         self.check_size(h.shape[-2], h.shape[-1])
         level = torch.as_tensor(noise_level, device=h.device).reshape(-1).expand(h.shape[0])
         emb = F.silu(self.embed(sinusoidal_embedding(level, self.base_channels).to(h.dtype)))
-        h = self.conv_in(h)
+        h = self.conv_in(h, wrap_x)
         skips = [h]
         for i, lvl in enumerate(self.down):
             for j, block in enumerate(lvl.blocks):
-                h = block(h, emb)
+                h = block(h, emb, wrap_x)
                 if lvl.attn is not None:
                     h = lvl.attn[j](h)
                 skips.append(h)
             if i < len(self.downsample):
-                h = self.downsample[i](h)
+                h = self.downsample[i](h, wrap_x)
                 skips.append(h)
-        h = self.mid1(h, emb)
+        h = self.mid1(h, emb, wrap_x)
         if self.mid_attn is not None:
             h = self.mid_attn(h)
-        h = self.mid2(h, emb)
+        h = self.mid2(h, emb, wrap_x)
         for i, lvl in enumerate(self.up):
             for j, block in enumerate(lvl.blocks):
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, wrap_x)
                 if lvl.attn is not None:
                     h = lvl.attn[j](h)
             if i < len(self.upsample):
-                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h)))
+                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"), wrap_x)
+        return self.conv_out(F.silu(self.norm_out(h)), wrap_x)

@@ -20,11 +20,12 @@ from tqdm import tqdm
 from weather_sr import distributed as D
 from weather_sr.atomic import atomic_output, remove_folder
 from weather_sr.config import RunConfig, config_to_yaml
+from weather_sr.data import DataBundle
 from weather_sr.errors import UserError
 from weather_sr.lock import lock_output
 from weather_sr.model.checkpoint import load_checkpoint
+from weather_sr.model.data_setup import data_kwargs
 from weather_sr.targets import Source, check_target
-from weather_sr.training.checkpoints import CheckpointManager
 from weather_sr.training.kit import ItemSeeded, StreamBatchSampler
 from weather_sr.training.run_log import (
     RunLogger,
@@ -32,7 +33,7 @@ from weather_sr.training.run_log import (
     prepare_run_dir,
     save_sample_images,
 )
-from weather_sr.training.trainer import Trainer, TrainingDivergedError, TrainResult, data_kwargs
+from weather_sr.training.trainer import Trainer, TrainingDivergedError, TrainResult
 from weather_sr.write_errors import WriteFailedError
 
 
@@ -42,7 +43,7 @@ def _loader(trainer: Trainer) -> Iterator[dict[str, torch.Tensor]]:
         len(trainer.bundle.train),
         t.batch_size,
         t.seed,
-        start=trainer.step * t.grad_accum,
+        start=trainer.state.step * t.grad_accum,
         stop=t.steps * t.grad_accum,
         rank=info.rank,
         world_size=info.world_size,
@@ -60,17 +61,17 @@ def _loader(trainer: Trainer) -> Iterator[dict[str, torch.Tensor]]:
 
 
 class _Signals:
-    """SIGINT/SIGTERM set ``trainer.stop_requested``; a second SIGINT interrupts at once."""
+    """SIGINT/SIGTERM set ``trainer.state.stop_requested``; a second SIGINT interrupts at once."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.trainer.stop_requested and signum == signal.SIGINT:
+        if self.trainer.state.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.trainer.stop_requested = True
-        self.trainer.stop_signal = signal.Signals(signum).name
+        self.trainer.state.stop_requested = True
+        self.trainer.state.stop_signal = signal.Signals(signum).name
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
@@ -84,7 +85,7 @@ class _Signals:
 
 
 def _save(trainer: Trainer, best: bool = False) -> Path | None:
-    trainer.saved_step = trainer.step
+    trainer.state.saved_step = trainer.state.step
     if not trainer.info.is_main:
         return None
     return trainer.ckpt.save(trainer.payload(), best=best)
@@ -96,14 +97,14 @@ def _validate_and_images(trainer: Trainer, logger: RunLogger) -> bool:
     if trainer.info.is_main:
         val = trainer.validate()
         if val is not None:
-            logger.log(trainer.step, "val", val)
-            if trainer.best_val is None or val["loss"] < trainer.best_val:
-                trainer.best_val, best = val["loss"], True
+            logger.log(trainer.state.step, "val", val)
+            if trainer.state.best_val is None or val["loss"] < trainer.state.best_val:
+                trainer.state.best_val, best = val["loss"], True
         samples = trainer.sample_images()
         if samples:
             b = trainer.bundle
             save_sample_images(
-                trainer.run_dir / "samples" / f"step_{trainer.step:08d}.png",
+                trainer.run_dir / "samples" / f"step_{trainer.state.step:08d}.png",
                 samples,
                 b.channels[0],
                 b.units[0] if b.units else "",
@@ -126,9 +127,9 @@ def _resume(trainer: Trainer) -> None:
     trainer.restore(load_checkpoint(latest, map_location="cpu"), str(latest))
     if trainer.info.is_main:
         trainer.ckpt.remove_stale_temps()  # half-written files of a killed run
-    if trainer.step >= trainer.cfg.training.steps:
+    if trainer.state.step >= trainer.cfg.training.steps:
         raise UserError(
-            f"--resume: {latest} is at step {trainer.step}, training.steps = "
+            f"--resume: {latest} is at step {trainer.state.step}, training.steps = "
             f"{trainer.cfg.training.steps}: raise training.steps to train longer"
         )
 
@@ -146,10 +147,11 @@ def run_training(
     if resume:
         _resume(trainer)
     _write_config(trainer)
-    logger = RunLogger(trainer.run_dir, info.is_main, trainer.cfg.output.tensorboard, trainer.step)
+    state = trainer.state
+    logger = RunLogger(trainer.run_dir, info.is_main, trainer.cfg.output.tensorboard, state.step)
     bar = tqdm(
         total=t.steps,
-        initial=trainer.step,
+        initial=state.step,
         disable=not (progress and info.is_main),
         desc="train",
         dynamic_ncols=True,
@@ -157,55 +159,55 @@ def run_training(
     )
     data = _loader(trainer)
     last_saved: Path | None = trainer.ckpt.latest() if resume else None
-    trainer.saved_step = trainer.step if resume else -1
+    state.saved_step = state.step if resume else -1
     window: list[dict[str, float]] = []
     tic = time.perf_counter()
     status = "finished"
     try:
         with _Signals(trainer):
-            while trainer.step < t.steps:
+            while state.step < t.steps:
                 batches = [next(data) for _ in range(t.grad_accum)]
                 try:
                     metrics = trainer.train_step(batches)
                 except TrainingDivergedError:
-                    if trainer.saved_step != trainer.step:  # the weights are still the good ones
+                    if state.saved_step != state.step:  # the weights are still the good ones
                         last_saved = _save(trainer) or last_saved
                     raise
                 if "loss" in metrics:  # a skipped non-finite step has no loss to log
                     window.append(metrics)
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 bar.update(1)
-                step = trainer.step
+                step = state.step
                 if window and (step % t.log_every == 0 or step == t.steps):
                     mean = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
                     mean = {k: D.mean_scalar(info, v) for k, v in mean.items()}
                     mean["seconds"] = time.perf_counter() - tic
-                    mean["nonfinite_skips"] = float(trainer.nonfinite_skips)  # a count, not a mean
+                    mean["nonfinite_skips"] = float(state.nonfinite_skips)  # a count, not a mean
                     logger.log(step, "train", mean)
                     window = []
                 best = False
                 if step % t.val_every == 0 or step == t.steps:
                     best = _validate_and_images(trainer, logger)
-                if step % t.checkpoint_every == 0 or step == t.steps or best or trainer.stop_agreed:
+                if step % t.checkpoint_every == 0 or step == t.steps or best or state.stop_agreed:
                     last_saved = _save(trainer, best=best) or last_saved
                 if callback is not None:
                     callback(trainer)
-                if trainer.stop_agreed and step < t.steps:
+                if state.stop_agreed and step < t.steps:
                     status = "interrupted"
                     break
     finally:
         bar.close()
         logger.close()
     if status == "interrupted" and info.is_main:
-        name = trainer.stop_signal or "a stop request"
-        folder = getattr(trainer, "final_run_dir", trainer.run_dir)
+        name = state.stop_signal or "a stop request"
+        folder = trainer.final_run_dir
         print(
-            f"weather-sr train: stopped by {name} at step {trainer.step}; checkpoint saved in "
+            f"weather-sr train: stopped by {name} at step {state.step}; checkpoint saved in "
             f"{folder / 'checkpoints'}; continue with --resume",
             file=sys.stderr,
         )
     D.barrier()
-    return TrainResult(trainer.step, status, trainer.run_dir, last_saved, trainer.best_val)
+    return TrainResult(state.step, status, trainer.run_dir, last_saved, state.best_val)
 
 
 def train(
@@ -215,7 +217,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    bundle: Any = None,
+    bundle: DataBundle | None = None,
     callback: Callable[[Trainer], None] | None = None,
     config_file: str | Path | None = None,
 ) -> TrainResult:
@@ -251,9 +253,7 @@ def train(
             work = prepare_run_dir(run_dir, resume, overwrite, info)
             new = not resume and work == run_dir
             if work != run_dir:
-                trainer.final_run_dir = run_dir
-                trainer.run_dir = work
-                trainer.ckpt = CheckpointManager(work, cfg.training.keep_last)
+                trainer.build_in(work)
             try:
                 result = run_training(trainer, resume, progress, callback)
             except BaseException as error:

@@ -9,7 +9,9 @@ the ``train()`` entry point are in :mod:`weather_sr.training.loop`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import functools
 import math
 import sys
 from pathlib import Path
@@ -19,8 +21,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from weather_sr import distributed as D
-from weather_sr.config import RunConfig, config_to_dict
+from weather_sr.config import RunConfig
 from weather_sr.core.loss import masked_mean
+from weather_sr.data import DataBundle
 from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import load_checkpoint, plain
 from weather_sr.model.downscaling_model import (
@@ -30,7 +33,6 @@ from weather_sr.model.downscaling_model import (
 )
 from weather_sr.model.loading import model_from_payload
 from weather_sr.model.meta import CheckpointMeta, RegressionBase, condition_payload
-from weather_sr.nn.unet import no_wrap_x
 from weather_sr.training.checkpoints import CheckpointManager, rng_state, set_rng_state
 from weather_sr.training.kit import (
     EMA,
@@ -52,38 +54,39 @@ class TrainResult:
     best_val: float | None
 
 
+@dataclasses.dataclass
+class TrainState:
+    """What changes while a run trains: owned by the :class:`Trainer`, read and set by the
+    training loop (:mod:`weather_sr.training.loop`) and saved in its checkpoints."""
+
+    step: int = 0
+    best_val: float | None = None  # the lowest validation loss so far
+    saved_step: int = -1  # the step of the last checkpoint written (-1: none yet)
+    nonfinite_skips: int = 0  # steps dropped for a NaN/Inf loss (training.on_nonfinite: skip)
+    stop_requested: bool = False  # a signal on this rank
+    stop_agreed: bool = False  # a rank asked to stop (agreed at the last step)
+    stop_signal: str | None = None  # the name of that signal, for the final message
+
+
 class TrainingDivergedError(UserError):
     """The loss or the gradient became NaN/Inf."""
 
 
-def data_kwargs(cfg: RunConfig) -> dict[str, Any]:
-    """``cfg.data`` as keyword arguments of ``weather_sr.data.build_datasets``."""
-    kw = dataclasses.asdict(cfg.data)
-    from weather_sr.data.sample import shipped_data_path
-
-    kw["path"] = shipped_data_path(kw["path"])  # "sample", "era5": the shipped files
-    for key in ("patch_size", "split"):
-        if isinstance(kw[key], list):
-            kw[key] = tuple(kw[key])
-    return kw
-
-
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: Path, info: D.DistInfo, bundle: Any) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, info: D.DistInfo, bundle: DataBundle
+                 ) -> None:
         self.cfg, self.run_dir, self.info, self.bundle = cfg, Path(run_dir), info, bundle
         t, dev = cfg.training, info.device
         self.channels = len(bundle.channels)
         self.periodic = bool(getattr(bundle.grid, "periodic", False))
-        self.model_cfg = config_to_dict(cfg)["model"]
-        self.stop_signal: str | None = None  # set by the training loop's signal handler
         self._regression_base: RegressionBase | None = None
         self.regression = self._load_regression()
         self.condition = bundle.condition  # None: the targets' own LR field
         cond_channels = condition_channels(self.condition, self.channels,
                                            self.regression is not None)
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
-        self.net = build_unet(self.model_cfg, self.channels, cond_channels, self.periodic).to(dev)
-        self.ema_net = build_unet(self.model_cfg, self.channels, cond_channels, self.periodic)
+        self.net = build_unet(cfg.model, self.channels, cond_channels, self.periodic).to(dev)
+        self.ema_net = build_unet(cfg.model, self.channels, cond_channels, self.periodic)
         self.ema_net.to(dev).eval().requires_grad_(False)
         self._check_sizes()
         self.ema = EMA(self.net, t.ema_decay, t.ema_warmup)
@@ -116,13 +119,15 @@ class Trainer:
         self.model = DownscalingModel(self.wrapped, **common, target_scale=self.target_scale)
         self.ema_model = DownscalingModel(self.ema_net, **common, target_scale=self.target_scale)
         self.ckpt = CheckpointManager(run_dir, t.keep_last)
-        self.best_val: float | None = None
-        self.step = 0
-        self.stop_requested = False  # set by a signal on this rank
-        self.stop_agreed = False  # any rank asked to stop (agreed at the last step)
-        self.saved_step = -1
-        self.nonfinite_skips = 0  # steps dropped for a NaN/Inf loss (training.on_nonfinite: skip)
+        self.final_run_dir = self.run_dir  # where the run ends up (run_dir: where it is built)
+        self.state = TrainState()
         self._weights: dict[tuple[int, int], torch.Tensor] = {}
+
+    def build_in(self, work: Path) -> None:
+        """Write the run into ``work`` (``--overwrite``: a hidden sibling of the run folder,
+        swapped in when the run ends); :attr:`final_run_dir` stays the folder it ends up in."""
+        self.run_dir = Path(work)
+        self.ckpt = CheckpointManager(self.run_dir, self.cfg.training.keep_last)
 
     # -------------------------------------------------------------- setup helpers
 
@@ -140,7 +145,7 @@ class Trainer:
         model = model_from_payload(payload, ema=True, source=str(path))
         model.to(self.info.device).eval().net.requires_grad_(False)
         self._regression_base = RegressionBase(
-            model_config=meta.model_config,
+            model_config=dataclasses.asdict(meta.config.model),
             target=meta.target,
             channels=self.channels,
             state=payload["ema"],
@@ -166,8 +171,8 @@ class Trainer:
             item = split.item(k, torch.Generator().manual_seed(self.cfg.training.seed + n))
             hr, cond = item["hr"][None].to(dev), item["cond"][None].to(dev)
             mask = item["mask"][None].to(dev).expand_as(hr)
-            with self._x_padding(hr):  # the regression base sees the patch as training does
-                x0 = (hr - model.base(cond)) * mask
+            # the regression base sees the patch as training does
+            x0 = (hr - model.base(cond, wrap_x=self._whole(hr))) * mask
             total += x0.square().sum((0, 2, 3)).double().cpu()
             count += mask.sum((0, 2, 3)).double().cpu()
         rms = (total / count.clamp(min=1.0)).sqrt().float()
@@ -176,10 +181,10 @@ class Trainer:
                             "for some variable; set diffusion.scale_target=false")
         return rms
 
-    def _x_padding(self, hr: torch.Tensor) -> contextlib.AbstractContextManager[None]:
-        """Circular x padding only for inputs as wide as the field: a patch narrower than the
-        (periodic) field is padded with zeros (``nn.unet.no_wrap_x``; docs/architecture.md)."""
-        return no_wrap_x(hr.shape[-1] < self.bundle.grid.shape[1])
+    def _whole(self, hr: torch.Tensor) -> bool:
+        """Whether ``hr [..., H, W]`` spans the field's width: the network's ``wrap_x`` (a patch
+        narrower than a periodic field is padded with zeros, not circularly)."""
+        return hr.shape[-1] >= self.bundle.grid.shape[1]
 
     def _check_sizes(self) -> None:
         for name in ("train", "val"):
@@ -191,8 +196,9 @@ class Trainer:
             h, w = split[0]["hr"].shape[-2:]
             try:
                 self.net.check_size(h, w)
-            except UserError as error:
-                raise UserError(f"{name} fields: {error}") from None
+            except ValueError as error:  # the UNet's rule, said with the keys that set it
+                raise UserError(f"{name} fields: {error}: choose a patch/field size that is a "
+                                "multiple of it, or fewer levels (model.channel_mults)") from None
 
     # -------------------------------------------------------------- losses
 
@@ -220,19 +226,20 @@ class Trainer:
         dev = self.info.device
         hr, cond = batch["hr"].to(dev, non_blocking=True), batch["cond"].to(dev, non_blocking=True)
         mask = batch["mask"].to(dev, non_blocking=True) if "mask" in batch else None
-        base = model.base(cond)
+        whole = self._whole(hr)  # a patch narrower than a periodic field: wrap_x=False
+        base = model.base(cond, wrap_x=whole)
         y = model.condition(cond, base)
         x0 = model.scale_target(hr - base)
         if self.cfg.model.kind == "regression":
             with autocast(dev, self.amp):
-                pred = model.regress(y)
+                pred = model.regress(y, wrap_x=whole)
             lx = masked_mean((pred.float() - x0.float()) ** 2, mask)  # per-sample MSE [B]
             return lx, lx, torch.zeros_like(lx)
         from weather_sr.core.loss import joint_loss
 
         with autocast(dev, self.amp):
             out = joint_loss(
-                model.denoiser,
+                functools.partial(model.denoiser, wrap_x=whole),
                 x0,
                 y,
                 self.schedule,
@@ -254,16 +261,16 @@ class Trainer:
         b = self.bundle
         grid = b.grid.to_dict() if hasattr(b.grid, "to_dict") else None
         return CheckpointMeta(
-            step=self.step,
-            config=config_to_dict(self.cfg),
+            step=self.state.step,
+            config=copy.deepcopy(self.cfg),
             channels=tuple(b.channels),
             units=tuple(b.units),
             scale_factor=int(b.scale_factor),
             interpolation=b.interpolation,
             normalizer=plain(b.normalizer.to_dict()),
             grid=plain(grid),
-            best_val=self.best_val,
-            nonfinite_skips=self.nonfinite_skips,
+            best_val=self.state.best_val,
+            nonfinite_skips=self.state.nonfinite_skips,
             regression=self._regression_base,
             target_scale=tuple(self.target_scale.tolist()),
             condition=condition_payload(self.condition),
@@ -283,7 +290,7 @@ class Trainer:
                 "warmup_steps": t.warmup_steps,
                 "base_lr": t.lr,
                 "total_steps": t.steps,
-                "last_step": self.step,
+                "last_step": self.state.step,
             },
             "rng": rng_state(),
             **meta,
@@ -293,22 +300,15 @@ class Trainer:
         """Continue from a checkpoint of this run: same model settings (the saved config's
         ``model`` section and diffusion settings) and data (:meth:`CheckpointMeta.check_data`)."""
         meta = CheckpointMeta.from_payload(payload, source)
-        mine = config_to_dict(self.cfg)
-        for section, key in [
-            ("model", None),
-            ("diffusion", "target"),
-            ("diffusion", "schedule"),
-            ("diffusion", "timesteps"),
-            ("diffusion", "prediction"),
-            ("diffusion", "scale_target"),
+        theirs, mine = meta.config, self.cfg
+        for name, a, b in [
+            ("model", theirs.model, mine.model),
+            *((f"diffusion.{key}", getattr(theirs.diffusion, key), getattr(mine.diffusion, key))
+              for key in ("target", "schedule", "timesteps", "prediction", "scale_target")),
         ]:
-            a = meta.model_config if key is None else meta.diffusion_setting(key)
-            b = mine[section] if key is None else mine[section][key]
             if a != b:
-                raise UserError(
-                    f"--resume: {section}{'.' + key if key else ''} differs from the "
-                    f"checkpoint {source}; resume with the same model settings"
-                )
+                raise UserError(f"--resume: {name} differs from the checkpoint {source}; resume "
+                                "with the same model settings")
         b = self.bundle
         meta.check_data(b.channels, b.units, "--resume: this run's data",
                         scale_factor=b.scale_factor, condition=b.condition)
@@ -318,45 +318,42 @@ class Trainer:
         if payload.get("grad_scaler"):
             self.scaler.load_state_dict(payload["grad_scaler"])
         set_rng_state(payload["rng"])
-        self.step, self.best_val = meta.step, meta.best_val
-        self.nonfinite_skips = meta.nonfinite_skips
+        self.state.step, self.state.best_val = meta.step, meta.best_val
+        self.state.nonfinite_skips = meta.nonfinite_skips
 
     # -------------------------------------------------------------- one step
 
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         t, info = self.cfg.training, self.info
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
+            group["lr"] = lr_at(self.state.step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
         self.net.train()
         sums = torch.zeros(3, dtype=torch.float64)
-        self.last_indices: list[int] = []
         for i, batch in enumerate(batches):
-            micro = self.step * t.grad_accum + i
+            micro = self.state.step * t.grad_accum + i
             torch.manual_seed(step_seed(t.seed, info.rank, micro, stream=2))  # dropout
             gen = torch.Generator().manual_seed(step_seed(t.seed, info.rank, micro, stream=1))
             sync = i == len(batches) - 1 or not info.enabled
             ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
-            with ctx, self._x_padding(batch["hr"]):
+            with ctx:
                 loss, lx, lf = self.loss(self.model, batch, gen)
                 self.scaler.scale(loss.mean() / len(batches)).backward()
             sums += torch.stack([loss.mean(), lx.mean(), lf.mean()]).detach().cpu().double()
-            if "index" in batch:
-                self.last_indices.extend(int(i) for i in batch["index"])
         self.scaler.unscale_(self.opt)
         params = [p for p in self.net.parameters() if p.grad is not None]
         clip = t.grad_clip if t.grad_clip > 0 else math.inf
         gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         bad_loss = not bool(torch.isfinite(sums).all())
         bad_grad = not math.isfinite(gnorm) and self.amp != torch.float16
-        flags = D.any_flag(info, bad_loss or bad_grad), D.any_flag(info, self.stop_requested)
-        self.stop_agreed = flags[1]
+        flags = D.any_flag(info, bad_loss or bad_grad), D.any_flag(info, self.state.stop_requested)
+        self.state.stop_agreed = flags[1]
         if flags[0]:
             return self._nonfinite("loss" if bad_loss else "gradient norm")
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
-        self.ema.update(self.net, self.step)
-        self.step += 1
+        self.ema.update(self.net, self.state.step)
+        self.state.step += 1
         out = (sums / len(batches)).tolist()
         return {
             "loss": out[0],
@@ -364,7 +361,7 @@ class Trainer:
             "loss_f": out[2],
             "grad_norm": gnorm,
             "lr": self.opt.param_groups[0]["lr"],
-            "nonfinite_skips": float(self.nonfinite_skips),
+            "nonfinite_skips": float(self.state.nonfinite_skips),
         }
 
     def _nonfinite(self, what: str) -> dict[str, float]:
@@ -372,19 +369,19 @@ class Trainer:
         the last good step) or, with ``training.on_nonfinite: skip``, drop this step's update and
         count it, up to ``training.max_nonfinite_skips`` times in the run."""
         t = self.cfg.training
-        where = f"the {what} is NaN/Inf at step {self.step + 1}"
-        if t.on_nonfinite == "skip" and self.nonfinite_skips < t.max_nonfinite_skips:
-            self.nonfinite_skips += 1
+        where = f"the {what} is NaN/Inf at step {self.state.step + 1}"
+        if t.on_nonfinite == "skip" and self.state.nonfinite_skips < t.max_nonfinite_skips:
+            self.state.nonfinite_skips += 1
             self.opt.zero_grad(set_to_none=True)
             if self.scaler.is_enabled():
                 self.scaler.update()  # unscale_ was called: reset the scaler for the next step
-            self.step += 1
+            self.state.step += 1
             if self.info.is_main:
-                print(f"weather-sr train: {where}: update skipped ({self.nonfinite_skips} of at "
-                      f"most training.max_nonfinite_skips = {t.max_nonfinite_skips})",
+                print(f"weather-sr train: {where}: update skipped ({self.state.nonfinite_skips} "
+                      f"of at most training.max_nonfinite_skips = {t.max_nonfinite_skips})",
                       file=sys.stderr)
-            return {"nonfinite_skips": float(self.nonfinite_skips)}
-        limit = (f" after {self.nonfinite_skips} skipped steps (training.max_nonfinite_skips)"
+            return {"nonfinite_skips": float(self.state.nonfinite_skips)}
+        limit = (f" after {self.state.nonfinite_skips} skipped steps (training.max_nonfinite_skips)"
                  if t.on_nonfinite == "skip" else "")
         raise TrainingDivergedError(
             f"training diverged: {where}{limit}; lower training.lr or use precision fp32"
