@@ -11,7 +11,9 @@ no field, only (C channels, M members, K spectral bins):
 - SSIM sums and counts of finite values ``[C]`` (``[M, C]``): a NaN-mean over fields;
 - rank-histogram counts ``[C, M+1]``;
 - radial PSD power sums ``[C, K]`` over fields (and members); LSDs come from the mean spectra in
-  ``result()``.
+  ``result()``;
+- for ensembles with a ``scale_factor``, the sums ``[C, B]`` of the calibration per scale in B
+  bands of F_R coefficients (:mod:`weather_sr.evaluation.bands`).
 
 Field indices (rank-histogram tie breaking, ``metrics.rank_counts``): the fields of a chunk are
 numbered on from those of earlier updates, so give the chunks in the split's order.
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from weather_sr.errors import UserError
-from weather_sr.evaluation import metrics, spectra
+from weather_sr.evaluation import bands, metrics, spectra
 
 _ERR_KEYS = ("sq_err", "abs_err", "err")  # the keys of metrics.error_terms
 _LSD_KEYS = {"all": "lsd", "high": "lsd_high", "above_lr": "lsd_above_lr"}
@@ -43,6 +45,15 @@ def _plain(value: Any) -> Any:
         return int(value)
     f = float(value)
     return f if np.isfinite(f) else None
+
+
+def _plain_tree(value: Any) -> Any:
+    """:func:`_plain` through nested dicts (keys kept), for JSON."""
+    if isinstance(value, dict):
+        return {k: _plain_tree(v) for k, v in value.items()}
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return list(value)
+    return _plain(value)
 
 
 def _nan_ratio(total: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -92,6 +103,7 @@ class ScoreAccumulator:
         self._scale_factor = scale_factor
         self._layout: tuple[bool, int, int, int, int] | None = None  # (ensemble, M, C, H, W)
         self._freq: np.ndarray | None = None
+        self._edges: list[float] | None = None  # the bands' edges (ensembles, scale_factor)
         self._sums: dict[str, np.ndarray] = {}
         self.n_fields = 0
 
@@ -145,6 +157,11 @@ class ScoreAccumulator:
             part["crps"] = metrics.channel_sum(metrics.crps_fair_pointwise(y, x), w)
             part["var"] = metrics.channel_sum(x.var(axis=1, ddof=1), w)
             part["rank"] = metrics.rank_counts(y, x, w, self._seed, first_field=self.n_fields)
+            if self._scale_factor is not None:
+                band, self._edges = bands.band_layout(h, wd, self._scale_factor)
+                sums = bands.band_sums(fields["truth"], fields["member"], band,
+                                       len(self._edges) - 1)
+                part.update({f"band_{k}": v for k, v in sums.items()})
         for name, f in fields.items():
             spec = spectra.radial_psd(f, mean=False, window=self._window)
             part[f"psd_{name}"] = _psd_sum(spec.power)
@@ -190,11 +207,11 @@ class ScoreAccumulator:
             scores["crps"] = s["crps"] / wsum
             scores.update(metrics.spread_skill_scores(s["var"] / wsum, s["sq_err"] / wsum, m))
             psd["member"] = s["psd_member"] / (n * m)
-        bands = ("all", "high") if self._scale_factor is None else ("all", "high", "above_lr")
+        lsd_bands = ("all", "high") if self._scale_factor is None else ("all", "high", "above_lr")
         for name, prefix in (("prediction", ""), ("member", "member_")):
             if name not in psd:
                 continue
-            for band in bands:
+            for band in lsd_bands:
                 scores[prefix + _LSD_KEYS[band]] = np.array([
                     spectra.log_spectral_distance(psd[name][k], psd["truth"][k], self._freq,
                                                   band=band, scale_factor=self._scale_factor)
@@ -215,6 +232,10 @@ class ScoreAccumulator:
         }
         for key, power in psd.items():
             out["psd"][key] = {nm: _plain(power[i]) for i, nm in enumerate(names)}
+        if ensemble and self._edges is not None:
+            result = bands.band_result({k: s[f"band_{k}"] for k in bands.SUMS}, m, self._edges,
+                                       list(names))
+            out["bands"] = _plain_tree(result)
         if ensemble:
             counts = s["rank"]
             out["rank_histogram"] = {nm: _plain(counts[i]) for i, nm in enumerate(names)}

@@ -59,6 +59,23 @@ def channel_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str
     return "\n".join(rows)
 
 
+def band_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | None:
+    """Calibration per scale of every ensemble (``evaluation.bands``): a row per method and band
+    of F_R coefficients; None when no method has bands."""
+    rows = ["| method | band | spread/skill | power ratio | CRPS contribution |",
+            "|---|---|---|---|---|"]
+    for name, res in results.items():
+        bands = res.get("bands")
+        if not bands:
+            continue
+        scores = bands["metrics"][channel]
+        for b, label in enumerate(bands["labels"]):
+            rows.append(f"| {name} | {label} | {_fmt(scores['spread_skill'][b])} | "
+                        f"{_fmt(scores['power_ratio'][b])} | "
+                        f"{_fmt(scores['crps_contribution'][b])} |")
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
 def write_json(path: Path, obj: Any) -> None:
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=_json_default))
@@ -230,6 +247,12 @@ def write_report(
     ]
     for channel, unit in zip(data.channels, data.units, strict=True):
         lines += ["", f"## {channel} [{unit}]", "", channel_table(results, channel)]
+        per_scale = band_table(results, channel)
+        if per_scale:
+            lines += ["", f"Calibration per scale ({channel}): the ensembles in radial bands of "
+                      "F_R coefficients, below the LR grid's Nyquist frequency and in octaves "
+                      "above it (spread/skill 1 and power ratio 1 when right; the CRPS "
+                      "contributions add up to the CRPS over all coefficients):", "", per_scale]
     lines += ["", "## Findings", ""]
     lines += verdicts(results, data.channels)
     lines += ["", "## Figures", ""]
