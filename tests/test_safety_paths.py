@@ -260,6 +260,19 @@ def test_5_fill_and_absurd_values_in_the_lr_input(world, tmp_path, capsys, var, 
         assert o.attrs["command_line"].endswith("--allow-out-of-range")
 
 
+def test_5_other_units_are_named_before_the_range(world, tmp_path, capsys) -> None:
+    """An input in other units (btmp in degC, values converted) is out of range too: the
+    channel and units check comes first, so the one line names the units, not the range."""
+    with xr.open_dataset(world["lr"]) as ds:
+        ds = ds.load()
+    ds["btmp"] = (ds["btmp"] - 273.15).assign_attrs(units="degC")
+    ds.to_netcdf(tmp_path / "celsius.nc")
+    proc = in_process(["downscale", "--checkpoint", world["own"], "--input",
+                       tmp_path / "celsius.nc", *FAST, "--output", tmp_path / "o.nc"], capsys)
+    line = one_line(proc, "downscale", ["celsius.nc", "btmp", "'degC'", "'K'"])
+    assert "training range" not in line
+
+
 def test_5_evaluate_checks_the_range_too(world, tmp_path, capsys) -> None:
     with xr.open_dataset(world["sample"]) as ds:
         crop = ds[["pwat", "btmp"]].isel(y=slice(0, 32), x=slice(0, 32)).load()

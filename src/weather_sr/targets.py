@@ -28,6 +28,12 @@ class Source:
 GLOB_CHARS = "*?["
 
 
+def is_pattern(text: str) -> bool:
+    """Whether a name is a glob pattern: it holds ``*``, ``?`` or ``[`` and names no existing
+    path (an existing ``a[1].nc`` is that file)."""
+    return any(ch in text for ch in GLOB_CHARS) and not os.path.lexists(text)
+
+
 def expand_path(item: PathLike) -> list[str]:
     """The paths one name stands for: an existing path is taken as it is, even when its name
     holds glob characters (``a[1].nc``); otherwise a name with ``*``, ``?`` or ``[`` is a glob
@@ -37,9 +43,7 @@ def expand_path(item: PathLike) -> list[str]:
     text = os.fspath(item)
     if not text:
         return []
-    if os.path.lexists(text) or not any(ch in text for ch in GLOB_CHARS):
-        return [text]
-    return sorted(glob.glob(text))
+    return sorted(glob.glob(text)) if is_pattern(text) else [text]
 
 
 def _expand(spec: PathLike | Sequence[PathLike] | None) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import xarray as xr
 
 from weather_sr.errors import UserError
-from weather_sr.targets import GLOB_CHARS, expand_path
+from weather_sr.targets import expand_path, is_pattern
 
 PathLike = str | os.PathLike[str]
 PathSpec = PathLike | Sequence[PathLike]
@@ -33,7 +33,7 @@ def resolve_paths(path: PathSpec) -> list[Path]:
     for item in items:
         text = os.fspath(item)
         matches = expand_path(text)
-        if not os.path.lexists(text) and any(ch in text for ch in GLOB_CHARS):
+        if is_pattern(text):
             if not matches:
                 raise UserError(f"data path {text}: the pattern matches no file: check the path")
         elif not Path(text).exists():

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from weather_sr.data.normalise import Normalizer
+from weather_sr.data.units import parse_units
 from weather_sr.errors import UserError
 
 # Far beyond any field of the training data (a Gaussian variable exceeds 10 sigma with
@@ -33,12 +34,8 @@ OUT_OF_RANGE_STD = 10.0
 @functools.lru_cache(maxsize=64)
 def is_kelvin(units: str) -> bool:
     """Whether ``units`` is the kelvin (any spelling cf_units knows: K, kelvin, degK)."""
-    import cf_units
-
-    try:
-        return cf_units.Unit(units.strip()) == cf_units.Unit("K")
-    except ValueError:
-        return False
+    unit = parse_units(units.strip())
+    return unit is not None and unit == parse_units("K")
 
 
 def bounds(normalizer: Normalizer) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,8 @@ import xarray as xr
 from weather_sr.errors import UserError
 
 
-def _unit(text: str):  # -> cf_units.Unit | None (None: unknown to cf-units)
+def parse_units(text: str):  # -> cf_units.Unit | None
+    """``text`` as a cf_units Unit; None when cf-units does not know it (or it is no unit)."""
     import cf_units
 
     try:
@@ -39,7 +40,7 @@ def conversion(name: str, got: str, want: str, where: str) -> tuple[float, float
                 else f"is in {got!r} but the target has no units: give the target a units "
                 "attribute in the targets' file")
         raise UserError(f"{what} {side}")
-    a, b = _unit(got), _unit(want)
+    a, b = parse_units(got), parse_units(want)
     if a is None or b is None:
         raise UserError(f"{what} is in {got!r}, the target in {want!r}: "
                         f"{(got if a is None else want)!r} is unknown to cf-units: spell the "
@@ -63,8 +64,7 @@ def to_target_units(da: xr.DataArray, targets: Mapping[str, str], where: str,
     units by name) converted to that target's units; ``da`` itself when none needs it.
 
     ``units``: the channels' units when not ``da.attrs["units"]`` (downscale: those of the
-    training file, recorded in the checkpoint). Lazy values stay lazy; converted ones keep the
-    units they were read in as ``attrs["file_units"]``.
+    training file, recorded in the checkpoint). Lazy values stay lazy.
     """
     channels = [str(c) for c in da["channel"].values]
     units = list(da.attrs.get("units") or [""] * len(channels)) if units is None else list(units)
@@ -82,5 +82,5 @@ def to_target_units(da: xr.DataArray, targets: Mapping[str, str], where: str,
     shape = (1, len(channels), 1, 1)
     # in float64, then back: degC -> K in float32 is exactly float32(float64(x) + 273.15)
     out = (da.astype(np.float64) * scale.reshape(shape) + offset.reshape(shape)).astype(dtype)
-    out.attrs = {**da.attrs, "units": new_units, "file_units": units}  # marks: converted
+    out.attrs = {**da.attrs, "units": new_units}
     return out

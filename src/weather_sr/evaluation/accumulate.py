@@ -34,7 +34,11 @@ _LSD_KEYS = {"all": "lsd", "high": "lsd_high", "above_lr": "lsd_above_lr"}
 
 
 def _plain(value: Any) -> Any:
-    """JSON-able plain Python value: floats (non-finite -> None), ints, lists."""
+    """JSON-able plain Python value: floats (non-finite -> None), ints, strings, lists, dicts."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return value
     if isinstance(value, np.ndarray):
         return [_plain(v) for v in value.tolist()]
     if isinstance(value, list):
@@ -45,15 +49,6 @@ def _plain(value: Any) -> Any:
         return int(value)
     f = float(value)
     return f if np.isfinite(f) else None
-
-
-def _plain_tree(value: Any) -> Any:
-    """:func:`_plain` through nested dicts (keys kept), for JSON."""
-    if isinstance(value, dict):
-        return {k: _plain_tree(v) for k, v in value.items()}
-    if isinstance(value, list) and value and isinstance(value[0], str):
-        return list(value)
-    return _plain(value)
 
 
 def _nan_ratio(total: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -235,7 +230,7 @@ class ScoreAccumulator:
         if ensemble and self._edges is not None:
             result = bands.band_result({k: s[f"band_{k}"] for k in bands.SUMS}, m, self._edges,
                                        list(names))
-            out["bands"] = _plain_tree(result)
+            out["bands"] = _plain(result)
         if ensemble:
             counts = s["rank"]
             out["rank_histogram"] = {nm: _plain(counts[i]) for i, nm in enumerate(names)}

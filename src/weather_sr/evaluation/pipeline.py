@@ -114,15 +114,15 @@ def evaluate_checkpoints(
         raise UserError("give at least one --checkpoint")
     check_chunk_fields(chunk_fields)
     check_report_target(out, checkpoints, data_path)
+    main = distributed.current()[0] == 0
     # one writer per report folder (rank 0 writes): a second run exits at once
-    with lock_output(out, "report folder", distributed.current()[0] == 0):
+    with lock_output(out, "report folder", main):
         # fail before sampling, not after
         check_output_path(out, overwrite, what="report folder", marker="report", option="--out")
         models = [load_model(c, device) for c in checkpoints]
         check_report_target(out, checkpoints, data_path, models)
         bundle = bundle_for(models[0], data_path)
         n = split_size(bundle, split, max_fields)
-        main = distributed.current()[0] == 0
         parts = chunks(n, chunk_fields)
         data = load_split(bundle, split, max_fields, fields=parts[0])
         for path, model in zip(checkpoints, models, strict=True):

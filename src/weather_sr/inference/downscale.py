@@ -26,7 +26,7 @@ from weather_sr.inference.netcdf import (
 from weather_sr.inference.precision import resolve_precision
 from weather_sr.inference.prepare import (
     Prepared,
-    checked_predictors,
+    checked_inputs,
     feature_grid,
     input_variables,
     opened,
@@ -131,15 +131,16 @@ def downscale(
 
 def read_input(input_path: str | os.PathLike[str], meta: CheckpointMeta, *, coarsen_input: bool,
                chunk_fields: int, allow_out_of_range: bool) -> xr.DataArray:
-    """The input file's fields for the checkpoint, lazily, checked ``chunk_fields`` at a time
-    (Inf, all-NaN channels, the training range) with predictors in the model's units."""
+    """The input file's fields for the checkpoint, lazily: checked against it
+    (:func:`checked_inputs`, predictors then in the model's units), their values checked
+    ``chunk_fields`` at a time (Inf, all-NaN channels, the training range)."""
     from weather_sr import data
     from weather_sr.inference import stream
 
     fields = data.open_fields(input_path, input_variables(meta, coarsen_input)[0])
     files = list(fields.attrs.get("source") or [input_path])
     where = f"data file {files[0]}" + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
-    fields = checked_predictors(fields, meta, where)  # range check in the model's units
+    fields = checked_inputs(fields, meta, where, coarsen_input=coarsen_input)
     stream.check_values_in_chunks(fields, chunk_fields, where,
                                   meta.condition_spec().input_normalizer,
                                   allow_out_of_range=allow_out_of_range)

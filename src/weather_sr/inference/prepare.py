@@ -50,16 +50,17 @@ def dataset_fields(ds: xr.Dataset, meta: CheckpointMeta, *, coarsen_input: bool,
                    where: str = "input Dataset", chunk_fields: int = 8,
                    allow_out_of_range: bool = False) -> xr.DataArray:
     """The checkpoint's input variables of an ``xarray.Dataset`` (the Python API) as standardised
-    fields ``[sample, channel, y, x]``, still lazy when ``ds`` is, their values checked
-    ``chunk_fields`` at a time (``stream.check_values_in_chunks``, training range included, as
-    for an input file)."""
+    fields ``[sample, channel, y, x]``, still lazy when ``ds`` is, checked
+    (:func:`checked_inputs`) and their values checked ``chunk_fields`` at a time
+    (``stream.check_values_in_chunks``, training range included), as for an input file."""
     from weather_sr.data.reading import standardise
     from weather_sr.inference.stream import check_values_in_chunks
 
     if not isinstance(ds, xr.Dataset):
         raise UserError(f"{where}: expected an xarray.Dataset, got {type(ds).__name__}")
     variables, _ = input_variables(meta, coarsen_input)
-    fields = checked_predictors(standardise(ds, variables, where), meta, where)
+    fields = checked_inputs(standardise(ds, variables, where), meta, where,
+                            coarsen_input=coarsen_input)
     check_values_in_chunks(fields, chunk_fields, where, meta.condition_spec().input_normalizer,
                            allow_out_of_range=allow_out_of_range)
     return fields
@@ -69,23 +70,18 @@ def prepare_fields(
     fields: xr.DataArray, meta: CheckpointMeta, *, coarsen_input: bool,
     target_grid: str | os.PathLike[str] | None, where: str, source: xr.Dataset | None,
 ) -> Prepared:
-    """Standardised, loaded input ``fields`` (:func:`weather_sr.data.open_fields`) checked
-    against the checkpoint (channels, units), coarsened if asked, with the output grid;
-    ``source`` (the raw Dataset, None if it cannot be opened) gives long names and the 2-D
-    auxiliary coordinates of an HR input."""
+    """Standardised, loaded input ``fields`` (:func:`weather_sr.data.open_fields`), checked by
+    :func:`checked_inputs`, coarsened if asked, with the output grid; ``source`` (the raw
+    Dataset, None if it cannot be opened) gives long names and the 2-D auxiliary coordinates of
+    an HR input."""
     from weather_sr import data
 
     cfg = meta.config.data
     meta.require("scale_factor", to="downscale")
     s = int(meta.scale_factor or 0)
     channels = list(meta.channels)
-    variables, own = input_variables(meta, coarsen_input)
+    variables, _ = input_variables(meta, coarsen_input)
     spec = meta.condition_spec()
-    found = [str(c) for c in fields["channel"].values]
-    if spec.mode == "own":
-        meta.check_data(found, list(fields.attrs["units"]), where, names=own, unknown_units=True)
-    else:
-        fields = checked_predictors(fields, meta, where)
     named = variables if spec.mode == "own" else channels  # where the output's names come from
     long_names = _long_names(source, named, len(channels))
     aux = None
@@ -124,21 +120,25 @@ def prepare_fields(
                     _long_names(source, named, len(channels), "standard_name"))
 
 
-def checked_predictors(fields: xr.DataArray, meta: CheckpointMeta, where: str) -> xr.DataArray:
-    """Predictors ``fields`` checked against the checkpoint's (names; units of its training
-    file, recorded in ``spec.input_units``), then, as in training, those named like a target
-    converted to the target's units (:func:`weather_sr.data.units.to_target_units`); lazy
-    fields stay lazy. ``fields`` themselves for a model without predictors, or when converted
-    already (``attrs["file_units"]``): downscale converts its whole input once, before the
-    range check, and each chunk comes here again."""
+def checked_inputs(fields: xr.DataArray, meta: CheckpointMeta, where: str, *,
+                   coarsen_input: bool) -> xr.DataArray:
+    """Input ``fields`` checked against the checkpoint: the targets' own variables (names unless
+    ``data.lr_variables`` renames them; units where both sides have them), or its predictors
+    (names; units of its training file, recorded in ``spec.input_units``), whose channels named
+    like a target are then converted to the target's units as in training
+    (:func:`weather_sr.data.units.to_target_units`; lazy fields stay lazy). The one check of
+    downscale's input (the CLI's :func:`weather_sr.inference.downscale.read_input`, the API's
+    :func:`dataset_fields`), before the range check, which needs the model's channels and units."""
     from weather_sr.data.units import to_target_units
 
     spec = meta.condition_spec()
-    if spec.mode == "own" or "file_units" in fields.attrs:
+    found, units = [str(c) for c in fields["channel"].values], list(fields.attrs["units"])
+    if spec.mode == "own":
+        own = input_variables(meta, coarsen_input)[1]
+        meta.check_data(found, units, where, names=own, unknown_units=True)
         return fields
-    found = [str(c) for c in fields["channel"].values]
-    check_channels_of(found, list(fields.attrs["units"]), spec.inputs, spec.input_units or None,
-                      where, checkpoint=f"the predictors of the checkpoint {meta.source}",
+    check_channels_of(found, units, spec.inputs, spec.input_units or None, where,
+                      checkpoint=f"the predictors of the checkpoint {meta.source}",
                       unknown_units=True)
     if not (spec.input_units and meta.units):  # older checkpoints: nothing recorded to convert
         return fields

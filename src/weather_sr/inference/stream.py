@@ -82,7 +82,7 @@ def check_values_in_chunks(fields: xr.DataArray, size: int, where: str,
             label = where if a == 0 else f"{where} (fields {a}-{b - 1})"
             check_values(values[:, some], [c for c, k in zip(channels, some, strict=True) if k],
                          label)
-        if normalizer is not None and len(normalizer.channels) == len(channels):
+        if normalizer is not None:  # the channels are the normaliser's (checked_inputs)
             check_input_range(values, list(fields.attrs.get("units") or []), normalizer, where,
                               names=channels, times=None if times is None else times[a:b],
                               offset=a, allow=allow_out_of_range)

@@ -268,12 +268,15 @@ class CheckpointMeta:
 
     def to_payload(self) -> dict[str, Any]:
         """The metadata keys of the file, with the values as written (lists, not tuples)."""
+        from weather_sr.config import config_to_dict
+
         return {
             "format": FORMAT,
             "format_version": self.format_version,
             "package_version": self.package_version,
             "step": self.step,
-            "config": self.saved_config if self.saved_config is not None else _plain(self.config),
+            "config": (self.saved_config if self.saved_config is not None
+                       else config_to_dict(self.config)),
             "normalizer": self.normalizer,
             "channels": list(self.channels),
             "units": None if self.units is None else list(self.units),
@@ -415,20 +418,21 @@ def condition_payload(condition: ConditionSpec | None) -> dict[str, Any] | None:
 
 def _check_condition(value: Any, channels: tuple[str, ...], check: _Fields) -> None:
     from weather_sr.data.condition import ConditionSpec
-    from weather_sr.data.features import FEATURES
-    from weather_sr.data.regrid import REGRID_METHODS
+    from weather_sr.data.features import check_features
+    from weather_sr.data.regrid import check_regrid_method
 
     cond = check.mapping("condition", value, ("targets", "inputs", "input_normalizer", "mode",
                                                "regrid"))
     inputs = check.strings("condition.inputs", cond["inputs"])
     _check_normalizer(cond["input_normalizer"], inputs, check, "condition.input_normalizer")
     features = check.strings("condition.features", cond.get("features") or [])
-    unknown = [f for f in features if f not in FEATURES]
-    if unknown:
-        raise check.fail("condition.features", f"has {unknown}, not among {list(FEATURES)}")
-    if cond["regrid"] not in REGRID_METHODS:
-        raise check.fail("condition.regrid", f"is {_short(cond['regrid'])}, not one of "
-                         f"{', '.join(REGRID_METHODS)}")
+    for name, verb, value, rule in (("condition.features", "has", list(features), check_features),
+                                    ("condition.regrid", "is", cond["regrid"],
+                                     check_regrid_method)):
+        try:  # the data layer's own rules for these settings
+            rule(value, name)
+        except UserError as error:
+            raise check.fail(name, f"{verb} {_short(value)} ({error})") from None
     try:
         spec = ConditionSpec.from_dict(dict(cond))
     except (KeyError, TypeError, ValueError) as error:
@@ -451,12 +455,6 @@ def _check_config(value: Any, check: _Fields, source: str
     check.mapping("config.diffusion", config["diffusion"])
     raw = {**config, "diffusion": {**LEGACY_DIFFUSION, **config["diffusion"]}}
     return config, config_from_dict(dict(raw), source=f"{source} (its config)")
-
-
-def _plain(config: RunConfig) -> dict[str, Any]:
-    from weather_sr.config import config_to_dict
-
-    return config_to_dict(config)
 
 
 def _check_normalizer(value: Any, channels: tuple[str, ...], check: _Fields,

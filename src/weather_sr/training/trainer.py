@@ -9,7 +9,6 @@ the ``train()`` entry point are in :mod:`weather_sr.training.loop`.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import functools
 import math
@@ -262,7 +261,7 @@ class Trainer:
         grid = b.grid.to_dict() if hasattr(b.grid, "to_dict") else None
         return CheckpointMeta(
             step=self.state.step,
-            config=copy.deepcopy(self.cfg),
+            config=self.cfg,  # to_payload writes a plain copy
             channels=tuple(b.channels),
             units=tuple(b.units),
             scale_factor=int(b.scale_factor),
