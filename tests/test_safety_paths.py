@@ -133,6 +133,25 @@ def test_1_the_static_path_of_a_checkpoint_is_protected_too(world, tmp_path, cap
     assert digests(tmp_path) == before
 
 
+@pytest.mark.parametrize("key", ["inputs", "static"])
+def test_1_train_run_dir_holding_its_predictors_or_static_file(world, tmp_path, capsys,
+                                                                key) -> None:
+    """train reads data.inputs.path and data.static.path: an --overwrite of the run folder that
+    holds one of them is refused, the file byte for byte."""
+    run = Path(shutil.copytree(world["pred"].parent.parent, tmp_path / "run"))
+    inputs, static = world["era5"], world["rep"] / "static.nc"
+    moved = Path(shutil.copy(inputs if key == "inputs" else static, run / f"{key}.nc"))
+    paths = {"inputs": moved if key == "inputs" else inputs,
+             "static": moved if key == "static" else static}
+    before = digests(tmp_path)
+    proc = in_process(["train", "--run-dir", run, "--overwrite", "--no-progress", *[
+        f"data.path={world['regional']}", *TINY, "data.variables=[t2m]",
+        f"data.inputs={{path: {paths['inputs']}, variables: [t2m, u10]}}",
+        f"data.static={{path: {paths['static']}, variables: [orog]}}"]], capsys)
+    one_line(proc, "train", [f"contains the data.{key}.path", f"{key}.nc"])
+    assert digests(tmp_path) == before
+
+
 # ---------------------------------------------------------------- 2: glob characters in a name
 
 
