@@ -87,6 +87,7 @@ class ConvModel:
 
     target = "residual"
     regression = None
+    spectral = None  # white noise, shared schedule
     channels = 2
 
     def __init__(self, schedule: object) -> None:

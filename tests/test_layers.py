@@ -2,8 +2,9 @@
 
 Order (docs/architecture.md): core <- nn <- model <- {training, inference} <- evaluation <- demo
 <- commands <- cli. ``data`` is used from ``model`` upwards and imports none of those layers. The
-base utilities (errors, targets, write_errors, atomic, devices, config) import only ``errors``
-(``atomic`` also ``targets`` and ``write_errors``); ``core`` imports nothing of weather_sr but
+base utilities (errors, targets, write_errors, atomic, devices) import only ``errors``
+(``atomic`` also ``targets`` and ``write_errors``); ``config`` also ``core`` (its torch-free option
+rules, ``core.spectral_options``); ``core`` imports nothing of weather_sr but
 ``errors``, ``nn`` only ``core`` besides. Every import anywhere in a file counts, including
 imports inside functions (a lazy import is still a dependency).
 """
@@ -23,7 +24,7 @@ LAYER = {
     "__init__": 0, "errors": 0,
     "core": 1,
     "nn": 2,
-    "atomic": 1, "runtime": 1, "targets": 1, "write_errors": 1, "devices": 1, "config": 1,
+    "atomic": 1, "runtime": 1, "targets": 1, "write_errors": 1, "devices": 1, "config": 2,
     "lock": 1,
     "distributed": 2,
     "data": 2,
@@ -47,7 +48,7 @@ ONLY = {
     "lock": {"errors"},
     "distributed": {"errors", "devices"},
     "runtime": set(),
-    "config": {"errors"},
+    "config": {"errors", "core"},
     "data": {"errors", "atomic", "targets", "write_errors"},
 }
 

@@ -214,8 +214,8 @@ def _copy_partial(partial: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("change", ["--seed", "--steps", "--members", "--eta", "--sampler",
-                                    "--tile", "--overlap", "--precision", "--checkpoint",
-                                    "--input"])
+                                    "--tile", "--overlap", "--precision", "--noise-colour",
+                                    "--checkpoint", "--input"])
 def test_resume_with_other_settings_is_refused(world: dict[str, Path], partial: Path,
                                                tmp_path: Path, change: str,
                                                capsys: pytest.CaptureFixture[str],
@@ -229,7 +229,8 @@ def test_resume_with_other_settings_is_refused(world: dict[str, Path], partial: 
              "--members": ["--members", "3"], "--eta": ["--eta", "0.2"],
              "--sampler": ["--sampler", "dpmpp_2m"], "--tile": ["--tile", "8"],
              "--overlap": ["--overlap", "4"],
-             "--precision": ["--precision", other]}.get(change, [])
+             "--precision": ["--precision", other],
+             "--noise-colour": ["--noise-colour", "power:1"]}.get(change, [])
     ck, inp = None, None
     if change == "--checkpoint":
         ck = _checkpoint(tmp_path / "other.pt", nan=True)
@@ -239,8 +240,8 @@ def test_resume_with_other_settings_is_refused(world: dict[str, Path], partial: 
         inp = tmp_path / "other.nc"
     before = _digests(tmp_path)
     assert _run(world, out, *extra, "--resume", ck=ck, inp=inp) == 2
-    word = {"--checkpoint": "checkpoint_sha256", "--input": "input"}.get(change,
-                                                                        change.lstrip("-"))
+    word = {"--checkpoint": "checkpoint_sha256", "--input": "input",
+            "--noise-colour": "noise_colour"}.get(change, change.lstrip("-"))
     _one_error(capsys, "--resume", str(mine), "other settings", word, "--overwrite")
     assert _digests(tmp_path) == before and not out.exists()  # nothing written
 

@@ -18,6 +18,14 @@ from typing import Any, Literal
 
 import yaml
 
+from weather_sr.core.spectral_options import (
+    DEFAULT_NOISE,
+    DEFAULT_SPECTRAL_SCHEDULE,
+    DEFAULT_WEIGHTING,
+    NOISE_KINDS,
+    SCHEDULE_KINDS,
+    parse_spectral,
+)
 from weather_sr.errors import UserError
 
 
@@ -109,6 +117,12 @@ class DiffusionConfig:
     # Fourier branch's x0 estimate to x0 (needs lam > 0); 0 = off
     amp_mu: float = 0.0
     loss_divide: bool = False  # divide the total loss by (1 + lam)
+    # the forward noise, shaped in F_R space (docs/method.md §9): white | power:P | equal_snr
+    noise: str = DEFAULT_NOISE
+    # per-coefficient schedule (docs/method.md §9): none | equal_snr | blur:K
+    spectral_schedule: str = DEFAULT_SPECTRAL_SCHEDULE
+    # the loss of a shaped process (docs/method.md §9): whitened (the eps-loss on Σ^-½ x) | field
+    noise_weighting: Literal["whitened", "field"] = DEFAULT_WEIGHTING
     target: Literal["full", "residual", "regression_residual"] = "residual"
     regression_checkpoint: str | None = None
     prediction: Literal["epsilon", "v"] = "v"
@@ -442,6 +456,14 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
                 f"of data.scale_factor = {d.scale_factor}",
             )
     r(f.timesteps >= 1, f"diffusion.timesteps = {f.timesteps} must be >= 1")
+    for value, kinds, key in ((f.noise, NOISE_KINDS, "diffusion.noise"),
+                              (f.spectral_schedule, SCHEDULE_KINDS, "diffusion.spectral_schedule")):
+        try:
+            parse_spectral(value, kinds, key)
+        except ValueError as error:
+            r(False, str(error))
+        r(m.kind == "diffusion" or value in (DEFAULT_NOISE, DEFAULT_SPECTRAL_SCHEDULE),
+          f"{key} = {value} applies to diffusion models only (model.kind: {m.kind})")
     r(f.lam >= 0, f"diffusion.lam = {f.lam} must be >= 0")
     r(f.gamma >= 0, f"diffusion.gamma = {f.gamma} must be >= 0")
     r(f.power > 0, f"diffusion.power = {f.power} must be > 0")

@@ -43,6 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="DDIM eta: 0 deterministic, 1 ancestral-like (default: %(default)s)")
     add("--seed", type=int, default=0,
         help="random seed; each (field, member) derives its own (default: %(default)s)")
+    add_noise_colour_option(parser)
     add("--coarsen", action="store_true",
         help="the input is HR: coarsen it by the checkpoint's scale factor first (evaluation)")
     add_tile_options(parser)
@@ -84,12 +85,23 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
              "(default: %(default)s)")
 
 
+def add_noise_colour_option(parser: argparse.ArgumentParser) -> None:
+    """``--noise-colour`` (downscale and evaluate)."""
+    from weather_sr.core.spectral_options import DEFAULT_COLOUR
+
+    parser.add_argument(
+        "--noise-colour", default=DEFAULT_COLOUR,
+        help="shape of the noise a stochastic sampler injects (ancestral; ddim with --eta > 0): "
+             "white, or power:Q (more of it where a spectrum of amplitude slope Q is not yet "
+             "resolved; docs/method.md §9); training-free (default: %(default)s)")
+
+
 def command_line(args: argparse.Namespace) -> list[str]:
     """The effective command (every option with its value), to reproduce the run."""
     argv = ["weather-sr", "downscale"]
     for key in ("checkpoint", "input", "output", "members", "sampler", "steps", "eta", "seed",
                 "tile", "overlap", "batch_size", "chunk_fields", "output_format", "device",
-                "precision", "target_grid"):
+                "precision", "noise_colour", "target_grid"):
         value = getattr(args, key)
         if value is not None:
             option = "format" if key == "output_format" else key.replace("_", "-")
@@ -107,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     options = SamplingOptions(  # checks every sampling option (one line naming it)
         sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
         members=args.members, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
-        precision=args.precision,
+        precision=args.precision, noise_colour=args.noise_colour,
     )
     info = distributed.setup(args.device, mps=True)  # torchrun: a process group, this rank's device
     if args.input == "sample" and not Path(args.input).exists():

@@ -40,7 +40,8 @@ def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
 
     options = SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta,
                               seed=args.seed, members=args.members, batch_size=args.batch_size,
-                              tile=args.tile, overlap=args.overlap, precision=args.precision)
+                              tile=args.tile, overlap=args.overlap, precision=args.precision,
+                              noise_colour=args.noise_colour)
     if args.members < 2:
         raise UserError(f"--members {args.members}: ensemble scores (CRPS, spread) need at "
                         "least 2")
@@ -63,8 +64,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from weather_sr.core.sampler_defaults import DEFAULT_STEPS
 
     add_sampling_options(parser, members=8, steps=DEFAULT_STEPS)
-    from weather_sr.commands.downscale import add_precision_option, add_tile_options
+    from weather_sr.commands.downscale import (
+        add_noise_colour_option,
+        add_precision_option,
+        add_tile_options,
+    )
 
+    add_noise_colour_option(parser)
     add_tile_options(parser)
     add_precision_option(parser)
     parser.add_argument("--allow-out-of-range", action="store_true",

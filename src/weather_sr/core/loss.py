@@ -42,6 +42,7 @@ from weather_sr.core.process import (
     randn_like_batch,
 )
 from weather_sr.core.schedule import NoiseSchedule
+from weather_sr.core.spectral import CoefficientSchedule
 
 __all__ = [
     "GATES",
@@ -253,7 +254,7 @@ def joint_loss(
     denoiser: Denoiser,
     x0: Tensor,
     y: Tensor,
-    schedule: NoiseSchedule,
+    schedule: NoiseSchedule | CoefficientSchedule,
     *,
     lam: float,
     weight: Tensor | None = None,
@@ -272,6 +273,8 @@ def joint_loss(
     Args:
         denoiser: ``(x_t [N, C, H, W], y [N, Cy, H, W], t int64 [N]) -> eps [N, C, H, W]``.
         x0: targets ``[B, C, H, W]``; y: conditions ``[B, Cy, H, W]``.
+        schedule: shared, or per F_R coefficient (docs/method.md §9; the gate then reads the
+            reference schedule).
         lam: weight of the Fourier term (>= 0); 0 skips the Fourier branch entirely.
         weight: W ``[H, W]`` (or broadcastable to x0) on F_R coefficients; None means W = 1.
         mask: ``{0, 1}`` broadcastable to x0, 1 = valid. L_x is the mean over valid elements;
@@ -321,7 +324,8 @@ def joint_loss(
     if mask is not None:
         err_pix = err_pix * mask
     err = real_fourier2(err_pix)
-    g = gate_factor(schedule, t, gate, gate_t) if gate != "none" else None
+    reference = schedule.reference if isinstance(schedule, CoefficientSchedule) else schedule
+    g = gate_factor(reference, t, gate, gate_t) if gate != "none" else None
     if weight is not None:
         w = weight.to(device=err.device, dtype=err.dtype)
         if g is not None:  # W_t = 1 + g(t) (W - 1), [B, 1, H, W]

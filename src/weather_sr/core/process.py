@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from weather_sr.core.schedule import NoiseSchedule, gather
+from weather_sr.core.spectral import CoefficientSchedule
 
 __all__ = [
     "Denoiser",
@@ -99,9 +100,14 @@ def _timesteps(t: Tensor | int, x: Tensor) -> Tensor:
     return t
 
 
-def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
-    """x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) noise.  ``x0``, ``noise``: [B, ...] -> [B, ...]."""
+def q_sample(schedule: NoiseSchedule | CoefficientSchedule, x0: Tensor, t: Tensor | int,
+             noise: Tensor) -> Tensor:
+    """x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) noise.  ``x0``, ``noise``: [B, ...] -> [B, ...].
+
+    With a per-coefficient schedule, the same per F_R coefficient (docs/method.md §9)."""
     t = _timesteps(t, x0)
+    if isinstance(schedule, CoefficientSchedule):
+        return schedule.q_sample(x0, t, noise)
     abar = schedule.alpha_bars
     return gather(abar.sqrt(), t, x0) * x0 + gather((1.0 - abar).sqrt(), t, x0) * noise
 
@@ -126,9 +132,13 @@ def posterior_mean_variance(
     return mean, gather(schedule.posterior_variances, t, x_t)
 
 
-def eps_to_x0(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
-    """x_0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t).  ``[B, ...]`` -> ``[B, ...]``."""
+def eps_to_x0(schedule: NoiseSchedule | CoefficientSchedule, x_t: Tensor, t: Tensor | int,
+              eps: Tensor) -> Tensor:
+    """x_0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t).  ``[B, ...]`` -> ``[B, ...]`` (per F_R
+    coefficient with a per-coefficient schedule)."""
     t = _timesteps(t, x_t)
+    if isinstance(schedule, CoefficientSchedule):
+        return schedule.eps_to_x0(x_t, t, eps)
     abar = schedule.alpha_bars
     return gather(abar.rsqrt(), t, x_t) * x_t - gather(((1.0 - abar) / abar).sqrt(), t, x_t) * eps
 

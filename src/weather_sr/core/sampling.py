@@ -13,7 +13,11 @@ A denoiser is ``denoiser(x_t [B, C, H, W], y [B, Cy, H, W], t int64 [B]) -> eps 
   schedule and casts it only when applied;
 - calls ``progress(step_index, n_steps)`` after each network evaluation, ``step_index`` counting
   completed evaluations 1..n_steps;
-- runs under ``torch.no_grad()``.
+- runs under ``torch.no_grad()``;
+- takes a shared ``NoiseSchedule``, or a per-coefficient ``CoefficientSchedule`` whose state is
+  F_R coefficients (the same formulas per coefficient; docs/method.md §9, run by
+  :func:`weather_sr.core.spectral_sampling.sample_process`), and a ``noise_colour(z, step)``
+  that shapes the noise it injects (None: white; DPM-Solver++(2M) injects none).
 
 Every sampler takes its time grid as an argument, as k-diffusion's samplers take ``sigmas``:
 
@@ -62,7 +66,6 @@ reproduces the variance within a few per cent from 20 steps.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable, Sequence
 from itertools import pairwise
@@ -71,6 +74,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from weather_sr.core import coefficients as coef
+from weather_sr.core.coefficients import AnySchedule, Coef
 from weather_sr.core.process import Denoiser, Generators, randn_like_batch
 from weather_sr.core.sampler_defaults import (
     DEFAULT_ETA,
@@ -218,14 +223,25 @@ def _report(progress: Progress | None, i: int, n: int) -> None:
         progress(i, n)
 
 
+NoiseColour = Callable[[Tensor, int], Tensor]  # (z [B, C, H, W], destination step) -> z
+
+
+def _noise(x: Tensor, y: Tensor, generator: Generators, colour: NoiseColour | None,
+           step: int) -> Tensor:
+    """The injected noise z ~ N(0, I) (coloured by ``colour`` towards ``step`` when given)."""
+    z = randn_like_batch(x.shape, generator, y.device, y.dtype)
+    return z if colour is None else colour(z, step)
+
+
 @torch.no_grad()
 def sample_ancestral(
     denoiser: Denoiser,
     y: Tensor,
-    schedule: NoiseSchedule,
+    schedule: AnySchedule,
     ts: Sequence[int] | None = None,
     *,
     variance: str = "beta",
+    noise_colour: NoiseColour | None = None,
     x_T: Tensor | None = None,
     shape: Sequence[int] | None = None,
     generator: Generators = None,
@@ -240,14 +256,13 @@ def sample_ancestral(
     Args:
         y: condition ``[B, Cy, H, W]``; x_T / shape: ``[B, C, H, W]``.
         ts: consecutive steps t_0, t_0 - 1, ..., 1; None: the full grid T, ..., 1.
+        schedule: a NoiseSchedule, or a CoefficientSchedule (x is then F_R coefficients and
+            every coefficient above is per coefficient, alpha_t = ab_t / ab_{t-1}).
+        noise_colour: ``(z, t - 1) -> z`` shapes the injected noise (coloured-noise sampling).
     Returns:
         x_0 ``[B, C, H, W]`` in y's dtype.
     """
-    if variance == "beta":
-        var = schedule.betas
-    elif variance == "beta_tilde":
-        var = schedule.posterior_variances
-    else:
+    if variance not in ("beta", "beta_tilde"):
         raise ValueError(
             f"sample_ancestral: expected variance 'beta' or 'beta_tilde', got {variance!r}"
         )
@@ -260,13 +275,10 @@ def sample_ancestral(
     n = len(grid)
     for i, t in enumerate(grid, start=1):
         eps = _eps(denoiser, x, y, t)
-        alpha, beta = float(schedule.alphas[t]), float(schedule.betas[t])
-        abar = float(schedule.alpha_bars[t])
-        x = (x - (beta / math.sqrt(1.0 - abar)) * eps) / math.sqrt(alpha)
+        alpha, beta, abar, var = coef.ancestral_coefs(schedule, t, variance)
+        x = coef.div(x - coef.mul(beta / coef.sqrt(1.0 - abar), eps), coef.sqrt(alpha))
         if t > 1:
-            x = x + math.sqrt(float(var[t])) * randn_like_batch(
-                x.shape, generator, y.device, y.dtype
-            )
+            x = x + coef.mul(coef.sqrt(var), _noise(x, y, generator, noise_colour, t - 1))
         _report(progress, i, n)
     return x
 
@@ -275,10 +287,11 @@ def sample_ancestral(
 def sample_ddim(
     denoiser: Denoiser,
     y: Tensor,
-    schedule: NoiseSchedule,
+    schedule: AnySchedule,
     ts: Sequence[int],
     *,
     eta: float = 0.0,
+    noise_colour: NoiseColour | None = None,
     x_T: Tensor | None = None,
     shape: Sequence[int] | None = None,
     generator: Generators = None,
@@ -295,6 +308,9 @@ def sample_ddim(
         y: condition ``[B, Cy, H, W]``; x_T / shape: ``[B, C, H, W]``; eta: [0, 1];
         ts: the grid, e.g. ``timesteps(schedule, steps)`` (trailing, the DDIM default of
             :func:`sampler_timesteps`).
+        schedule: a NoiseSchedule, or a CoefficientSchedule (x is then F_R coefficients and the
+            update is the same formula per coefficient).
+        noise_colour: ``(z, s) -> z`` shapes the injected noise (coloured-noise sampling).
     Returns:
         x_0 ``[B, C, H, W]`` in y's dtype.
     """
@@ -302,18 +318,17 @@ def sample_ddim(
         raise ValueError(f"sample_ddim: expected 0 <= eta <= 1, got {eta}")
     taus = _check_grid(ts, schedule.T, "sample_ddim")
     x = _start(y, x_T, shape, generator)
-    abars = schedule.alpha_bars
     for i, t in enumerate(taus):
         s = taus[i + 1] if i + 1 < len(taus) else 0
-        ab_t, ab_s = float(abars[t]), float(abars[s])
+        ab_t, ab_s = coef.abar(schedule, t), coef.abar(schedule, s)
         eps = _eps(denoiser, x, y, t)
-        sigma = eta * math.sqrt((1.0 - ab_s) / (1.0 - ab_t) * (1.0 - ab_t / ab_s))
+        sigma = eta * coef.sqrt((1.0 - ab_s) / (1.0 - ab_t) * (1.0 - ab_t / ab_s))
         # x_s = a x_t + b eps (+ sigma z): x0_hat folded into float64 coefficients.
-        a = math.sqrt(ab_s / ab_t)
-        b = math.sqrt(max(1.0 - ab_s - sigma**2, 0.0)) - math.sqrt(ab_s * (1.0 - ab_t) / ab_t)
-        x = a * x + b * eps
-        if sigma > 0.0:
-            x = x + sigma * randn_like_batch(x.shape, generator, y.device, y.dtype)
+        a = coef.sqrt(ab_s / ab_t)
+        b = coef.sqrt(coef.relu(1.0 - ab_s - sigma**2)) - coef.sqrt(ab_s * (1.0 - ab_t) / ab_t)
+        x = coef.mul(a, x) + coef.mul(b, eps)
+        if eta > 0.0 and s > 0:
+            x = x + coef.mul(sigma, _noise(x, y, generator, noise_colour, s))
         _report(progress, i + 1, len(taus))
     return x
 
@@ -322,13 +337,14 @@ def sample_ddim(
 def sample_dpmpp_2m(
     denoiser: Denoiser,
     y: Tensor,
-    schedule: NoiseSchedule,
+    schedule: AnySchedule,
     ts: Sequence[int],
     *,
     x_T: Tensor | None = None,
     shape: Sequence[int] | None = None,
     generator: Generators = None,
     progress: Progress | None = None,
+    noise_colour: NoiseColour | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, data prediction, multistep 2nd order); deterministic.
 
@@ -346,30 +362,34 @@ def sample_dpmpp_2m(
     Args:
         y: condition ``[B, Cy, H, W]``; x_T / shape: ``[B, C, H, W]``;
         ts: the grid, e.g. ``timesteps(schedule, steps, "logsnr")``.
+        noise_colour: accepted as by the stochastic samplers, unused: this sampler injects no
+            noise.
+        schedule: a NoiseSchedule, or a CoefficientSchedule (x is then F_R coefficients, and
+            h_i, r_i are per coefficient: every coordinate is its own exact 1-D problem).
     Returns:
         x_0 ``[B, C, H, W]`` in y's dtype.
     """
+    del noise_colour
     taus = _check_grid(ts, schedule.T, "sample_dpmpp_2m")
     x = _start(y, x_T, shape, generator)
-    abars = schedule.alpha_bars
-    lam = schedule.log_snr()
     d_prev: Tensor | None = None
-    h_prev = 0.0
+    h_prev: Coef = 0.0
     for i, t in enumerate(taus):
-        ab_t = float(abars[t])
+        ab_t = coef.abar(schedule, t)
         eps = _eps(denoiser, x, y, t)
-        d = (x - math.sqrt(1.0 - ab_t) * eps) / math.sqrt(ab_t)
+        d = coef.div(x - coef.mul(coef.sqrt(1.0 - ab_t), eps), coef.sqrt(ab_t))
         _report(progress, i + 1, len(taus))
         if i + 1 == len(taus):
             return d
         s = taus[i + 1]
-        ab_s = float(abars[s])
-        h = float(lam[s] - lam[t])
+        ab_s = coef.abar(schedule, s)
+        h = coef.log_snr(schedule, s) - coef.log_snr(schedule, t)
         d_use = d
         if d_prev is not None:
             r = h_prev / h
-            d_use = (1.0 + 0.5 / r) * d - (0.5 / r) * d_prev
-        x = math.sqrt((1.0 - ab_s) / (1.0 - ab_t)) * x - math.sqrt(ab_s) * math.expm1(-h) * d_use
+            d_use = coef.mul(1.0 + 0.5 / r, d) - coef.mul(0.5 / r, d_prev)
+        x = (coef.mul(coef.sqrt((1.0 - ab_s) / (1.0 - ab_t)), x)
+             - coef.mul(coef.sqrt(ab_s) * coef.expm1(-h), d_use))
         d_prev, h_prev = d, h
     raise AssertionError("unreachable: steps >= 1")
 

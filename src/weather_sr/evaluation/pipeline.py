@@ -190,6 +190,7 @@ def _settings(n_fields: int, first: EvalSet, last: EvalSet, options: SamplingOpt
         # one number when every diffusion checkpoint agrees, else None (see each checkpoint)
         "network_evaluations": distinct.pop() if len(distinct) == 1 else None,
         "eta": options.eta,
+        "noise_colour": options.noise_colour,
         "seed": options.seed,
         "tile": options.tile or 0,
         "overlap": options.overlap,

@@ -22,6 +22,7 @@ import xarray as xr
 
 from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
 from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
+from weather_sr.core.spectral_options import DEFAULT_COLOUR
 from weather_sr.devices import select_device
 from weather_sr.inference.downscale import check_model, downscale_prepared, progress_bar
 from weather_sr.inference.ensemble import SamplingOptions
@@ -47,6 +48,7 @@ def downscale(
     seed: int = 0, coarsen: bool = False, tile: int | None = None, overlap: int = 32,
     batch_size: int = 8, device: str | torch.device = "auto", progress: bool = False,
     precision: str = DEFAULT_PRECISION, chunk_fields: int = 8, allow_out_of_range: bool = False,
+    noise_colour: str = DEFAULT_COLOUR,
 ) -> xr.Dataset:
     """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``).
 
@@ -61,6 +63,8 @@ def downscale(
         allow_out_of_range: input values outside the training range (more than 10 training
             standard deviations off, or negative kelvin) warn instead of raising, as the CLI's
             ``--allow-out-of-range`` (:mod:`weather_sr.data.ranges`).
+        noise_colour: ``--noise-colour``: ``white``, or ``power:Q`` for coloured-noise sampling
+            with a stochastic sampler (docs/method.md §9).
     Returns:
         The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
         channel ``[time, member, lat, lon]`` with CF attributes and the provenance attributes.
@@ -72,7 +76,7 @@ def downscale(
     # the one validator of sampling options, as for the CLI
     options = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=seed,
                               members=members, batch_size=batch_size, tile=tile, overlap=overlap,
-                              precision=precision)
+                              precision=precision, noise_colour=noise_colour)
     dev = select_device(str(device))
     path: str | os.PathLike[str] | None
     if isinstance(checkpoint, DownscalingModel):
@@ -101,7 +105,7 @@ def downscale(
                                                      coords="minimal", compat="override",
                                                      combine_attrs="override")
     call = _call(members, sampler, steps, eta, seed, coarsen, tile, overlap, batch_size,
-                 precision, chunk_fields, dev, allow_out_of_range)
+                 precision, chunk_fields, dev, allow_out_of_range, noise_colour)
     out.attrs["command_line"] = call
     out.attrs["history"] = f"{out.attrs['date_created']}: {call}"
     cf_encoding(out)  # so that out.to_netcdf(...) writes what the CLI writes
@@ -117,7 +121,8 @@ def _input_name(ds: xr.Dataset) -> str:
 def _call(*values: Any) -> str:
     """The call, as the provenance's command line (``history``, ``command_line``)."""
     names = ("members", "sampler", "steps", "eta", "seed", "coarsen", "tile", "overlap",
-             "batch_size", "precision", "chunk_fields", "device", "allow_out_of_range")
+             "batch_size", "precision", "chunk_fields", "device", "allow_out_of_range",
+             "noise_colour")
     args = ", ".join(f"{n}={str(v) if isinstance(v, torch.device) else v!r}"
                      for n, v in zip(names, values, strict=True))
     return f"weather_sr.downscale(ds, checkpoint, {args})"

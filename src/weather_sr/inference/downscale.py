@@ -194,7 +194,10 @@ def downscale_prepared(
              # denoiser calls per member actually made (ancestral: all T, not --steps)
              "network_evaluations": network_evaluations(options.sampler, model.schedule,
                                                         options.steps),
-             "precision": resolve_precision(options.precision, device)}
+             "precision": resolve_precision(options.precision, device),
+             "noise_colour": options.noise_colour,
+             "forward_noise": meta.config.diffusion.noise,
+             "spectral_schedule": meta.config.diffusion.spectral_schedule}
     attrs = provenance(checkpoint=checkpoint if checkpoint is not None else os.devnull,
                        sampler=options.sampler, steps=options.steps, eta=options.eta,
                        seed=options.seed, members=options.members, tile=options.tile,

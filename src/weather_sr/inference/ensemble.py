@@ -36,6 +36,9 @@ from weather_sr import distributed
 from weather_sr.core import sampling
 from weather_sr.core.process import Denoiser
 from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
+from weather_sr.core.spectral import SpectralProcess
+from weather_sr.core.spectral_options import COLOUR_KINDS, DEFAULT_COLOUR, parse_spectral
+from weather_sr.core.spectral_sampling import sample_process, uses_injected_noise
 from weather_sr.errors import UserError
 from weather_sr.inference.precision import check_precision, resolve_precision, with_precision
 from weather_sr.inference.tiling import TiledDenoiser
@@ -48,6 +51,7 @@ class SampleModel(Protocol):
 
     channels: int
     schedule: Any
+    spectral: SpectralProcess | None
     target: str
     regression: Any
 
@@ -71,7 +75,9 @@ class SamplingOptions:
     ``overlap`` >= 0 (an overlap >= tile is clamped to tile - 1). What depends on the model
     (tile a multiple of the UNet's size multiple) is :func:`options_for`'s. ``precision``: one
     of ``core.sampler_defaults.PRECISIONS`` (``"auto"`` resolved per device by
-    :func:`weather_sr.inference.precision.resolve_precision`).
+    :func:`weather_sr.inference.precision.resolve_precision`). ``noise_colour``: ``white`` or
+    ``power:Q`` (coloured-noise sampling, docs/method.md §9), only with a sampler that injects
+    noise (ancestral; ddim with eta > 0).
     """
 
     sampler: str = sampling.DEFAULT_SAMPLER  # defaults: the one set in weather_sr.core.sampling
@@ -85,6 +91,7 @@ class SamplingOptions:
     periodic_x: bool = False
     pad_multiple: int = 1  # network input sizes must be multiples of this (UNet levels)
     precision: str = DEFAULT_PRECISION
+    noise_colour: str = DEFAULT_COLOUR
 
     def __post_init__(self) -> None:
         from weather_sr.config import check_seed
@@ -108,6 +115,14 @@ class SamplingOptions:
         if not _is_int(self.overlap, 0):
             raise UserError(f"--overlap {self.overlap!r}: give a non-negative number of pixels")
         check_precision(self.precision)
+        try:
+            colour, _ = parse_spectral(self.noise_colour, COLOUR_KINDS, "--noise-colour")
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        if colour != DEFAULT_COLOUR and not uses_injected_noise(self.sampler, self.eta):
+            raise UserError(f"--noise-colour {self.noise_colour}: shapes the noise that a "
+                            "stochastic sampler injects; use --sampler ancestral, or ddim with "
+                            f"--eta > 0 (--sampler {self.sampler} --eta {self.eta} injects none)")
 
 
 def options_for(model: Any, options: SamplingOptions, *, periodic: bool) -> SamplingOptions:
@@ -158,6 +173,7 @@ def sample_pairs(
     denoiser: Denoiser, y: Tensor, schedule: Any, pairs: Sequence[tuple[int, int]], *,
     channels: int, options: SamplingOptions, progress: Progress | None = None,
     field_offset: int = 0, device: torch.device | str | None = None,
+    process: SpectralProcess | None = None,
 ) -> Tensor:
     """Sample x0 for each (field, member) pair.
 
@@ -166,6 +182,7 @@ def sample_pairs(
         y: network conditions ``[N, Cy, H, W]`` (may stay on the CPU: each chunk is moved to
             ``device``, default ``y.device``, where the sampler then runs).
         pairs: (field, member) with field indexing ``y``; seeds use ``field + field_offset``.
+        process: the model's forward process (None: white noise, shared schedule).
 
     Returns:
         ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs`` (on every rank of
@@ -193,8 +210,10 @@ def sample_pairs(
         x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, y_chunk.device,
                                         y_chunk.dtype)
         # rank 0's bar stands for all ranks' work
-        x0 = fn(denoiser, y_chunk, schedule, ts, x_T=x_T, generator=gens,
-                progress=_scaled(progress if rank == 0 else None, len(part) * world), **kwargs)
+        x0 = sample_process(fn, denoiser, y_chunk, schedule, ts, process, x_T=x_T,
+                            generator=gens, noise_colour=options.noise_colour,
+                            progress=_scaled(progress if rank == 0 else None, len(part) * world),
+                            **kwargs)
         out[start : start + len(part)] = x0.detach().float().cpu()
     return distributed.share_sum(out)
 
@@ -263,6 +282,7 @@ def sample_ensemble(
     denoiser = with_precision(model.denoiser, resolve_precision(options.precision, device), device)
     z0 = sample_pairs(tiled(denoiser, options), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
-                      field_offset=field_offset, device=device)
+                      field_offset=field_offset, device=device,
+                      process=model.spectral)
     x0 = model.unscale_target(z0)
     return x0.view(n, m, *x0.shape[1:]) + base[:, None]

@@ -6,10 +6,11 @@ marker (kind "downscale") and the run's settings with the number of fields compl
 writes it). A run that stops after a complete chunk (interrupted, killed, a failure) keeps the
 partial store; ``--resume`` checks that it was written with the same settings
 (:data:`COMPARED`: checkpoint SHA-256, sampler, steps, eta, seed, members, tile, overlap,
-precision, input path, its number of fields and their times, coarsen, target grid), that its
-settings file is weather-sr's (a whole number of fields done, within the input) and that no
-chunk of the fields done is missing, and continues after them. Every (field, member) draws its
-noise from the seed of its global field index, so the result is that of an uninterrupted run.
+precision, noise colour, input path, its number of fields and their times, coarsen, target
+grid), that its settings file is weather-sr's (a whole number of fields done, within the input)
+and that no chunk of the fields done is missing, and continues after them. Every (field, member)
+draws its noise from the seed of its global field index, so the result is that of an
+uninterrupted run.
 Without ``--resume`` an existing partial store is an error; with ``--overwrite`` it is
 discarded when the new run has its first chunk. A store with a missing chunk is neither
 continued nor committed.
@@ -36,7 +37,8 @@ PathLike = str | os.PathLike[str]
 KIND = "downscale"  # the marker kind of a Zarr output and of its partial store
 SETTINGS = ".weather-sr-downscale.json"  # in the partial store: settings and fields complete
 COMPARED = ("checkpoint_sha256", "sampler", "steps", "eta", "seed", "members", "tile", "overlap",
-            "precision", "input", "input_fields", "input_times_sha256", "coarsen", "target_grid")
+            "precision", "noise_colour", "input", "input_fields", "input_times_sha256", "coarsen",
+            "target_grid")
 
 
 def partial_path(output: PathLike) -> Path:
@@ -79,6 +81,7 @@ def run_settings(*, checkpoint_sha256: str, options: Any, precision: str, input_
         "steps": int(options.steps), "eta": float(options.eta), "seed": int(options.seed),
         "members": int(options.members), "tile": int(options.tile or 0),
         "overlap": int(options.overlap), "precision": precision,
+        "noise_colour": options.noise_colour,
         "input": os.path.abspath(os.fspath(input_path)),
         "input_fields": len(times),
         "input_times_sha256": hashlib.sha256(np.asarray(times).astype(str).tobytes()).hexdigest(),

@@ -23,7 +23,10 @@ EDM, Karras et al. 2022; the module :class:`weather_sr.nn.precond.Precond` aroun
 - ``v``: F predicts v = α_t ε − σ_t z0 (Salimans & Ho 2022), so ε_θ = σ_t x_t + α_t F and the
   x0 estimate α_t x_t − σ_t F errs by at most the network's error, at every t (α_t² + σ_t² = 1).
 
-``DownscalingModel.sample`` draws z0 with any sampler, scales it back and adds the base.
+The forward noise may be shaped and the schedule set per F_R coefficient (``spectral``, a
+:class:`weather_sr.core.spectral.SpectralProcess`, docs/method.md §9); None is white noise with the
+shared schedule. ``DownscalingModel.sample`` draws z0 with any sampler on that process, scales it
+back and adds the base.
 Everything works on *normalised* tensors; (de)normalisation is the data module's job.
 """
 
@@ -37,6 +40,7 @@ from torch import nn
 
 from weather_sr.core.process import Denoiser
 from weather_sr.core.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
+from weather_sr.core.spectral import SpectralProcess
 from weather_sr.nn.precond import PREDICTIONS, Precond
 from weather_sr.nn.unet import UNet
 
@@ -94,7 +98,8 @@ class DownscalingModel:
     ``regression_residual``), ``prediction`` ("epsilon" | "v"), ``target_scale`` (s, a float32
     tensor ``[C]``: the diffusion runs on x0 / s), ``meta`` (a
     :class:`~weather_sr.model.meta.CheckpointMeta`: normaliser, channel names, units, grid,
-    scale factor, the saved config) when loaded from a checkpoint, else None.
+    scale factor, the saved config) when loaded from a checkpoint, else None; ``spectral`` (a
+    :class:`~weather_sr.core.spectral.SpectralProcess`, or None: white noise, shared schedule).
     """
 
     def __init__(
@@ -110,12 +115,14 @@ class DownscalingModel:
         target_scale: torch.Tensor | None = None,
         meta: CheckpointMeta | None = None,
         base_index: list[int] | None = None,
+        spectral: SpectralProcess | None = None,
     ) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction {prediction!r} is not one of {PREDICTIONS}")
         self.net, self.kind, self.target, self.channels = net, kind, target, channels
         self.schedule, self.regression, self.meta = schedule, regression, meta
         self.prediction = prediction
+        self.spectral = None if spectral is None or spectral.trivial else spectral
         scale = torch.ones(channels) if target_scale is None else torch.as_tensor(target_scale)
         if scale.shape != (channels,) or not bool((scale > 0).all()):
             raise ValueError(f"target_scale must be {channels} positive numbers, got {scale}")
@@ -198,13 +205,16 @@ class DownscalingModel:
         steps), or a sampler function ``fn(denoiser, y, schedule, ts, **kw)``, run on
         ``sampling.timesteps(schedule, steps, spacing or "trailing")`` (steps None: every step).
         Defaults: ``sampling.DEFAULT_SAMPLER`` / ``DEFAULT_STEPS`` (DPM-Solver++(2M), 20 steps).
-        Extra ``kwargs`` (eta, variance, x_T, progress, ...) go to the sampler.
+        Extra ``kwargs`` (eta, variance, x_T, progress, ``noise_colour``, ...) go to
+        :func:`weather_sr.core.spectral_sampling.sample_process`, which runs the sampler on the
+        model's process.
         ``denoiser_wrapper`` (e.g. tiling) wraps the denoiser. Regression models ignore the
         sampler and return their prediction.
         """
         if self.kind == "regression":
             return self.predict(cond)
         from weather_sr.core import sampling
+        from weather_sr.core.spectral_sampling import sample_process
 
         if isinstance(sampler, str):
             ts = sampling.sampler_timesteps(sampler, self.schedule, steps, spacing)
@@ -219,7 +229,8 @@ class DownscalingModel:
         shape = (cond.shape[0], self.channels, *cond.shape[-2:])
         if kwargs.get("x_T") is None:
             kwargs["shape"] = shape
-        z0 = fn(den, y, self.schedule, ts, generator=generator, **kwargs)
+        z0 = sample_process(fn, den, y, self.schedule, ts, self.spectral, generator=generator,
+                            **kwargs)
         return base + self.unscale_target(z0.float())
 
     def to(self, device: torch.device | str) -> DownscalingModel:

@@ -76,6 +76,7 @@ def model_from_payload(
         target_scale=None if scale is None else torch.tensor(scale, dtype=torch.float32),
         meta=meta,
         base_index=base_index,
+        spectral=meta.spectral_process(),
     )
 
 

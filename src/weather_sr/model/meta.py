@@ -24,6 +24,7 @@ from weather_sr.model.checkpoint import FORMAT, FORMAT_VERSION, check_header
 
 if TYPE_CHECKING:
     from weather_sr.config import ModelConfig, RunConfig
+    from weather_sr.core.spectral import SpectralProcess
     from weather_sr.data.condition import ConditionSpec
     from weather_sr.data.normalise import Normalizer
 
@@ -172,6 +173,7 @@ class CheckpointMeta:
     regression: RegressionBase | None = None
     target_scale: tuple[float, ...] | None = None
     condition: Mapping[str, Any] | None = None  # ConditionSpec.to_dict(); None: the SR3 one
+    spectral: Mapping[str, Any] | None = None  # SpectralProcess.to_dict(); None: white, shared
     format_version: int = FORMAT_VERSION
     package_version: str | None = __version__
     source: str = field(default="checkpoint", compare=False)
@@ -241,6 +243,7 @@ class CheckpointMeta:
         if condition is not None:
             _check_condition(condition, channels, check)
         saved, config = _check_config(payload["config"], check, source)
+        spectral = _check_spectral(payload.get("spectral"), config, n, check)
         target = config.diffusion.target
         reg = payload.get("regression")
         if (reg is not None) != (target == "regression_residual"):
@@ -260,6 +263,7 @@ class CheckpointMeta:
             regression=None if reg is None else RegressionBase.from_payload(reg, n, check),
             target_scale=scale_t,
             condition=condition,
+            spectral=spectral,
             format_version=payload["format_version"],
             package_version=version,
             source=source,
@@ -288,6 +292,7 @@ class CheckpointMeta:
             "regression": None if self.regression is None else self.regression.to_payload(),
             "target_scale": None if self.target_scale is None else list(self.target_scale),
             **({} if self.condition is None else {"condition": self.condition}),
+            **({} if self.spectral is None else {"spectral": self.spectral}),
         }
 
     # ------------------------------------------------------------ views
@@ -321,6 +326,14 @@ class CheckpointMeta:
 
         self.require("normalizer", to="normalise data")
         return Normalizer.from_dict(dict(self.normalizer or {}))
+
+    def spectral_process(self) -> SpectralProcess | None:
+        """The model's forward process (docs/method.md §9); None: white noise, shared schedule."""
+        from weather_sr.core.spectral import SpectralProcess
+
+        if self.spectral is None:
+            return None
+        return SpectralProcess.from_dict(self.spectral, len(self.channels))
 
     def condition_spec(self) -> ConditionSpec:
         """What the network sees besides x_t (the targets' own LR field when not saved); parsed
@@ -440,6 +453,29 @@ def _check_condition(value: Any, channels: tuple[str, ...], check: _Fields) -> N
     if tuple(spec.targets) != channels:
         raise check.fail("condition", f"is for targets {spec.targets}, the checkpoint's are "
                          f"{list(channels)}")
+
+
+def _check_spectral(value: Any, config: RunConfig, channels: int, check: _Fields
+                    ) -> Mapping[str, Any] | None:
+    """The stored process (docs/method.md §9): present exactly when the config's
+    ``diffusion.noise`` or ``diffusion.spectral_schedule`` is not the default, and well formed."""
+    from weather_sr.core.spectral import SpectralProcess
+    from weather_sr.core.spectral_options import DEFAULT_NOISE, DEFAULT_SPECTRAL_SCHEDULE
+
+    d = config.diffusion
+    wanted = (d.noise, d.spectral_schedule) != (DEFAULT_NOISE, DEFAULT_SPECTRAL_SCHEDULE)
+    if (value is not None) != wanted:
+        raise check.fail("spectral", f"is {'missing' if value is None else 'present'} but the "
+                         f"model's diffusion.noise is {d.noise} and diffusion.spectral_schedule "
+                         f"{d.spectral_schedule}")
+    if value is None:
+        return None
+    try:
+        SpectralProcess.from_dict(check.mapping("spectral", value, ("noise", "schedule")),
+                                  channels)
+    except ValueError as error:
+        raise check.fail("spectral", str(error)) from None
+    return value
 
 
 def _check_config(value: Any, check: _Fields, source: str

@@ -22,6 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 from weather_sr import distributed as D
 from weather_sr.config import RunConfig
 from weather_sr.core.loss import masked_mean
+from weather_sr.core.spectral import GridProcess, RadialSpectrum, SpectralProcess, make_process
+from weather_sr.core.spectral_options import DEFAULT_NOISE, DEFAULT_SPECTRAL_SCHEDULE
+from weather_sr.core.spectral_sampling import training_view
 from weather_sr.data import DataBundle
 from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import load_checkpoint, plain
@@ -114,13 +117,15 @@ class Trainer:
             "prediction": cfg.diffusion.prediction,
             "base_index": None if self.condition is None else self.condition.base_index,
         }
-        self.target_scale = self._target_scale(DownscalingModel(self.net, **common))
+        self.target_scale, self.spectral = self._target_stats(DownscalingModel(self.net, **common))
+        common["spectral"] = self.spectral
         self.model = DownscalingModel(self.wrapped, **common, target_scale=self.target_scale)
         self.ema_model = DownscalingModel(self.ema_net, **common, target_scale=self.target_scale)
         self.ckpt = CheckpointManager(run_dir, t.keep_last)
         self.final_run_dir = self.run_dir  # where the run ends up (run_dir: where it is built)
         self.state = TrainState()
         self._weights: dict[tuple[int, int], torch.Tensor] = {}
+        self._grids: dict[tuple[int, int], GridProcess] = {}
 
     def build_in(self, work: Path) -> None:
         """Write the run into ``work`` (``--overwrite``: a hidden sibling of the run folder,
@@ -152,19 +157,28 @@ class Trainer:
         )
         return model
 
-    def _target_scale(self, model: DownscalingModel) -> torch.Tensor:
-        """Per-channel RMS of the diffusion target x0 = hr − model.base(cond) on training
-        patches, [C].
+    def _target_stats(self, model: DownscalingModel) -> tuple[torch.Tensor, SpectralProcess | None]:
+        """Per-channel RMS s of the diffusion target x0 = hr − model.base(cond) on training
+        patches, [C], and the forward process of ``diffusion.noise`` and
+        ``diffusion.spectral_schedule`` (docs/method.md §9; its ``equal_snr`` options measure
+        the spectrum of z0 = x0 / s on the same patches), None when white and shared.
 
-        Ones for regression models or ``diffusion.scale_target: false``. The patches are a fixed,
-        seeded selection, so every rank (and a resumed run) computes the same numbers.
+        The RMS is ones for regression models or ``diffusion.scale_target: false``. The patches
+        are a fixed, seeded selection, so every rank (and a resumed run) computes the same
+        numbers.
         """
-        if not (model.kind == "diffusion" and self.cfg.diffusion.scale_target):
-            return torch.ones(self.channels)
+        f = self.cfg.diffusion
+        wants_scale = model.kind == "diffusion" and f.scale_target
+        wants_process = model.kind == "diffusion" and (
+            (f.noise, f.spectral_schedule) != (DEFAULT_NOISE, DEFAULT_SPECTRAL_SCHEDULE))
+        if not (wants_scale or wants_process):
+            return torch.ones(self.channels), None
         split = self.bundle.train
         picks = torch.linspace(0, len(split) - 1, min(len(split), SCALE_PATCHES)).long()
         total = torch.zeros(self.channels, dtype=torch.float64)
         count = torch.zeros(self.channels, dtype=torch.float64)
+        patch = tuple(split[0]["hr"].shape[-2:])
+        spectrum = RadialSpectrum(self.channels, *patch)
         dev = self.info.device
         for n, k in enumerate(picks.tolist()):
             item = split.item(k, torch.Generator().manual_seed(self.cfg.training.seed + n))
@@ -174,11 +188,24 @@ class Trainer:
             x0 = (hr - model.base(cond, wrap_x=self._whole(hr))) * mask
             total += x0.square().sum((0, 2, 3)).double().cpu()
             count += mask.sum((0, 2, 3)).double().cpu()
+            spectrum.add(x0)
         rms = (total / count.clamp(min=1.0)).sqrt().float()
-        if not bool((rms > 0).all()):
+        if not wants_scale:
+            rms = torch.ones(self.channels)
+        elif not bool((rms > 0).all()):
             raise UserError("diffusion.scale_target: the target is zero on the training split "
                             "for some variable; set diffusion.scale_target=false")
-        return rms
+        if not wants_process:
+            return rms, None
+        spectrum.sums /= rms.double().square()[:, None]  # the spectrum of z0 = x0 / s
+        return rms, make_process(f.noise, f.spectral_schedule, self.channels, patch, spectrum)
+
+    def _grid(self, h: int, w: int) -> GridProcess:
+        """The run's process on an h x w patch, cached per patch size."""
+        assert self.spectral is not None
+        if (h, w) not in self._grids:
+            self._grids[(h, w)] = self.spectral.on_grid(self.schedule, h, w)
+        return self._grids[(h, w)]
 
     def _whole(self, hr: torch.Tensor) -> bool:
         """Whether ``hr [..., H, W]`` spans the field's width: the network's ``wrap_x`` (a patch
@@ -236,20 +263,29 @@ class Trainer:
             return lx, lx, torch.zeros_like(lx)
         from weather_sr.core.loss import joint_loss
 
+        f = self.cfg.diffusion
+        denoiser: Any = functools.partial(model.denoiser, wrap_x=whole)
+        schedule: Any = self.schedule
+        draws: dict[str, torch.Tensor] = {}
+        if self.spectral is not None:  # the process's view of the loss (docs/method.md §9)
+            denoiser, x0, schedule, draws = training_view(
+                denoiser, x0, self._grid(*hr.shape[-2:]), f.noise_weighting, lam=f.lam,
+                generator=generator)
         with autocast(dev, self.amp):
             out = joint_loss(
-                functools.partial(model.denoiser, wrap_x=whole),
+                denoiser,
                 x0,
                 y,
-                self.schedule,
-                lam=self.cfg.diffusion.lam,
+                schedule,
+                lam=f.lam,
                 weight=self._weight(*hr.shape[-2:]),
                 mask=mask,
                 generator=generator,
-                gate=self.cfg.diffusion.gate,
-                gate_t=self.cfg.diffusion.gate_t,
-                amp_mu=self.cfg.diffusion.amp_mu,
-                divide=self.cfg.diffusion.loss_divide,
+                **draws,
+                gate=f.gate,
+                gate_t=f.gate_t,
+                amp_mu=f.amp_mu,
+                divide=f.loss_divide,
             )
         return out.loss.float(), out.loss_x.float(), out.loss_f.float()
 
@@ -273,6 +309,7 @@ class Trainer:
             regression=self._regression_base,
             target_scale=tuple(self.target_scale.tolist()),
             condition=condition_payload(self.condition),
+            spectral=None if self.spectral is None else self.spectral.to_dict(),
         )
 
     def payload(self) -> dict[str, Any]:
@@ -303,7 +340,8 @@ class Trainer:
         for name, a, b in [
             ("model", theirs.model, mine.model),
             *((f"diffusion.{key}", getattr(theirs.diffusion, key), getattr(mine.diffusion, key))
-              for key in ("target", "schedule", "timesteps", "prediction", "scale_target")),
+              for key in ("target", "schedule", "timesteps", "prediction", "scale_target",
+                          "noise", "spectral_schedule", "noise_weighting")),
         ]:
             if a != b:
                 raise UserError(f"--resume: {name} differs from the checkpoint {source}; resume "
