@@ -136,6 +136,13 @@ def test_evaluate_command_writes_report(checkpoints: dict[str, Path], tmp_path: 
     assert metrics["settings"]["members"] == 3 and metrics["settings"]["n_fields"] == 2
     report = (out / "report.md").read_text()
     assert "## t2m [K]" in report and "| dif |" in report and "## Findings" in report
+    # consistency with the input: nearest interpolation averages back to its LR exactly (the
+    # same block mean that made the LR); the others depart from it by a positive amount
+    assert "Consistency with the input (t2m [K])" in report
+    for name, result in results.items():
+        for c, agree in result["lr_consistency"].items():
+            assert 0 <= agree["rmse"] <= agree["max_abs"], (name, c)
+            assert (agree["max_abs"] < 1e-3) == (name == "nearest"), (name, c, agree)
     for png in ("panels_t2m.png", "psd_z.png", "rank_histogram_dif.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # an existing report folder is not replaced without --overwrite

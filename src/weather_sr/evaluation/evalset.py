@@ -58,6 +58,7 @@ class EvalSet:
     inputs: np.ndarray | None = None
     condition: ConditionSpec | None = None
     time_values: np.ndarray | None = None
+    coarsen_lat: np.ndarray | None = None  # HR latitudes when the LR is an area-weighted mean
     feature_lat: np.ndarray | None = None
     feature_lon: np.ndarray | None = None
 
@@ -126,6 +127,7 @@ def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None =
         inputs=inputs,
         condition=spec,
         time_values=kept,
+        coarsen_lat=dataset.source.lat_weights,
         feature_lat=f_lat,
         feature_lon=f_lon,
     )

@@ -20,6 +20,7 @@ from weather_sr.atomic import atomic_output, check_output_path
 from weather_sr.data import DataBundle, build_datasets
 from weather_sr.errors import UserError
 from weather_sr.evaluation.accumulate import ScoreAccumulator
+from weather_sr.evaluation.consistency import ConsistencyAccumulator
 from weather_sr.evaluation.evalset import (
     EvalSet,
     baseline_predictions,
@@ -131,6 +132,7 @@ def evaluate_checkpoints(
         first: EvalSet = data.head()
         heads: dict[str, np.ndarray] = {}  # the first field of every method, for the panels
         scores: dict[str, ScoreAccumulator] = {}
+        consistency: dict[str, ConsistencyAccumulator] = {}  # none without an LR field
         for a, b in parts:
             data = data if a == 0 else load_split(bundle, split, max_fields, fields=(a, b))
             predictions = dict(baseline_predictions(data)) if main else {}
@@ -145,10 +147,15 @@ def evaluate_checkpoints(
             for label, pred in predictions.items() if main else ():
                 scores.setdefault(label, scorer(data, options.seed)).update(
                     np.nan_to_num(data.truth), pred, mask=data.mask)
+                if data.lr is not None:
+                    consistency.setdefault(label, ConsistencyAccumulator(
+                        data.scale_factor, data.coarsen_lat)).update(data.lr, pred)
             heads = heads or {k: v[:1] for k, v in predictions.items()}
         if not main:
             return Path(out) / "report.md", {}
         results = {name: acc.result() for name, acc in scores.items()}
+        for name, acc in consistency.items():
+            results[name]["lr_consistency"] = acc.result(data.channels)
         logs = {label: run_folder(path) / "metrics.csv"
                 for label, path in zip(labels, checkpoints, strict=True)}
         if not data_path and models[0].meta is not None:

@@ -76,6 +76,17 @@ def band_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | 
     return "\n".join(rows) if len(rows) > 2 else None
 
 
+def consistency_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | None:
+    """Every method averaged back onto the LR grid against its LR input
+    (``evaluation.consistency``): a row per method; None without an LR field."""
+    rows = ["| method | RMSE to the LR input | largest departure |", "|---|---|---|"]
+    for name, res in results.items():
+        c = (res.get("lr_consistency") or {}).get(channel)
+        if c is not None:
+            rows.append(f"| {name} | {_fmt(c['rmse'])} | {_fmt(c['max_abs'])} |")
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
 def write_json(path: Path, obj: Any) -> None:
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=_json_default))
@@ -253,6 +264,11 @@ def write_report(
                       "F_R coefficients, below the LR grid's Nyquist frequency and in octaves "
                       "above it (spread/skill 1 and power ratio 1 when right; the CRPS "
                       "contributions add up to the CRPS over all coefficients):", "", per_scale]
+        agree = consistency_table(results, channel)
+        if agree:
+            lines += ["", f"Consistency with the input ({channel} [{unit}]): every member (or "
+                      "prediction) averaged back onto the LR grid by the block mean that made "
+                      "the LR field, against that field:", "", agree]
     lines += ["", "## Findings", ""]
     lines += verdicts(results, data.channels)
     lines += ["", "## Figures", ""]

@@ -1,0 +1,82 @@
+"""Consistency with the input: every member averaged back onto the LR grid against the LR field
+it was conditioned on (docs/method.md §8).
+
+A downscaled field should reproduce its input at the input's resolution. Each member (or a
+deterministic prediction) is coarsened by the block mean that made the LR field of the split
+(``data.pairs.coarsen``: NaN-aware, cos-latitude weighted where the data are, the one home of
+that rule), and compared with the LR field per channel over every LR cell, member and field
+where both are finite:
+
+- ``rmse``: sqrt(mean (coarsened - LR)^2);
+- ``max_abs``: the largest |coarsened - LR|.
+
+Accumulated chunk by chunk of fields, so the result equals one pass over the split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from weather_sr.data.pairs import coarsen
+from weather_sr.errors import UserError
+
+__all__ = ["ConsistencyAccumulator"]
+
+
+class ConsistencyAccumulator:
+    """Departures of the coarsened members from the LR input, accumulated over chunks.
+
+    Args:
+        scale_factor: the HR/LR ratio s.
+        lat: the HR latitudes ``[H]`` in degrees when the LR was made with area weights
+            (``FieldSource.lat_weights``), else None.
+    """
+
+    def __init__(self, scale_factor: int, lat: np.ndarray | None = None) -> None:
+        self._s = int(scale_factor)
+        self._lat = None if lat is None else np.asarray(lat, dtype=np.float64)
+        self._sq: np.ndarray | None = None
+        self._count: np.ndarray | None = None
+        self._max: np.ndarray | None = None
+
+    def update(self, lr: Any, prediction_or_ensemble: Any) -> None:
+        """lr ``[n, C, h, w]``; prediction ``[n, C, H, W]`` or ensemble ``[n, M, C, H, W]``
+        with H = s h, W = s w."""
+        x = np.asarray(prediction_or_ensemble, dtype=np.float64)
+        if x.ndim == 4:
+            x = x[:, None]
+        ref = np.asarray(lr, dtype=np.float64)
+        n, _, c, h, w = x.shape
+        if ref.shape != (n, c, h // self._s, w // self._s):
+            raise UserError(f"consistency: LR {ref.shape} does not match the prediction "
+                            f"{x.shape} at scale factor {self._s}")
+        coarse = coarsen(torch.from_numpy(x), self._s, self._lat).numpy()  # [n, M, C, h, w]
+        diff = coarse - ref[:, None]
+        ok = np.isfinite(diff)
+        d = np.where(ok, diff, 0.0)
+        sq, count = (d**2).sum(axis=(0, 1, 3, 4)), ok.sum(axis=(0, 1, 3, 4))
+        big = np.abs(d).max(axis=(0, 1, 3, 4), initial=0.0)
+        if self._sq is None:
+            self._sq, self._count, self._max = sq, count, big
+        else:
+            if sq.shape != self._sq.shape:
+                raise UserError(f"consistency: this chunk has {c} channels, the earlier ones "
+                                f"{self._sq.shape[0]}")
+            self._sq = self._sq + sq
+            self._count = self._count + count
+            self._max = np.maximum(self._max, big)
+
+    def result(self, channels: Sequence[str]) -> dict[str, dict[str, float]]:
+        """``{channel: {"rmse": float, "max_abs": float}}`` (NaN for a channel without a finite
+        cell)."""
+        if self._sq is None or self._count is None or self._max is None:
+            raise UserError("consistency: no fields given")
+        rmse = np.sqrt(self._sq / np.maximum(self._count, 1))
+        rmse = np.where(self._count > 0, rmse, np.nan)
+        big = np.where(self._count > 0, self._max, np.nan)
+        return {name: {"rmse": float(rmse[i]), "max_abs": float(big[i])}
+                for i, name in enumerate(channels)}
