@@ -71,6 +71,15 @@ def test_block_constant_members_are_consistent_and_an_offset_is_measured() -> No
     assert det.result(["x"])["x"] == {"rmse": 0.0, "max_abs": 0.0}
 
 
+def test_a_channel_without_a_finite_cell_scores_none() -> None:
+    acc = ConsistencyAccumulator(2)
+    lr = np.zeros((1, 2, 2, 2))
+    lr[:, 1] = np.nan
+    acc.update(lr, np.ones((1, 3, 2, 4, 4)))
+    assert acc.result(["a", "b"]) == {"a": {"rmse": 1.0, "max_abs": 1.0},
+                                      "b": {"rmse": None, "max_abs": None}}
+
+
 def test_mismatched_shapes_and_no_fields_are_errors() -> None:
     acc = ConsistencyAccumulator(2)
     with pytest.raises(UserError, match="does not match"):

@@ -70,13 +70,12 @@ class ConsistencyAccumulator:
             self._count = self._count + count
             self._max = np.maximum(self._max, big)
 
-    def result(self, channels: Sequence[str]) -> dict[str, dict[str, float]]:
-        """``{channel: {"rmse": float, "max_abs": float}}`` (NaN for a channel without a finite
-        cell)."""
+    def result(self, channels: Sequence[str]) -> dict[str, dict[str, float | None]]:
+        """``{channel: {"rmse": float, "max_abs": float}}`` (None, as the other scores in
+        metrics.json, for a channel without a finite cell)."""
         if self._sq is None or self._count is None or self._max is None:
             raise UserError("consistency: no fields given")
         rmse = np.sqrt(self._sq / np.maximum(self._count, 1))
-        rmse = np.where(self._count > 0, rmse, np.nan)
-        big = np.where(self._count > 0, self._max, np.nan)
-        return {name: {"rmse": float(rmse[i]), "max_abs": float(big[i])}
+        return {name: {"rmse": float(rmse[i]), "max_abs": float(self._max[i])}
+                if self._count[i] > 0 else {"rmse": None, "max_abs": None}
                 for i, name in enumerate(channels)}
