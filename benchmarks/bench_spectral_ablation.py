@@ -55,11 +55,11 @@ Budget (``FULL``): 120 optimiser steps per run (batch 4 patches of 32 x 32 on th
 ERA5 field; λ = 0 arms twice that), UNet width 16, multipliers [1, 2], one res block, no
 attention, lr 1e-3; 3 members, every test field (sample 4, ERA5 10). ``--steps`` and ``--width``
 change it (the larger budget: ``--arms white equal_snr --steps 480 --width 32``). The process
-suite with ``--with-lam1 equal_snr`` took 32 CPU minutes (17 wall minutes in one process) on the
-2-core development machine (AMD EPYC) with another benchmark running beside it. One torch thread
-per worker: on the busy machine a second thread made each step 2-5x slower. ``--quick`` is a
-tiny model, 2 seeds, 3 steps, 1 test field, 3 sampler steps (under a minute, numbers meaningless)
-and prints the same tables.
+suite with ``--with-lam1 equal_snr`` (13 arms) took 44 CPU minutes (23 wall minutes in one
+process) on the 2-core development machine (AMD EPYC) with another benchmark running beside it.
+One torch thread per worker: on the busy machine a second thread made each step 2-5x slower.
+``--quick`` is a tiny model, 2 seeds, 3 steps, 1 test field, 3 sampler steps (under a minute,
+numbers meaningless) and prints the same tables.
 
     .venv/bin/python benchmarks/bench_spectral_ablation.py --out /tmp/spectral [--quick]
     .venv/bin/python benchmarks/bench_spectral_ablation.py --suite loss --out /tmp/loss
