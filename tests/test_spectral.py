@@ -304,15 +304,16 @@ def test_shared_per_coefficient_schedule_equals_todays_samplers() -> None:
 
 def test_colour_gains_keep_the_power_and_follow_the_unresolved_fraction() -> None:
     g = colour_gains("power:1", SCH, H, W)
-    torch.testing.assert_close(g[1:].square().mean((1, 2)), torch.ones(SCH.T, dtype=torch.float64))
+    every = torch.stack([g(t) for t in range(1, SCH.T + 1)])
+    torch.testing.assert_close(every.square().mean((1, 2)), torch.ones(SCH.T, dtype=torch.float64))
     nu = radial_frequency(H, W)
     power = (nu + 1 / 8) ** -2.0
     power = power / power.mean()
     for t in (1, 30, 100):
         ab = float(SCH.alpha_bars[t])
         f = 1 / (1 + ab / (1 - ab) * power)
-        torch.testing.assert_close(g[t], (f / f.mean()).sqrt())
-    assert float(g[1, H - 1, W - 1]) > 1 > float(g[1, 0, 0])  # small scales get more at low t
+        torch.testing.assert_close(g(t), (f / f.mean()).sqrt())
+    assert float(g(1)[H - 1, W - 1]) > 1 > float(g(1)[0, 0])  # small scales get more at low t
     assert colour_gains("white", SCH, H, W) is None
 
 
@@ -334,7 +335,7 @@ def test_coloured_injected_noise_has_the_gains_spectrum() -> None:
     # from t = 3 with eps = 0: x_2 = sqrt(beta_3) z, z the coloured noise towards step 2
     z = seen[1] / math.sqrt(float(SCH.betas[3]))
     power = real_fourier2(z)[:, 0].square().mean(0)
-    assert float((power / g[2].square() - 1).abs().max()) < 5 * math.sqrt(2 / n)
+    assert float((power / g(2).square() - 1).abs().max()) < 5 * math.sqrt(2 / n)
 
 
 # ------------------------------------------------------------------- serialisation

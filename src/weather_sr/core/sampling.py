@@ -104,6 +104,7 @@ __all__ = [
     "sampler_kwargs",
     "sampler_timesteps",
     "timesteps",
+    "uses_injected_noise",
     "uses_steps",
 ]
 
@@ -176,6 +177,12 @@ def sampler_kwargs(name: str, *, eta: float = 0.0) -> dict[str, float]:
     DPM-Solver++(2M) is deterministic, so they get no ``eta`` (it does not apply to them).
     """
     return {"eta": eta} if _check_name(name) == "ddim" else {}
+
+
+def uses_injected_noise(name: str, eta: float) -> bool:
+    """Whether sampler ``name`` injects noise (ancestral; DDIM with eta > 0): what
+    ``--noise-colour`` shapes (DPM-Solver++(2M) is deterministic)."""
+    return _check_name(name) == "ancestral" or (name == "ddim" and eta > 0)
 
 
 def _check_steps(steps: int, T: int) -> int:

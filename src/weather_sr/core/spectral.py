@@ -29,7 +29,7 @@ ab_t(nu); with one shared schedule it is ordinary diffusion of u, and the sample
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -360,16 +360,18 @@ class GridProcess:
         return CoefficientSchedule(self.schedule, self.delta, self.time_scaled)
 
 
-def colour_gains(spec: str, schedule: NoiseSchedule, h: int, w: int) -> Tensor | None:
-    """Gains g_t(nu) of coloured-noise sampling (``--noise-colour``), float64 ``[T + 1, h, w]``;
-    None for ``white``.
+def colour_gains(spec: str, schedule: NoiseSchedule, h: int, w: int
+                 ) -> Callable[[int], Tensor] | None:
+    """Gains of coloured-noise sampling (``--noise-colour``): ``gain(t)`` -> g_t(nu), float64
+    ``[h, w]`` for a step t >= 1, computed when asked (a sampler uses few of the T steps); None
+    for ``white``.
 
     ``power:Q`` assumes a data power spectrum P(nu) proportional to (nu + nu0)^-2Q with mean 1
     over the coefficients (nu0 the grid's lowest non-zero frequency). The fraction of a
     coefficient's variance that is still unresolved at the reference schedule's SNR_t is
     f_t = 1 / (1 + SNR_t P); the noise injected towards step t gets g_t^2 = f_t / mean(f_t): the
     same total power as white noise, moved to the frequencies that are not yet resolved (white
-    at t = T, where SNR ~ 0). Row 0 (t = 0) is never used.
+    at t = T, where SNR ~ 0).
     """
     kind, q = parse_spectral(spec, COLOUR_KINDS, "--noise-colour")
     if kind == "white":
@@ -378,7 +380,10 @@ def colour_gains(spec: str, schedule: NoiseSchedule, h: int, w: int) -> Tensor |
     nu = radial_frequency(h, w)
     power = (nu + _lowest(h, w)) ** (-2.0 * q)
     power = power / power.mean()
-    abar = schedule.alpha_bars.clamp(max=1.0 - 1e-12)
-    snr = (abar / (1.0 - abar)).view(-1, 1, 1)
-    f = 1.0 / (1.0 + snr * power)
-    return (f / f.mean((1, 2), keepdim=True)).sqrt()
+
+    def gain(t: int) -> Tensor:
+        abar = float(schedule.alpha_bars[t])
+        f = 1.0 / (1.0 + abar / (1.0 - abar) * power)
+        return (f / f.mean()).sqrt()
+
+    return gain

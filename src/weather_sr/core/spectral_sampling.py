@@ -26,7 +26,7 @@ from weather_sr.core.schedule import NoiseSchedule
 from weather_sr.core.spectral import GridProcess, SpectralProcess, colour_gains
 from weather_sr.core.spectral_options import DEFAULT_COLOUR, DEFAULT_WEIGHTING, WEIGHTINGS
 
-__all__ = ["sample_process", "shaped", "training_view", "uses_injected_noise"]
+__all__ = ["sample_process", "shaped", "training_view"]
 
 
 def shaped(denoiser: Denoiser, grid: GridProcess) -> Denoiser:
@@ -118,20 +118,13 @@ def sample_process(
     return grid.colour(u0)
 
 
-def _colourer(gains: Tensor | None, *, in_coefficients: bool
+def _colourer(gains: Callable[[int], Tensor] | None, *, in_coefficients: bool
               ) -> Callable[[Tensor, int], Tensor]:
     """The sampler's ``noise_colour``: z -> F_R^-1 (g_t F_R z) on u, or g_t F_R z on F_R u."""
     def colour(z: Tensor, step: int) -> Tensor:
         c = real_fourier2(z)
         if gains is not None:
-            c = gains[step].to(c) * c
+            c = gains(step).to(c) * c
         return c if in_coefficients else inverse_real_fourier2(c)
 
     return colour
-
-
-def uses_injected_noise(sampler: str, eta: float) -> bool:
-    """Whether ``sampler`` injects noise (ancestral; DDIM with eta > 0): what
-    ``--noise-colour`` shapes."""
-    return sampler == "ancestral" or (sampler == "ddim" and eta > 0)
-

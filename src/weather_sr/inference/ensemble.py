@@ -38,7 +38,7 @@ from weather_sr.core.process import Denoiser
 from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
 from weather_sr.core.spectral import SpectralProcess
 from weather_sr.core.spectral_options import COLOUR_KINDS, DEFAULT_COLOUR, parse_spectral
-from weather_sr.core.spectral_sampling import sample_process, uses_injected_noise
+from weather_sr.core.spectral_sampling import sample_process
 from weather_sr.errors import UserError
 from weather_sr.inference.precision import check_precision, resolve_precision, with_precision
 from weather_sr.inference.tiling import TiledDenoiser
@@ -119,7 +119,7 @@ class SamplingOptions:
             colour, _ = parse_spectral(self.noise_colour, COLOUR_KINDS, "--noise-colour")
         except ValueError as error:
             raise UserError(str(error)) from None
-        if colour != DEFAULT_COLOUR and not uses_injected_noise(self.sampler, self.eta):
+        if colour != DEFAULT_COLOUR and not sampling.uses_injected_noise(self.sampler, self.eta):
             raise UserError(f"--noise-colour {self.noise_colour}: shapes the noise that a "
                             "stochastic sampler injects; use --sampler ancestral, or ddim with "
                             f"--eta > 0 (--sampler {self.sampler} --eta {self.eta} injects none)")

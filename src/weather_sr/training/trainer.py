@@ -177,8 +177,7 @@ class Trainer:
         picks = torch.linspace(0, len(split) - 1, min(len(split), SCALE_PATCHES)).long()
         total = torch.zeros(self.channels, dtype=torch.float64)
         count = torch.zeros(self.channels, dtype=torch.float64)
-        patch = tuple(split[0]["hr"].shape[-2:])
-        spectrum = RadialSpectrum(self.channels, *patch)
+        spectrum: RadialSpectrum | None = None  # of the patches, for the process only
         dev = self.info.device
         for n, k in enumerate(picks.tolist()):
             item = split.item(k, torch.Generator().manual_seed(self.cfg.training.seed + n))
@@ -188,17 +187,20 @@ class Trainer:
             x0 = (hr - model.base(cond, wrap_x=self._whole(hr))) * mask
             total += x0.square().sum((0, 2, 3)).double().cpu()
             count += mask.sum((0, 2, 3)).double().cpu()
-            spectrum.add(x0)
+            if wants_process:
+                spectrum = spectrum or RadialSpectrum(self.channels, *x0.shape[-2:])
+                spectrum.add(x0)
         rms = (total / count.clamp(min=1.0)).sqrt().float()
         if not wants_scale:
             rms = torch.ones(self.channels)
         elif not bool((rms > 0).all()):
             raise UserError("diffusion.scale_target: the target is zero on the training split "
                             "for some variable; set diffusion.scale_target=false")
-        if not wants_process:
+        if spectrum is None:
             return rms, None
         spectrum.sums /= rms.double().square()[:, None]  # the spectrum of z0 = x0 / s
-        return rms, make_process(f.noise, f.spectral_schedule, self.channels, patch, spectrum)
+        return rms, make_process(f.noise, f.spectral_schedule, self.channels, spectrum.shape,
+                                 spectrum)
 
     def _grid(self, h: int, w: int) -> GridProcess:
         """The run's process on an h x w patch, cached per patch size."""
