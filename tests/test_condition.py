@@ -295,7 +295,12 @@ def test_predictors_on_their_own_grid_train_downscale_evaluate(lapse_files, tmp_
     with xr.open_dataset(out) as ds:
         assert ds["t2m"].shape[-2:] == (NY, NX)
         got = ds["t2m"].transpose("time", "member", ...).values
+        # no LR field on the output's blocks: no consistency with it, and said so
+        assert ds.attrs["lr_consistency"].startswith("not measured")
+        assert not any(k.startswith("lr_consistency") for k in ds["t2m"].attrs)
     np.testing.assert_allclose(got, expected[:, :, 0], rtol=0, atol=1e-4)
+    assert main(["downscale", "--checkpoint", str(ckpt), "--input", str(test_inputs),
+                 "--output", str(tmp_path / "o3.nc"), "--constrain", "lr-mean"]) == 2
     assert main(["downscale", "--checkpoint", str(ckpt), "--input", str(test_inputs),
                  "--coarsen", "--output", str(tmp_path / "o2.nc")]) == 2
     assert not (tmp_path / "o2.nc").exists()

@@ -86,3 +86,22 @@ def test_mismatched_shapes_and_no_fields_are_errors() -> None:
         acc.update(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 8, 8)))
     with pytest.raises(UserError, match="no fields"):
         acc.result(["x"])
+
+
+def test_a_block_with_a_masked_pixel_is_left_out() -> None:
+    """With a mask, an LR cell whose block holds an invalid pixel is not scored: the block
+    mean of what is left would not be the block mean that made the LR."""
+    rng = np.random.default_rng(3)
+    ens = rng.normal(size=(2, 3, 1, 8, 8))
+    lr = ens.mean(axis=1).reshape(2, 1, 4, 2, 4, 2).mean(axis=(3, 5))
+    mask = np.ones((2, 1, 8, 8))
+    mask[0, 0, 0, 0] = 0  # one pixel of block (0, 0) of field 0
+    acc = ConsistencyAccumulator(2)
+    acc.update(lr, ens, mask)
+    keep = np.ones((2, 1, 4, 4), bool)
+    keep[0, 0, 0, 0] = False
+    coarse = ens.reshape(2, 3, 1, 4, 2, 4, 2).mean(axis=(4, 6))
+    d = (coarse - lr[:, None])[np.broadcast_to(keep[:, None], coarse.shape)]
+    got = acc.result(["x"])["x"]
+    assert got["rmse"] == pytest.approx(math.sqrt((d**2).mean()), rel=1e-12)
+    assert got["max_abs"] == pytest.approx(np.abs(d).max(), rel=1e-12)

@@ -73,7 +73,7 @@ def test_the_walkthrough_names_every_step() -> None:
     assert cmds[: len(SETUP)] == list(SETUP)
     kinds = [shlex.split(c)[:2] for c in cmds]
     for expected in (["weather-sr", "train"], ["weather-sr", "downscale"],
-                     ["weather-sr", "evaluate"]):
+                     ["weather-sr", "evaluate"], ["weather-sr", "score"]):
         assert expected in kinds, f"the walkthrough has no {' '.join(expected)}"
     text = " ".join(cmds)
     for piece in ("--run-dir runs/reg", "model.kind=regression", "--run-dir runs/diff",
@@ -140,3 +140,11 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     report = (report_dir / "report.md").read_text()
     for ckpt in named:  # a table row per checkpoint, named by its run folder (reg, diff)
         assert f"| {Path(ckpt).parents[1].name} |" in report, f"report.md has no row of {ckpt}"
+
+    sc = next(shlex.split(c) for c in walkthrough() if c.startswith("weather-sr score"))
+    scored = json.loads((tmp_path / sc[sc.index("--out") + 1] / "metrics.json").read_text())
+    files = [Path(sc[i + 1]).stem for i, a in enumerate(sc) if a == "--prediction"]
+    assert files == ["hr_sample", "cubic_tool"]
+    results = scored["results"]
+    assert set(results) == {"nearest", "bilinear", "bicubic", *files}
+    assert results["hr_sample"]["kind"] == "ensemble" and "lr_consistency" in results["cubic_tool"]

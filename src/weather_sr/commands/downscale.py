@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 
 from weather_sr.core.sampler_defaults import (
+    CONSTRAINTS,
+    DEFAULT_CONSTRAINT,
     DEFAULT_ETA,
     DEFAULT_PRECISION,
     DEFAULT_SAMPLER,
@@ -44,6 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=0,
         help="random seed; each (field, member) derives its own (default: %(default)s)")
     add_noise_colour_option(parser)
+    add_constrain_option(parser)
     add("--coarsen", action="store_true",
         help="the input is HR: coarsen it by the checkpoint's scale factor first (evaluation)")
     add_tile_options(parser)
@@ -85,6 +88,17 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
              "(default: %(default)s)")
 
 
+def add_constrain_option(parser: argparse.ArgumentParser) -> None:
+    """``--constrain`` (downscale and evaluate)."""
+    parser.add_argument(
+        "--constrain", choices=CONSTRAINTS, default=DEFAULT_CONSTRAINT,
+        help="make every member's block means (the block mean that made the LR input) equal to "
+             "the LR input: lr-mean corrects each final member by a smooth correction per LR "
+             "block (multiplicative for variables transformed as non-negative); lr-mean-x0 "
+             "also corrects the network's x0 estimate at every sampler step; none: as sampled "
+             "(docs/method.md §8) (default: %(default)s)")
+
+
 def add_noise_colour_option(parser: argparse.ArgumentParser) -> None:
     """``--noise-colour`` (downscale and evaluate)."""
     from weather_sr.core.spectral_options import DEFAULT_COLOUR
@@ -101,7 +115,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
     argv = ["weather-sr", "downscale"]
     for key in ("checkpoint", "input", "output", "members", "sampler", "steps", "eta", "seed",
                 "tile", "overlap", "batch_size", "chunk_fields", "output_format", "device",
-                "precision", "noise_colour", "target_grid"):
+                "precision", "noise_colour", "constrain", "target_grid"):
         value = getattr(args, key)
         if value is not None:
             option = "format" if key == "output_format" else key.replace("_", "-")
@@ -119,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     options = SamplingOptions(  # checks every sampling option (one line naming it)
         sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
         members=args.members, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
-        precision=args.precision, noise_colour=args.noise_colour,
+        precision=args.precision, noise_colour=args.noise_colour, constrain=args.constrain,
     )
     info = distributed.setup(args.device, mps=True)  # torchrun: a process group, this rank's device
     if args.input == "sample" and not Path(args.input).exists():

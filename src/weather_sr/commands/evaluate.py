@@ -41,11 +41,19 @@ def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
     options = SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta,
                               seed=args.seed, members=args.members, batch_size=args.batch_size,
                               tile=args.tile, overlap=args.overlap, precision=args.precision,
-                              noise_colour=args.noise_colour)
+                              noise_colour=args.noise_colour, constrain=args.constrain)
     if args.members < 2:
         raise UserError(f"--members {args.members}: ensemble scores (CRPS, spread) need at "
                         "least 2")
     return options
+
+
+def add_block_option(parser: argparse.ArgumentParser) -> None:
+    """``--block`` (evaluate and score)."""
+    parser.add_argument("--block", type=int, default=None,
+                        help="block length in fields (times) of the bootstrap of the confidence "
+                             "intervals and paired tests; longer than the time over which "
+                             "errors stay correlated (default: round(N^(1/3)) of N fields)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,18 +73,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     add_sampling_options(parser, members=8, steps=DEFAULT_STEPS)
     from weather_sr.commands.downscale import (
+        add_constrain_option,
         add_noise_colour_option,
         add_precision_option,
         add_tile_options,
     )
 
     add_noise_colour_option(parser)
+    add_constrain_option(parser)
     add_tile_options(parser)
     add_precision_option(parser)
     parser.add_argument("--allow-out-of-range", action="store_true",
                         help="score inputs far outside the training data (more than 10 "
                              "training standard deviations beyond its range, or negative "
                              "kelvin) with a warning instead of an error")
+    add_block_option(parser)
     parser.add_argument("--chunk-fields", type=int, default=8,
                         help="fields read, sampled and scored at a time; memory grows with it, "
                              "not with the number of fields (default: %(default)s)")
@@ -95,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, args.out, options=options, data_path=args.data, split=args.split,
             max_fields=args.max_fields, device=info.device, overwrite=args.overwrite,
             chunk_fields=args.chunk_fields, allow_out_of_range=args.allow_out_of_range,
+            block=args.block,
         )
     finally:
         distributed.teardown(info)

@@ -25,6 +25,7 @@ __all__ = [
     "Generators",
     "eps_to_x0",
     "posterior_mean_variance",
+    "project_x0",
     "q_sample",
     "randint_batch",
     "randn_like_batch",
@@ -149,3 +150,27 @@ def x0_to_eps(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, x0: Tensor)
     abar = schedule.alpha_bars
     inv_sigma = torch.cat([abar.new_zeros(1), (1.0 - abar[1:]).rsqrt()])
     return gather(inv_sigma, t, x_t) * x_t - gather(inv_sigma * abar.sqrt(), t, x_t) * x0
+
+
+def project_x0(denoiser: Denoiser, schedule: NoiseSchedule,
+               project: Callable[[Tensor], Tensor]) -> Denoiser:
+    """The denoiser whose x0 estimate is ``project(x0_hat)``: a denoiser of the same contract.
+
+    With x0_hat = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t) (:func:`eps_to_x0`) and
+    x0' = ``project(x0_hat)`` (``[B, C, H, W]`` -> ``[B, C, H, W]``, float64 but on MPS), it
+    returns eps' = eps + sqrt(ab_t / (1 - ab_t)) (x0_hat - x0'), whose x0 estimate is x0'. Every
+    sampler forms its update from (x_t, eps) alone, i.e. from (x_t, x0_hat), so each of them then
+    steps with the projected estimate; the samplers stay as they are. A ``project`` that returns
+    its input unchanged gives eps back (up to the float64 round trip of the cast). Shared
+    schedules only (a per-coefficient one forms x0_hat per F_R coefficient).
+    """
+    abar = schedule.alpha_bars
+    gain = torch.cat([abar.new_zeros(1), (abar[1:] / (1.0 - abar[1:])).sqrt()])
+
+    def eps_projected(x_t: Tensor, y: Tensor, t: Tensor, /, **kw: bool) -> Tensor:
+        eps = denoiser(x_t, y, t, **kw)
+        wide = torch.float32 if x_t.device.type == "mps" else torch.float64  # MPS: no float64
+        x0 = eps_to_x0(schedule, x_t.to(wide), t, eps.to(wide))
+        return (eps.to(wide) + gather(gain, t, x0) * (x0 - project(x0).to(x0))).to(eps.dtype)
+
+    return eps_projected

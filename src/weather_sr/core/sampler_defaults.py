@@ -13,3 +13,7 @@ DEFAULT_ETA = 0.0
 # Network arithmetic while sampling: "auto" resolves per device (weather_sr.inference.precision)
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bf16")
 DEFAULT_PRECISION = "auto"
+
+# --constrain: the members' block means against the LR input (docs/method.md §8, "Constraint")
+CONSTRAINTS: tuple[str, ...] = ("none", "lr-mean", "lr-mean-x0")
+DEFAULT_CONSTRAINT = "none"

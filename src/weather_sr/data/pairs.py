@@ -48,9 +48,10 @@ def coarsen(hr: torch.Tensor, scale_factor: int, lat: np.ndarray | None = None) 
         raise UserError(f"coarsening: field size {H}x{W} is not divisible by scale_factor {s}")
     x = hr.to(torch.float64)
     valid = torch.isfinite(x)
-    w = torch.ones(H, 1, dtype=torch.float64)
+    w = torch.ones(H, 1, dtype=torch.float64, device=x.device)
     if lat is not None:
-        w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, np.float64))))[:, None].clamp_min(0)
+        w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, np.float64))),
+                            device=x.device)[:, None].clamp_min(0)
     w = w.expand(H, W) * valid
     num = torch.where(valid, x, 0.0) * w
     shape = (*lead, H // s, s, W // s, s)

@@ -28,32 +28,37 @@ def parse_units(text: str):  # -> cf_units.Unit | None
     return None if unit.is_unknown() or unit.is_no_unit() else unit
 
 
-def conversion(name: str, got: str, want: str, where: str) -> tuple[float, float] | None:
-    """(scale, offset) taking predictor ``name`` from units ``got`` to the target's ``want``
-    (values * scale + offset); None when they are equal. UserError when they cannot be."""
+def conversion(name: str, got: str, want: str, where: str, *,
+               what: str | None = None, other: str = "the target") -> tuple[float, float] | None:
+    """(scale, offset) taking ``name`` from units ``got`` to ``want`` (values * scale + offset);
+    None when they are equal. UserError when they cannot be.
+
+    ``what`` names the converted side in the message (default: the predictor ``name``, the
+    residual base of the target ``name``), ``other`` the side whose units are wanted.
+    """
     got, want = str(got).strip(), str(want).strip()
     if got == want:  # blank on both sides too: nothing to compare, as before
         return None
-    what = f"{where}: predictor {name} (the residual base of the target {name})"
+    what = what or f"{where}: predictor {name} (the residual base of the target {name})"
     if not got or not want:
-        side = (f"has no units, the target is in {want!r}: give it a units attribute" if not got
-                else f"is in {got!r} but the target has no units: give the target a units "
-                "attribute in the targets' file")
+        side = (f"has no units, {other} is in {want!r}: give it a units attribute" if not got
+                else f"is in {got!r} but {other} has no units: give {other} a units "
+                "attribute")
         raise UserError(f"{what} {side}")
     a, b = parse_units(got), parse_units(want)
     if a is None or b is None:
-        raise UserError(f"{what} is in {got!r}, the target in {want!r}: "
+        raise UserError(f"{what} is in {got!r}, {other} in {want!r}: "
                         f"{(got if a is None else want)!r} is unknown to cf-units: spell the "
                         "units as cf-units reads them (e.g. 'K', 'degC', 'kg kg-1')")
     if a == b:
         return None
     if not a.is_convertible(b):
-        raise UserError(f"{what} is in {got!r}, which cannot be converted to the target's "
+        raise UserError(f"{what} is in {got!r}, which cannot be converted to {other}'s "
                         f"{want!r}: give {name} in {want!r} (or units convertible to them)")
     offset = float(a.convert(0.0, b))
     scale = float(a.convert(1.0, b)) - offset
     if not np.isclose(float(a.convert(10.0, b)), 10.0 * scale + offset, rtol=1e-9, atol=1e-12):
-        raise UserError(f"{what} is in {got!r}, which converts to the target's {want!r} only "
+        raise UserError(f"{what} is in {got!r}, which converts to {other}'s {want!r} only "
                         f"non-linearly: give {name} in {want!r}")
     return scale, offset
 

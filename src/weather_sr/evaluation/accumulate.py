@@ -13,7 +13,14 @@ no field, only (C channels, M members, K spectral bins):
 - radial PSD power sums ``[C, K]`` over fields (and members); LSDs come from the mean spectra in
   ``result()``;
 - for ensembles with a ``scale_factor``, the sums ``[C, B]`` of the calibration per scale in B
-  bands of F_R coefficients (:mod:`weather_sr.evaluation.bands`).
+  bands of F_R coefficients (:mod:`weather_sr.evaluation.bands`);
+- for ensembles, the PIT histogram ``[C, bins]``, the reliability sums ``[C, K, M+1]`` for the
+  events truth > ``thresholds`` and, with channel ``scales``, the energy score
+  (:mod:`weather_sr.evaluation.calibration`).
+
+It also keeps the per-field sums ``[N, C]`` of the headline scores (``series()``: weight,
+squared and absolute error, CRPS, energy score), the numbers of the bootstrap over time
+(:mod:`weather_sr.evaluation.bootstrap`), and the per-field radial power ``[N, C, K]``.
 
 Field indices (rank-histogram tie breaking, ``metrics.rank_counts``): the fields of a chunk are
 numbered on from those of earlier updates, so give the chunks in the split's order.
@@ -27,22 +34,22 @@ from typing import Any
 import numpy as np
 
 from weather_sr.errors import UserError
-from weather_sr.evaluation import bands, metrics, spectra
+from weather_sr.evaluation import bands, calibration, metrics, spectra
 
 _ERR_KEYS = ("sq_err", "abs_err", "err")  # the keys of metrics.error_terms
 _LSD_KEYS = {"all": "lsd", "high": "lsd_high", "above_lr": "lsd_above_lr"}
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
     """JSON-able plain Python value: floats (non-finite -> None), ints, strings, lists, dicts."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, str):
         return value
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [to_plain(v) for v in value.tolist()]
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -77,6 +84,12 @@ class ScoreAccumulator:
         window: PSD taper, ``"none"`` or ``"hann"`` (see ``spectra.radial_psd``).
         scale_factor: the LR grid's coarsening; given, the LSDs above the LR Nyquist frequency
             are scored too.
+        thresholds: ``[C, K]`` event thresholds of the reliability diagram (ensembles), e.g.
+            the truth's 0.9 and 0.99 quantiles; ``threshold_levels`` [K] names them.
+        scales: ``[C]`` positive channel scales of the energy score (ensembles), e.g. the
+            truth's standard deviations.
+        pit_bins: bins of the PIT histogram (ensembles; the PIT draws from a Generator seeded
+            with ``seed``, in field order).
 
     Attributes:
         n_fields: the number of fields given to ``update`` so far.
@@ -90,7 +103,17 @@ class ScoreAccumulator:
         seed: int = 0,
         window: str = "none",
         scale_factor: int | None = None,
+        thresholds: Any = None,
+        threshold_levels: Sequence[float] = (),
+        scales: Any = None,
+        pit_bins: int = 10,
     ) -> None:
+        self._thresholds = None if thresholds is None else np.asarray(thresholds, np.float64)
+        self._levels = [float(q) for q in threshold_levels]
+        self._scales = None if scales is None else np.asarray(scales, np.float64)
+        self._pit_bins = pit_bins
+        self._pit_rng = np.random.default_rng(seed)
+        self._series: dict[str, list[np.ndarray]] = {}
         self._area = None if lat is None else metrics.area_weights(lat)
         self._names = None if channel_names is None else list(channel_names)
         self._seed = seed
@@ -126,10 +149,11 @@ class ScoreAccumulator:
         if n == 0:
             return
         # every sum of the chunk first, so that a chunk that fails leaves the state as it was
-        part: dict[str, np.ndarray] = {"weight": w.sum(axis=(0, 2, 3))}
+        part: dict[str, np.ndarray] = {}
+        series = {"weight": w.sum(axis=(2, 3))}  # [n, C] per field
         point = x.mean(axis=1) if ensemble else x
         for key, q in metrics.error_terms(y, point).items():
-            part[key] = metrics.channel_sum(q, w)
+            series[key] = (w * q).sum(axis=(2, 3))
         can_ssim = min(h, wd) >= metrics.SSIM_WIN
         if can_ssim:
             vals = metrics.ssim_values(y, point, w)  # [n, C]
@@ -149,7 +173,8 @@ class ScoreAccumulator:
                 vals = np.stack([metrics.ssim_values(y, x[:, i], w) for i in range(m)])  # [M,n,C]
                 part["member_ssim"] = np.nansum(vals, axis=1)
                 part["member_ssim_count"] = np.isfinite(vals).sum(axis=1)
-            part["crps"] = metrics.channel_sum(metrics.crps_fair_pointwise(y, x), w)
+            series["crps"] = (w * metrics.crps_fair_pointwise(y, x)).sum(axis=(2, 3))
+            part.update(self._calibration_sums(y, x, w, series))
             part["var"] = metrics.channel_sum(x.var(axis=1, ddof=1), w)
             part["rank"] = metrics.rank_counts(y, x, w, self._seed, first_field=self.n_fields)
             if self._scale_factor is not None:
@@ -159,11 +184,36 @@ class ScoreAccumulator:
                 part.update({f"band_{k}": v for k, v in sums.items()})
         for name, f in fields.items():
             spec = spectra.radial_psd(f, mean=False, window=self._window)
+            power = spec.power if name != "member" else spec.power.mean(axis=1)  # [n, C, K]
+            series[f"psd_{name}"] = power
             part[f"psd_{name}"] = _psd_sum(spec.power)
+        part.update({k: v.sum(axis=0) for k, v in series.items() if not k.startswith("psd")})
         for key, value in part.items():
             self._sums[key] = self._sums.get(key, 0) + value
+        for key, value in series.items():
+            self._series.setdefault(key, []).append(value)
         self._layout, self._freq = layout, spec.freq
         self.n_fields += n
+
+    def _calibration_sums(self, y: np.ndarray, x: np.ndarray, w: np.ndarray,
+                          series: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """PIT, reliability and energy-score sums of an ensemble chunk (module docstring);
+        the energy score's per-field sums go into ``series``."""
+        part = {"pit": calibration.pit_counts(y, x, w, self._pit_bins, self._pit_rng)}
+        if self._thresholds is not None:
+            sums = calibration.reliability_sums(y, x, w, self._thresholds)
+            part.update({f"reliability_{k}": v for k, v in sums.items()})
+        if self._scales is not None:
+            num, den = calibration.energy_score_sums(y, x, w, self._scales)
+            series["energy"], series["energy_weight"] = num[:, None], den[:, None]
+        return part
+
+    def series(self) -> dict[str, np.ndarray]:
+        """Per-field sums in field order: ``weight``, ``sq_err``, ``abs_err``, ``err`` ``[N, C]``
+        (of the ensemble mean for an ensemble), ``crps`` ``[N, C]`` and ``energy`` /
+        ``energy_weight`` ``[N, 1]`` (ensembles), and the radial power ``psd_truth``,
+        ``psd_prediction``, ``psd_member`` (mean over members) ``[N, C, K]``."""
+        return {k: np.concatenate(v) for k, v in self._series.items()}
 
     def _check_layout(self, layout: tuple[bool, int, int, int, int]) -> None:
         c = layout[2]
@@ -219,22 +269,48 @@ class ScoreAccumulator:
             "n_members": m,
             "channels": list(names),
             "weighting": "cos-latitude" if self._area is not None else "uniform",
-            "metrics": {nm: {k: _plain(v[i]) for k, v in scores.items()}
+            "metrics": {nm: {k: to_plain(v[i]) for k, v in scores.items()}
                         for i, nm in enumerate(names)},
-            "mean": {k: _plain(np.nanmean(v)) if np.any(np.isfinite(v)) else None
+            "mean": {k: to_plain(np.nanmean(v)) if np.any(np.isfinite(v)) else None
                      for k, v in scores.items()},
-            "psd": {"freq": {nm: _plain(self._freq) for nm in names}},
+            "psd": {"freq": {nm: to_plain(self._freq) for nm in names}},
         }
         for key, power in psd.items():
-            out["psd"][key] = {nm: _plain(power[i]) for i, nm in enumerate(names)}
+            out["psd"][key] = {nm: to_plain(power[i]) for i, nm in enumerate(names)}
         if ensemble and self._edges is not None:
             result = bands.band_result({k: s[f"band_{k}"] for k in bands.SUMS}, m, self._edges,
                                        list(names))
-            out["bands"] = _plain(result)
+            out["bands"] = to_plain(result)
         if ensemble:
             counts = s["rank"]
-            out["rank_histogram"] = {nm: _plain(counts[i]) for i, nm in enumerate(names)}
-            out["rank_histogram"]["all"] = _plain(counts.sum(axis=0))
+            out["rank_histogram"] = {nm: to_plain(counts[i]) for i, nm in enumerate(names)}
+            out["rank_histogram"]["all"] = to_plain(counts.sum(axis=0))
+            out.update(self._calibration_result(list(names)))
+        return out
+
+    def _calibration_result(self, names: list[str]) -> dict[str, Any]:
+        """The PIT histogram (frequencies), the reliability diagram with the Brier scores per
+        threshold, and the energy score, of an ensemble."""
+        s = self._sums
+        pit = s["pit"] / s["pit"].sum(axis=1, keepdims=True)
+        out: dict[str, Any] = {"pit_histogram": {nm: to_plain(pit[i])
+                                                 for i, nm in enumerate(names)}}
+        if "reliability_weight" in s and self._thresholds is not None:
+            sums = {"weight": s["reliability_weight"], "observed": s["reliability_observed"]}
+            prob, freq = calibration.reliability_curve(sums)
+            brier = calibration.brier_scores(sums)
+            out["reliability"] = {
+                "levels": self._levels,
+                "forecast_probability": to_plain(prob),
+                "channels": {nm: {"thresholds": to_plain(self._thresholds[i]),
+                                  "observed_frequency": to_plain(freq[i]),
+                                  "weight": to_plain(sums["weight"][i]),
+                                  "brier": to_plain(brier["brier_fair"][i]),
+                                  "brier_reliability": to_plain(brier["reliability"][i])}
+                             for i, nm in enumerate(names)},
+            }
+        if "energy" in s:
+            out["energy_score"] = to_plain(s["energy"][0] / s["energy_weight"][0])
         return out
 
 

@@ -23,6 +23,7 @@ import torch
 
 from weather_sr.data.pairs import coarsen
 from weather_sr.errors import UserError
+from weather_sr.inference.lr_consistency import field_sums
 
 __all__ = ["ConsistencyAccumulator"]
 
@@ -43,9 +44,10 @@ class ConsistencyAccumulator:
         self._count: np.ndarray | None = None
         self._max: np.ndarray | None = None
 
-    def update(self, lr: Any, prediction_or_ensemble: Any) -> None:
+    def update(self, lr: Any, prediction_or_ensemble: Any, mask: Any = None) -> None:
         """lr ``[n, C, h, w]``; prediction ``[n, C, H, W]`` or ensemble ``[n, M, C, H, W]``
-        with H = s h, W = s w."""
+        with H = s h, W = s w; mask ``[n, 1, H, W]`` (1 valid): an LR cell whose block has an
+        invalid pixel is left out (its mean would not be the block mean)."""
         x = np.asarray(prediction_or_ensemble, dtype=np.float64)
         if x.ndim == 4:
             x = x[:, None]
@@ -54,12 +56,11 @@ class ConsistencyAccumulator:
         if ref.shape != (n, c, h // self._s, w // self._s):
             raise UserError(f"consistency: LR {ref.shape} does not match the prediction "
                             f"{x.shape} at scale factor {self._s}")
-        coarse = coarsen(torch.from_numpy(x), self._s, self._lat).numpy()  # [n, M, C, h, w]
-        diff = coarse - ref[:, None]
-        ok = np.isfinite(diff)
-        d = np.where(ok, diff, 0.0)
-        sq, count = (d**2).sum(axis=(0, 1, 3, 4)), ok.sum(axis=(0, 1, 3, 4))
-        big = np.abs(d).max(axis=(0, 1, 3, 4), initial=0.0)
+        if mask is not None:  # an LR cell whose block is not whole is left out
+            whole = coarsen(torch.from_numpy(np.asarray(mask, np.float64)), self._s).numpy()
+            ref = np.where(whole == 1.0, ref, np.nan)
+        sq, count, big = field_sums(ref, x, self._s, self._lat)  # [n, C] per field
+        sq, count, big = sq.sum(axis=0), count.sum(axis=0), big.max(axis=0)
         if self._sq is None:
             self._sq, self._count, self._max = sq, count, big
         else:

@@ -51,7 +51,7 @@ class EvalSet:
     lon: np.ndarray
     lat_is_degrees: bool
     periodic: bool
-    scale_factor: int
+    scale_factor: int | None  # None: no LR grid (weather-sr score without --lr)
     interpolation: str
     split: str
     times: list[str]
@@ -203,21 +203,23 @@ def model_prediction(
     else:
         options = options_for(model, options, periodic=data.periodic)
         out = sample_ensemble(model, cond, options, device=device, progress=progress,
-                              field_offset=field_offset)
+                              field_offset=field_offset, lr=data.lr, lat=data.coarsen_lat)
     return np.asarray(normalizer.denormalise(out.numpy().astype(np.float64)), dtype=np.float32)
 
 
-def scorer(data: EvalSet, seed: int = 0) -> ScoreAccumulator:
+def scorer(data: EvalSet, seed: int = 0, **options: Any) -> ScoreAccumulator:
     """The accumulator of one method's metrics on ``data``'s grid (``accumulate.evaluate_method``'s
     options): cos-latitude weighted on lat/lon; spectra of regional (non-periodic) fields
     Hann-tapered so that the jump between opposite edges does not leak power into the high
-    frequencies of every method alike. Feed it chunks of the split in order."""
+    frequencies of every method alike; ``options``: ScoreAccumulator's others (thresholds,
+    scales). Feed it chunks of the split in order."""
     return ScoreAccumulator(
         lat=data.lat if data.lat_is_degrees else None,
         channel_names=data.channels,
         seed=seed,
         window="none" if data.periodic else "hann",
         scale_factor=data.scale_factor,
+        **options,
     )
 
 

@@ -7,7 +7,9 @@ leaves nothing half-written.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,6 @@ from weather_sr import distributed
 from weather_sr.atomic import atomic_output, check_output_path
 from weather_sr.data import DataBundle, build_datasets
 from weather_sr.errors import UserError
-from weather_sr.evaluation.accumulate import ScoreAccumulator
-from weather_sr.evaluation.consistency import ConsistencyAccumulator
 from weather_sr.evaluation.evalset import (
     EvalSet,
     baseline_predictions,
@@ -30,10 +30,11 @@ from weather_sr.evaluation.evalset import (
     method_name,
     model_prediction,
     run_folder,
-    scorer,
     split_size,
 )
 from weather_sr.evaluation.report import write_report
+from weather_sr.evaluation.scoring import Scoring, truth_reference
+from weather_sr.evaluation.series import SeriesStore
 from weather_sr.inference.downscale import checkpoint_sources
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.inference.precision import resolve_precision
@@ -100,14 +101,17 @@ def evaluate_checkpoints(
     sections: Sequence[str] = (),
     chunk_fields: int = 8,
     allow_out_of_range: bool = False,
+    block: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Score every checkpoint and the baselines on ``split``; write the report into ``out``.
 
     The split is read, sampled and scored ``chunk_fields`` fields at a time
     (:class:`~weather_sr.evaluation.accumulate.ScoreAccumulator`; seeds per (field, member) of
     the split), so memory does not grow with the number of fields and the scores equal those
-    of one pass. Model inputs outside the training range are an error (a warning with
-    ``allow_out_of_range``; :mod:`weather_sr.data.ranges`). Under ``torchrun`` every rank
+    of one pass (``evaluation.scoring``: with bootstrap intervals over the fields in blocks of
+    ``block`` fields, and paired tests against the references). Model inputs outside the
+    training range are an error (a warning with ``allow_out_of_range``;
+    :mod:`weather_sr.data.ranges`). Under ``torchrun`` every rank
     samples its share of each chunk and rank 0 scores and writes. Returns (path of report.md,
     {method: metrics}; {} on other ranks).
     """
@@ -117,7 +121,7 @@ def evaluate_checkpoints(
     check_report_target(out, checkpoints, data_path)
     main = distributed.current()[0] == 0
     # one writer per report folder (rank 0 writes): a second run exits at once
-    with lock_output(out, "report folder", main):
+    with lock_output(out, "report folder", main), ExitStack() as stack:
         # fail before sampling, not after
         check_output_path(out, overwrite, what="report folder", marker="report", option="--out")
         models = [load_model(c, device) for c in checkpoints]
@@ -130,9 +134,17 @@ def evaluate_checkpoints(
             check_compatible(model, data, str(path))  # every checkpoint, before any sampling
         labels = list(names) if names else _labels(checkpoints, models, baseline_predictions(data))
         first: EvalSet = data.head()
+        scoring = None
+        if main:
+            reference = truth_reference(
+                data.truth if a == 0 else load_split(bundle, split, max_fields, (a, b)).truth
+                for a, b in parts)
+            # the fields of the series scores: a temporary store beside the report, removed
+            series = stack.enter_context(tempfile.TemporaryDirectory(
+                prefix=".weather-sr-series-", dir=Path(out).absolute().parent))
+            scoring = Scoring(options.seed, reference=reference, block=block,
+                              store=SeriesStore(series, n))
         heads: dict[str, np.ndarray] = {}  # the first field of every method, for the panels
-        scores: dict[str, ScoreAccumulator] = {}
-        consistency: dict[str, ConsistencyAccumulator] = {}  # none without an LR field
         for a, b in parts:
             data = data if a == 0 else load_split(bundle, split, max_fields, fields=(a, b))
             predictions = dict(baseline_predictions(data)) if main else {}
@@ -144,23 +156,18 @@ def evaluate_checkpoints(
                     predictions[label] = model_prediction(model, data, options, device=device,
                                                           source=str(path), progress=update,
                                                           field_offset=a)
-            for label, pred in predictions.items() if main else ():
-                scores.setdefault(label, scorer(data, options.seed)).update(
-                    np.nan_to_num(data.truth), pred, mask=data.mask)
-                if data.lr is not None:
-                    consistency.setdefault(label, ConsistencyAccumulator(
-                        data.scale_factor, data.coarsen_lat)).update(data.lr, pred)
+            if scoring is not None:
+                scoring.update(data, predictions)
             heads = heads or {k: v[:1] for k, v in predictions.items()}
-        if not main:
+        if scoring is None:
             return Path(out) / "report.md", {}
-        results = {name: acc.result() for name, acc in scores.items()}
-        for name, acc in consistency.items():
-            results[name]["lr_consistency"] = acc.result(data.channels)
+        results = scoring.results()
         logs = {label: run_folder(path) / "metrics.csv"
                 for label, path in zip(labels, checkpoints, strict=True)}
         if not data_path and models[0].meta is not None:
             data_path = models[0].meta.config.data.path
         settings = _settings(n, first, data, options, data_path, checkpoints, models, device)
+        settings["bootstrap"] = scoring.settings()
         with atomic_output(out, overwrite=overwrite, what="report folder", marker="report",
                            option="--out", checked=True) as tmp:
             write_report(tmp, first, heads, results, settings=settings, training_logs=logs,
@@ -198,6 +205,7 @@ def _settings(n_fields: int, first: EvalSet, last: EvalSet, options: SamplingOpt
         "network_evaluations": distinct.pop() if len(distinct) == 1 else None,
         "eta": options.eta,
         "noise_colour": options.noise_colour,
+        "constrain": options.constrain,  # diffusion checkpoints' members (docs/method.md §8)
         "seed": options.seed,
         "tile": options.tile or 0,
         "overlap": options.overlap,

@@ -183,6 +183,41 @@ def plot_rank_histogram(counts: Any, *, title: str, path: PathLike, dpi: int = 1
     return fig
 
 
+def plot_calibration(result: Mapping[str, Any], *, title: str, path: PathLike,
+                     dpi: int = 100) -> Figure:
+    """An ensemble's PIT histogram per channel (left; flat when calibrated) and reliability
+    diagram per channel and threshold (right; on the diagonal when reliable), from the
+    ``pit_histogram`` and ``reliability`` of its metrics."""
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    pit_ax, rel_ax = fig.subplots(1, 2)
+    pits = result["pit_histogram"]
+    for k, (channel, freq) in enumerate(pits.items()):
+        f = np.asarray(freq, dtype=np.float64)
+        edges = np.linspace(0, 1, f.size + 1)
+        pit_ax.stairs(f * f.size, edges, label=channel, color=f"C{k}")
+    pit_ax.axhline(1.0, color="black", ls="--", label="flat")
+    pit_ax.set_xlabel("PIT")
+    pit_ax.set_ylabel("density")
+    pit_ax.set_title("PIT histogram")
+    pit_ax.legend()
+    rel = result.get("reliability")
+    rel_ax.plot([0, 1], [0, 1], color="black", ls="--", label="perfect")
+    if rel:
+        prob = np.asarray(rel["forecast_probability"], dtype=np.float64)
+        for k, (channel, r) in enumerate(rel["channels"].items()):
+            for j, level in enumerate(rel["levels"]):
+                obs = np.array([np.nan if v is None else v for v in r["observed_frequency"][j]])
+                rel_ax.plot(prob, obs, marker="o", color=f"C{k}", ls="-" if j == 0 else ":",
+                            label=f"{channel} > q{level:g}")
+    rel_ax.set_xlabel("forecast probability (fraction of members above)")
+    rel_ax.set_ylabel("observed frequency")
+    rel_ax.set_title("Reliability of threshold exceedance")
+    rel_ax.legend(fontsize="small")
+    fig.suptitle(title)
+    _save(fig, path, dpi)
+    return fig
+
+
 def read_training_log(path: PathLike) -> dict[str, np.ndarray]:
     """Columns of a training-log CSV with a header (``step`` and loss columns) as float arrays.
 

@@ -16,13 +16,26 @@ from typing import Any
 import numpy as np
 
 from weather_sr.atomic import atomic_output
-from weather_sr.evaluation.evalset import BASELINES, EvalSet
+from weather_sr.evaluation.evalset import EvalSet
 from weather_sr.evaluation.plots import (
+    plot_calibration,
     plot_panels,
     plot_psd,
     plot_rank_histogram,
     plot_training_curves,
 )
+from weather_sr.evaluation.report_tables import (
+    HEADLINE_KEYS,
+    calibration_table,
+    correlation_lines,
+    distribution_table,
+    energy_lines,
+    headline,
+    index_table,
+    interval_table,
+    verdict_cell,
+)
+from weather_sr.evaluation.scoring import reference_methods
 
 COLUMNS = (
     ("rmse", "RMSE"),
@@ -137,6 +150,10 @@ def make_figures(
             plot_rank_histogram(result["rank_histogram"]["all"],
                                 title=f"Rank histogram, {method}", path=out / name)
             figures.append(name)
+        if "pit_histogram" in result:
+            name = f"calibration_{method}.png"
+            plot_calibration(result, title=f"Calibration, {method}", path=out / name)
+            figures.append(name)
     logs = {k: v for k, v in training_logs.items() if Path(v).is_file()}
     if logs:
         plot_training_curves(logs, path=out / "training_curves.png", title="Training losses")
@@ -161,13 +178,6 @@ def _panel_fields(data: EvalSet, predictions: Mapping[str, np.ndarray], c: int
     return panels
 
 
-def _versus(value: float | None, ref: float | None) -> str:
-    """'yes (a < b)' when ``value`` is lower than ``ref`` (lower is better), else 'no (a ≥ b)'."""
-    if value is None or ref is None:
-        return "–"
-    return f"yes ({value:.4g} < {ref:.4g})" if value < ref else f"no ({value:.4g} ≥ {ref:.4g})"
-
-
 def _calibration(ssr: float | None) -> str:
     if ssr is None:
         return "–"
@@ -179,38 +189,42 @@ def _calibration(ssr: float | None) -> str:
 def verdicts(results: Mapping[str, Mapping[str, Any]], channels: Sequence[str]) -> list[str]:
     """The findings at a glance: a markdown table with a row per (channel, ensemble method) that
     says, wins and losses alike, whether it beats bicubic and each trained deterministic model
-    (ensemble-mean RMSE; CRPS against their MAE, which is their CRPS), is calibrated
-    (spread/skill in 0.8-1.2) and has members closer to the true spectrum at small scales
-    (member LSD over the upper half of frequencies against their LSD); then a summary line."""
-    refs = [n for n, r in results.items() if r["kind"] == "deterministic"
-            and (n == "bicubic" or n not in BASELINES)]
+    (``scoring.reference_methods``: ensemble-mean RMSE; CRPS against their MAE, which is their
+    CRPS; members closer to the true spectrum at small scales, the members' LSD over the upper
+    half of frequencies against their LSD) and is calibrated (spread/skill in 0.8-1.2); a
+    comparison counts as a win or a loss only when the paired bootstrap test finds it
+    significant (``evaluation.significance``); then a summary line."""
+    refs = reference_methods(results)
     head = ["variable", "method"]
     for ref in refs:
         head += [f"RMSE < {ref}?", f"CRPS < {ref}?", f"spectrum closer than {ref}?"]
     head.append("calibrated?")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    wins = total = 0
+    counts = {1: 0, -1: 0, 0: 0}
     for channel in channels:
         for name, result in results.items():
             if result["kind"] != "ensemble":
                 continue
-            m = result["metrics"][channel]
             cells = [channel, name]
             for ref in refs:
-                r = results[ref]["metrics"][channel]
-                for mine, theirs in ((m.get("rmse"), r.get("rmse")), (m.get("crps"), r.get("mae")),
-                                     (m.get("member_lsd_high"), r.get("lsd_high"))):
-                    cells.append(_versus(mine, theirs))
-                    if mine is not None and theirs is not None:
-                        wins, total = wins + (mine < theirs), total + 1
-            cells.append(_calibration(m.get("spread_skill")))
+                tests = (result.get("paired") or {}).get(ref)
+                for score in HEADLINE_KEYS:
+                    test = tests[score][channel] if tests else None
+                    cell, count = verdict_cell(headline(result, channel, score),
+                                               headline(results[ref], channel, score), test)
+                    cells.append(cell)
+                    counts[count] += cell != "–"
+            cells.append(_calibration(result["metrics"][channel].get("spread_skill")))
             rows.append("| " + " | ".join(cells) + " |")
     if len(rows) == 2:
         return []
-    rows += ["", f"The ensembles win {wins} of {total} comparisons above (lower is better in "
-             "each); 'spectrum' compares the members' log-spectral distance to the truth over "
-             "the upper half of the frequencies with that of the deterministic method, and "
-             "0.8-1.2 is commonly read as calibrated."]
+    total = sum(counts.values())
+    rows += ["", f"The ensembles win {counts[1]} and lose {counts[-1]} of the {total} "
+             f"comparisons above; {counts[0]} are ties (a difference the paired block bootstrap "
+             "over the fields does not find significant at 95 %, or untested with one field). "
+             "Lower is better in each; 'spectrum' compares the members' log-spectral distance "
+             "to the truth over the upper half of the frequencies with that of the "
+             "deterministic method, and 0.8-1.2 is commonly read as calibrated."]
     return rows
 
 
@@ -232,30 +246,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"settings": dict(settings), "results": dict(results)})
     figures = make_figures(out, data, predictions, results, training_logs or {})
-    h, w = data.truth.shape[-2:]
-    n, times = settings.get("n_fields", len(data.truth)), settings.get("times") or data.times
-    lines = [
-        "# weather-sr evaluation report",
-        "",
-        f"- data: `{settings.get('data', '?')}`, split **{data.split}**, {n} fields"
-        + (f" ({times[0]} to {times[-1]})" if times else ""),
-        f"- HR grid {h}x{w}, scale factor {data.scale_factor} (LR {h // data.scale_factor}x"
-        f"{w // data.scale_factor}), LR interpolated by {data.interpolation} as the condition",
-        "- channels: " + ", ".join(f"{c} [{u}]" for c, u in zip(data.channels, data.units,
-                                                                   strict=True)),
-        f"- ensembles: {settings.get('members')} members, sampler {settings.get('sampler')}, "
-        f"{_evaluations_text(settings)}, seed {settings.get('seed')}"
-        + (f", network in {settings['precision']}" if settings.get("precision") else "")
-        + (f", tiles of {settings['tile']} px (overlap {settings.get('overlap')})"
-           if settings.get("tile") else ", whole fields"),
-        "- scores in physical units, "
-        + ("cos-latitude area weighted" if data.lat_is_degrees else "uniformly weighted")
-        + "; CRPS of a deterministic method is its MAE; LSD = log-spectral distance to the truth "
-        "(radially averaged PSD), 'high' = upper half of resolved frequencies",
-        _finite_ensemble_note(settings.get("members")),
-        "",
-        *sections,
-    ]
+    lines = ["# weather-sr evaluation report", "", *_header(data, settings), "", *sections]
     for channel, unit in zip(data.channels, data.units, strict=True):
         lines += ["", f"## {channel} [{unit}]", "", channel_table(results, channel)]
         per_scale = band_table(results, channel)
@@ -264,11 +255,36 @@ def write_report(
                       "F_R coefficients, below the LR grid's Nyquist frequency and in octaves "
                       "above it (spread/skill 1 and power ratio 1 when right; the CRPS "
                       "contributions add up to the CRPS over all coefficients):", "", per_scale]
+        ci = interval_table(results, channel)
+        if ci:
+            boot = settings.get("bootstrap") or {}
+            lines += ["", f"Uncertainty ({channel}): 95 % intervals from a circular block "
+                      f"bootstrap over the {settings.get('n_fields')} fields in blocks of "
+                      f"{boot.get('block')} ({boot.get('n_boot')} replicates); CRPS of a "
+                      "deterministic method is its MAE, LSD high is the members' for an "
+                      "ensemble:", "", ci]
+        calib = calibration_table(results, channel)
+        if calib:
+            lines += ["", f"Calibration ({channel}): PIT histogram in 10 bins and, for the "
+                      "events 'truth above its q-quantile', the fair Brier score and its "
+                      "reliability term (0 when reliable):", "", calib]
+        lines += _series_sections(results, channel)
         agree = consistency_table(results, channel)
         if agree:
             lines += ["", f"Consistency with the input ({channel} [{unit}]): every member (or "
                       "prediction) averaged back onto the LR grid by the block mean that made "
                       "the LR field, against that field:", "", agree]
+    energy = energy_lines(results)
+    if energy:
+        lines += ["", "## Energy score across variables", "",
+                  "The fair energy score of the vector of all variables at each pixel, each "
+                  "divided by the truth's standard deviation (lower is better; 95 % interval):",
+                  "", *energy]
+    correlations = correlation_lines(results)
+    if correlations:
+        lines += ["", "## Correlation between variables", "",
+                  "Bias of the correlation between each pair of variables (method minus truth):",
+                  "", *correlations]
     lines += ["", "## Findings", ""]
     lines += verdicts(results, data.channels)
     lines += ["", "## Figures", ""]
@@ -277,6 +293,69 @@ def write_report(
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _series_sections(results: Mapping[str, Mapping[str, Any]], channel: str) -> list[str]:
+    """The distribution, extremes and climate-index tables of ``channel`` (``evaluation.series``)
+    and the notes on indices that do not apply."""
+    lines: list[str] = []
+    table = distribution_table(results, channel)
+    if table:
+        lines += ["", f"Distributions and extremes ({channel}): quantile biases (method minus "
+                  "truth) per grid point over time, averaged over the domain, and pooled over "
+                  "all points and times; Wasserstein-1 distance; Perkins skill score (1 = the "
+                  "same histogram); log-histogram distance; bias of the lag-1 autocorrelation; "
+                  "ratio of interannual variability (two or more years):", "", table]
+    indices = index_table(results, channel)
+    if indices:
+        lines += ["", f"CORDEX climate indices ({channel}, xclim; domain means):", "", indices]
+    note = next((r["series"]["notes"].get(channel) for r in results.values()
+                 if "series" in r), None)
+    if note:
+        lines += ["", f"{channel}: {note}."]
+    return lines
+
+
+def _header(data: EvalSet, settings: Mapping[str, Any]) -> list[str]:
+    """What was scored: data, grid, channels, methods, how the scores are computed."""
+    h, w = data.truth.shape[-2:]
+    n, times = settings.get("n_fields", len(data.truth)), settings.get("times") or data.times
+    span = f" ({times[0]} to {times[-1]})" if times else ""
+    s = data.scale_factor
+    lines = [f"- HR grid {h}x{w}" + (f", scale factor {s} (LR {h // s}x{w // s})" if s else ""),
+             "- channels: " + ", ".join(f"{c} [{u}]" for c, u in zip(data.channels, data.units,
+                                                                      strict=True))]
+    if settings.get("command") == "score":
+        lines[:0] = [f"- truth: `{settings.get('data')}`, {n} fields{span}"]
+        lines += [f"- {name}: `{p['path']}`, " + (f"an ensemble of {p['members']} members"
+                  if p["members"] > 1 else "deterministic")
+                  for name, p in settings.get("predictions", {}).items()]
+        lines.append(f"- LR input: `{settings['lr']}`; baselines interpolate it, and every "
+                     "method is averaged back onto its grid (consistency)" if settings.get("lr")
+                     else "- no LR input (--lr): no baselines, no consistency with the input")
+        members = max([p["members"] for p in settings.get("predictions", {}).values()] or [0])
+        if settings.get("scored_fraction", 1.0) < 1.0:
+            lines.append(f"- scored where the truth and every prediction are finite: "
+                         f"{100 * settings['scored_fraction']:.1f}% of the pixels")
+    else:
+        lines[:0] = [f"- data: `{settings.get('data', '?')}`, split **{data.split}**, {n} fields"
+                     + span]
+        lines[1] += f", LR interpolated by {data.interpolation} as the condition"
+        lines.append(
+            f"- ensembles: {settings.get('members')} members, sampler {settings.get('sampler')}, "
+            f"{_evaluations_text(settings)}, seed {settings.get('seed')}"
+            + (f", network in {settings['precision']}" if settings.get("precision") else "")
+            + (f", tiles of {settings['tile']} px (overlap {settings.get('overlap')})"
+               if settings.get("tile") else ", whole fields"))
+        members = settings.get("members")
+    lines.append(
+        "- scores in physical units, "
+        + ("cos-latitude area weighted" if data.lat_is_degrees else "uniformly weighted")
+        + "; CRPS of a deterministic method is its MAE; LSD = log-spectral distance to the truth "
+        "(radially averaged PSD), 'high' = upper half of resolved frequencies")
+    if members and members > 1:
+        lines.append(_finite_ensemble_note(members))
+    return lines
 
 
 def _finite_ensemble_note(members: Any) -> str:

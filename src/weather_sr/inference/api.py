@@ -20,11 +20,16 @@ from typing import Any
 import torch
 import xarray as xr
 
-from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
+from weather_sr.core.sampler_defaults import DEFAULT_CONSTRAINT, DEFAULT_PRECISION
 from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.core.spectral_options import DEFAULT_COLOUR
 from weather_sr.devices import select_device
-from weather_sr.inference.downscale import check_model, downscale_prepared, progress_bar
+from weather_sr.inference.downscale import (
+    check_model,
+    consistency_tally,
+    downscale_prepared,
+    progress_bar,
+)
 from weather_sr.inference.ensemble import SamplingOptions
 from weather_sr.inference.netcdf import cf_encoding
 from weather_sr.inference.prepare import dataset_fields, prepare_fields
@@ -48,7 +53,7 @@ def downscale(
     seed: int = 0, coarsen: bool = False, tile: int | None = None, overlap: int = 32,
     batch_size: int = 8, device: str | torch.device = "auto", progress: bool = False,
     precision: str = DEFAULT_PRECISION, chunk_fields: int = 8, allow_out_of_range: bool = False,
-    noise_colour: str = DEFAULT_COLOUR,
+    noise_colour: str = DEFAULT_COLOUR, constrain: str = DEFAULT_CONSTRAINT,
 ) -> xr.Dataset:
     """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``).
 
@@ -65,9 +70,14 @@ def downscale(
             ``--allow-out-of-range`` (:mod:`weather_sr.data.ranges`).
         noise_colour: ``--noise-colour``: ``white``, or ``power:Q`` for coloured-noise sampling
             with a stochastic sampler (docs/method.md §9).
+        constrain: ``--constrain``: ``none``, ``lr-mean`` (every member's block means equal to
+            the LR input) or ``lr-mean-x0`` (also the x0 estimate at every step;
+            docs/method.md §8).
     Returns:
         The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
-        channel ``[time, member, lat, lon]`` with CF attributes and the provenance attributes.
+        channel ``[time, member, lat, lon]`` with CF attributes and the provenance attributes
+        (with the consistency with the LR input of all the fields,
+        :mod:`weather_sr.inference.lr_consistency`).
     Raises:
         UserError (a ValueError): a bad option, or a Dataset without the checkpoint's variables or
         with other units.
@@ -76,7 +86,8 @@ def downscale(
     # the one validator of sampling options, as for the CLI
     options = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=seed,
                               members=members, batch_size=batch_size, tile=tile, overlap=overlap,
-                              precision=precision, noise_colour=noise_colour)
+                              precision=precision, noise_colour=noise_colour,
+                              constrain=constrain)
     dev = select_device(str(device))
     path: str | os.PathLike[str] | None
     if isinstance(checkpoint, DownscalingModel):
@@ -89,7 +100,7 @@ def downscale(
                             chunk_fields=chunk_fields, allow_out_of_range=allow_out_of_range)
     total = int(fields.sizes["sample"])
     bar, close = progress_bar(total * members, progress)  # one bar over all chunks
-    parts = []
+    parts, tally = [], consistency_tally(meta)
     try:
         for a, b in chunks(total, chunk_fields):
             prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
@@ -97,7 +108,8 @@ def downscale(
                                   source=ds)
             parts.append(downscale_prepared(model, prep, options, checkpoint=path, device=dev,
                                             coarsen_input=coarsen, input_name=_input_name(ds),
-                                            argv=[], field_offset=a, progress=bar))
+                                            argv=[], field_offset=a, progress=bar,
+                                            tally=tally))
     finally:
         close()
     first = parts[0][meta.channels[0]].dims[0]  # time (or sample, with input members)
@@ -105,7 +117,8 @@ def downscale(
                                                      coords="minimal", compat="override",
                                                      combine_attrs="override")
     call = _call(members, sampler, steps, eta, seed, coarsen, tile, overlap, batch_size,
-                 precision, chunk_fields, dev, allow_out_of_range, noise_colour)
+                 precision, chunk_fields, dev, allow_out_of_range, noise_colour, constrain)
+    tally.apply(out)  # of all the fields (the first part's attributes were kept)
     out.attrs["command_line"] = call
     out.attrs["history"] = f"{out.attrs['date_created']}: {call}"
     cf_encoding(out)  # so that out.to_netcdf(...) writes what the CLI writes
@@ -122,7 +135,7 @@ def _call(*values: Any) -> str:
     """The call, as the provenance's command line (``history``, ``command_line``)."""
     names = ("members", "sampler", "steps", "eta", "seed", "coarsen", "tile", "overlap",
              "batch_size", "precision", "chunk_fields", "device", "allow_out_of_range",
-             "noise_colour")
+             "noise_colour", "constrain")
     args = ", ".join(f"{n}={str(v) if isinstance(v, torch.device) else v!r}"
                      for n, v in zip(names, values, strict=True))
     return f"weather_sr.downscale(ds, checkpoint, {args})"

@@ -17,7 +17,9 @@ import xarray as xr
 
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
+from weather_sr.inference.constraint import target_index, target_lr
 from weather_sr.inference.ensemble import SamplingOptions, options_for, sample_ensemble
+from weather_sr.inference.lr_consistency import ConsistencyTally
 from weather_sr.inference.netcdf import (
     build_dataset,
     check_finite,
@@ -95,6 +97,7 @@ def downscale(
             precision=resolve_precision(options.precision, dev), input_path=input_path,
             times=times, coarsen=coarsen_input, target_grid=target_grid) if folder else None
         done = partial.resume_point(output, settings or {}) if resume else 0
+        tally = consistency_tally(meta)  # the consistency with the LR input, over all chunks
         distributed.barrier()  # every rank has checked the output before rank 0 writes to it
         bar: list[tuple[Any, Callable[[], None]]] = []
 
@@ -113,14 +116,15 @@ def downscale(
                                       where=f"input {input_path}", source=source)
                 return downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
                                           coarsen_input=coarsen_input, input_name=str(input_path),
-                                          argv=argv, field_offset=a, progress=progress)
+                                          argv=argv, field_offset=a, progress=progress,
+                                          tally=tally)
 
             try:
                 if rank == 0:
                     return stream.write_chunks(
                         chunk, total, output, fmt=fmt, chunk_fields=chunk_fields,
                         overwrite=overwrite, time_enc=stream.time_encoding(times),
-                        settings=settings, done=done)
+                        settings=settings, done=done, tally=tally)
                 for a, b in stream.chunks(total, chunk_fields, start=done):
                     chunk(a, b)  # this rank's share of the sampling; rank 0 writes
                 return Path(output)
@@ -159,11 +163,19 @@ def check_model(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMet
     return _meta(model, checkpoint)
 
 
+def consistency_tally(meta: CheckpointMeta) -> ConsistencyTally:
+    """The empty :class:`ConsistencyTally` of an output of ``meta``'s model: its variables, the
+    block mean that made its LR, measured unless its inputs are not the targets' LR fields."""
+    return ConsistencyTally(list(meta.channels), int(meta.scale_factor or 0),
+                            area_weighted=meta.config.data.area_weighted,
+                            measured=target_index(meta.condition_spec()) is not None)
+
+
 def downscale_prepared(
     model: Any, prep: Prepared, options: SamplingOptions, *,
     checkpoint: str | os.PathLike[str] | None, device: torch.device, coarsen_input: bool,
     input_name: str, argv: Sequence[str] | None = None, field_offset: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, tally: ConsistencyTally | None = None,
 ) -> xr.Dataset:
     """Sample the ensemble for checked input ``prep`` and build the CF Dataset (values, grid,
     attributes) that ``weather-sr downscale`` writes and :func:`weather_sr.downscale` returns.
@@ -171,7 +183,9 @@ def downscale_prepared(
     ``checkpoint``: the file the model came from (its SHA-256 goes into the provenance); None for
     a model built in memory (no file to hash: ``checkpoint_sha256`` is ""). ``field_offset``: the
     global index of ``prep``'s first field (seeds, messages); ``progress``: the callback of the
-    caller's bar (:func:`progress_bar`), if any.
+    caller's bar (:func:`progress_bar`), if any. ``tally``: the consistency with the LR input
+    of the fields so far, to which these are added (:mod:`weather_sr.inference.lr_consistency`;
+    None: these fields alone); the Dataset carries its attributes after them.
     """
     from weather_sr import data
     from weather_sr.core.sampling import network_evaluations
@@ -184,18 +198,23 @@ def downscale_prepared(
     lat, lon = feature_grid(prep, meta) if spec.features else (None, None)
     cond = data.prepare_condition(prep.lr, spec, s, meta.interpolation or "bicubic",
                                   periodic=prep.periodic, lat=lat, lon=lon, times=prep.times)
+    lr = target_lr(prep.lr, spec)  # the targets' LR in physical units (None: regridded inputs)
+    weights = np.asarray(prep.grid.lat) if meta.config.data.area_weighted else None
     x = sample_ensemble(model, cond, options, device=device, progress=progress,
-                        field_offset=field_offset)
+                        field_offset=field_offset, lr=lr, lat=weights)
     fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
     missing = _missing(prep.lr, spec, s)
     check_finite(fields, list(meta.channels), ~missing)
     fields = np.where(missing, np.nan, fields)  # no data where the input had none
+    tally = consistency_tally(meta) if tally is None else tally
+    tally.update(lr, fields, weights)
     extra = {"input": input_name, "downscaling_factor": s, "coarsened_input": int(coarsen_input),
              # denoiser calls per member actually made (ancestral: all T, not --steps)
              "network_evaluations": network_evaluations(options.sampler, model.schedule,
                                                         options.steps),
              "precision": resolve_precision(options.precision, device),
              "noise_colour": options.noise_colour,
+             "constrain": options.constrain,
              "forward_noise": meta.config.diffusion.noise,
              "spectral_schedule": meta.config.diffusion.spectral_schedule}
     attrs = provenance(checkpoint=checkpoint if checkpoint is not None else os.devnull,
@@ -217,7 +236,7 @@ def downscale_prepared(
                 ds[var].attrs["grid_mapping"] = name.split(":", 1)[1]
         else:
             ds = ds.assign_coords({name: value.drop_vars(list(value.coords), errors="ignore")})
-    return ds
+    return tally.apply(ds)
 
 
 def _missing(lr: np.ndarray, spec: Any, s: int) -> np.ndarray:

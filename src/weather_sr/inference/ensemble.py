@@ -34,16 +34,18 @@ from torch import Tensor
 
 from weather_sr import distributed
 from weather_sr.core import sampling
-from weather_sr.core.process import Denoiser
-from weather_sr.core.sampler_defaults import DEFAULT_PRECISION
+from weather_sr.core.process import Denoiser, project_x0
+from weather_sr.core.sampler_defaults import CONSTRAINTS, DEFAULT_CONSTRAINT, DEFAULT_PRECISION
 from weather_sr.core.spectral import SpectralProcess
 from weather_sr.core.spectral_options import COLOUR_KINDS, DEFAULT_COLOUR, parse_spectral
 from weather_sr.core.spectral_sampling import sample_process
 from weather_sr.errors import UserError
+from weather_sr.inference.constraint import BlockConstraint, block_constraint, check_constraint
 from weather_sr.inference.precision import check_precision, resolve_precision, with_precision
 from weather_sr.inference.tiling import TiledDenoiser
 
 Progress = Callable[[int, int], None]
+Wrap = Callable[[Denoiser, Sequence[int]], Denoiser]  # (denoiser, the chunk's fields) -> denoiser
 
 
 class SampleModel(Protocol):
@@ -77,7 +79,9 @@ class SamplingOptions:
     of ``core.sampler_defaults.PRECISIONS`` (``"auto"`` resolved per device by
     :func:`weather_sr.inference.precision.resolve_precision`). ``noise_colour``: ``white`` or
     ``power:Q`` (coloured-noise sampling, docs/method.md §9), only with a sampler that injects
-    noise (ancestral; ddim with eta > 0).
+    noise (ancestral; ddim with eta > 0). ``constrain``: one of
+    ``core.sampler_defaults.CONSTRAINTS`` (the members' block means against the LR input,
+    :mod:`weather_sr.inference.constraint`; what the model allows is :func:`options_for`'s).
     """
 
     sampler: str = sampling.DEFAULT_SAMPLER  # defaults: the one set in weather_sr.core.sampling
@@ -92,6 +96,7 @@ class SamplingOptions:
     pad_multiple: int = 1  # network input sizes must be multiples of this (UNet levels)
     precision: str = DEFAULT_PRECISION
     noise_colour: str = DEFAULT_COLOUR
+    constrain: str = DEFAULT_CONSTRAINT
 
     def __post_init__(self) -> None:
         from weather_sr.config import check_seed
@@ -115,6 +120,9 @@ class SamplingOptions:
         if not _is_int(self.overlap, 0):
             raise UserError(f"--overlap {self.overlap!r}: give a non-negative number of pixels")
         check_precision(self.precision)
+        if self.constrain not in CONSTRAINTS:
+            raise UserError(f"--constrain {self.constrain!r}: choose one of "
+                            f"{', '.join(CONSTRAINTS)}")
         try:
             colour, _ = parse_spectral(self.noise_colour, COLOUR_KINDS, "--noise-colour")
         except ValueError as error:
@@ -127,7 +135,9 @@ class SamplingOptions:
 
 def options_for(model: Any, options: SamplingOptions, *, periodic: bool) -> SamplingOptions:
     """``options`` with the UNet's size multiple and the grid's periodicity filled in, after
-    checking ``tile`` and ``overlap`` against the network (UserError naming the option)."""
+    checking ``tile``, ``overlap`` and ``constrain`` against the model (UserError naming the
+    option)."""
+    check_constraint(model, options.constrain)
     levels = int(getattr(getattr(model, "net", None), "levels", 1) or 1)
     multiple = 2 ** (levels - 1)
     if options.tile:
@@ -173,7 +183,7 @@ def sample_pairs(
     denoiser: Denoiser, y: Tensor, schedule: Any, pairs: Sequence[tuple[int, int]], *,
     channels: int, options: SamplingOptions, progress: Progress | None = None,
     field_offset: int = 0, device: torch.device | str | None = None,
-    process: SpectralProcess | None = None,
+    process: SpectralProcess | None = None, wrap: Wrap | None = None,
 ) -> Tensor:
     """Sample x0 for each (field, member) pair.
 
@@ -183,6 +193,8 @@ def sample_pairs(
             ``device``, default ``y.device``, where the sampler then runs).
         pairs: (field, member) with field indexing ``y``; seeds use ``field + field_offset``.
         process: the model's forward process (None: white noise, shared schedule).
+        wrap: ``wrap(denoiser, fields)`` is the denoiser of a chunk of pairs of those fields
+            (indexing ``y``): the x0 constraint of ``lr-mean-x0``; None: the denoiser itself.
 
     Returns:
         ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs`` (on every rank of
@@ -206,11 +218,13 @@ def sample_pairs(
             continue
         part = list(pairs[start : start + chunk])
         gens = pair_generators(options.seed, [(f + field_offset, m) for f, m in part])
-        y_chunk = y[[f for f, _ in part]].to(device or y.device)
+        fields = [f for f, _ in part]
+        y_chunk = y[fields].to(device or y.device)
         x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, y_chunk.device,
                                         y_chunk.dtype)
+        den = denoiser if wrap is None else wrap(denoiser, fields)
         # rank 0's bar stands for all ranks' work
-        x0 = sample_process(fn, denoiser, y_chunk, schedule, ts, process, x_T=x_T,
+        x0 = sample_process(fn, den, y_chunk, schedule, ts, process, x_T=x_T,
                             generator=gens, noise_colour=options.noise_colour,
                             progress=_scaled(progress if rank == 0 else None, len(part) * world),
                             **kwargs)
@@ -253,10 +267,23 @@ def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Te
     return tiler(dummy, cond, torch.zeros(cond.shape[0], dtype=torch.long, device=cond.device))
 
 
+def x0_wrap(model: SampleModel, constraint: BlockConstraint, base: Tensor) -> Wrap:
+    """``lr-mean-x0``: the denoiser of a chunk whose x0 estimate, as the full field base + s z0
+    of the chunk's fields, is corrected to the LR block means (on the whole field, tiled or not)."""
+    def wrap(denoiser: Denoiser, fields: Sequence[int]) -> Denoiser:
+        def project(z0: Tensor) -> Tensor:
+            return constraint.residual(z0, fields, base[list(fields)], model.target_scale)
+
+        return project_x0(denoiser, model.schedule, project)
+
+    return wrap
+
+
 @torch.no_grad()
 def sample_ensemble(
     model: SampleModel, cond: Tensor, options: SamplingOptions, *,
     device: torch.device | str = "cpu", progress: Progress | None = None, field_offset: int = 0,
+    lr: np.ndarray | None = None, lat: np.ndarray | None = None,
 ) -> Tensor:
     """Ensemble of normalised HR fields for normalised conditions.
 
@@ -264,6 +291,9 @@ def sample_ensemble(
         cond: ``[N, C, H, W]`` normalised LR interpolated onto the HR grid (CPU is fine).
         field_offset: global index of ``cond[0]`` (so a field's members do not depend on how the
             input was split into calls).
+        lr, lat: for ``options.constrain``: the targets' LR ``[N, C, h, w]`` in physical units
+            (NaN: missing) and the HR latitudes ``[H]`` when it is an area-weighted block mean
+            (:func:`.constraint.block_constraint`).
 
     Returns:
         ``[N, M, C, H, W]`` float32 on the CPU (normalised; add nothing, denormalise only).
@@ -279,10 +309,19 @@ def sample_ensemble(
     base = torch.cat(bases)
     y = torch.cat(conds)
     pairs = [(f, k) for f in range(n) for k in range(m)]
+    constraint = None
+    if options.constrain != CONSTRAINTS[0]:
+        check_constraint(model, options.constrain)
+        constraint = block_constraint(model, lr, options.periodic_x, lat)
+    wrap = x0_wrap(model, constraint, base) if options.constrain == "lr-mean-x0" else None
     denoiser = with_precision(model.denoiser, resolve_precision(options.precision, device), device)
     z0 = sample_pairs(tiled(denoiser, options), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
                       field_offset=field_offset, device=device,
-                      process=model.spectral)
-    x0 = model.unscale_target(z0)
-    return x0.view(n, m, *x0.shape[1:]) + base[:, None]
+                      process=model.spectral, wrap=wrap)
+    x0 = model.unscale_target(z0).view(n, m, *z0.shape[1:]) + base[:, None]
+    if constraint is None:
+        return x0
+    flat, step = x0.flatten(0, 1), max(1, options.batch_size)  # whole fields (after tiling)
+    return torch.cat([constraint.normalised(flat[a : a + step], [f for f, _ in pairs[a : a + step]])
+                      for a in range(0, len(pairs), step)]).view_as(x0)

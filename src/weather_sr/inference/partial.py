@@ -6,11 +6,13 @@ marker (kind "downscale") and the run's settings with the number of fields compl
 writes it). A run that stops after a complete chunk (interrupted, killed, a failure) keeps the
 partial store; ``--resume`` checks that it was written with the same settings
 (:data:`COMPARED`: checkpoint SHA-256, sampler, steps, eta, seed, members, tile, overlap,
-precision, noise colour, input path, its number of fields and their times, coarsen, target
-grid), that its settings file is weather-sr's (a whole number of fields done, within the input)
-and that no chunk of the fields done is missing, and continues after them. Every (field, member)
-draws its noise from the seed of its global field index, so the result is that of an
-uninterrupted run.
+precision, noise colour, constraint, input path, its number of fields and their times, coarsen,
+target grid), that its settings file is weather-sr's (a whole number of fields done, within the
+input) and that no chunk of the fields done is missing, and continues after them. Every
+(field, member) draws its noise from the seed of its global field index, so the result is that
+of an uninterrupted run. The settings file also keeps the running sums of the consistency with the
+LR input (:data:`TALLY`, :mod:`weather_sr.inference.lr_consistency`) of the fields done, so the
+resumed run's attributes are those of an uninterrupted one too.
 Without ``--resume`` an existing partial store is an error; with ``--overwrite`` it is
 discarded when the new run has its first chunk. A store with a missing chunk is neither
 continued nor committed.
@@ -36,9 +38,10 @@ from weather_sr.write_errors import io_errors
 PathLike = str | os.PathLike[str]
 KIND = "downscale"  # the marker kind of a Zarr output and of its partial store
 SETTINGS = ".weather-sr-downscale.json"  # in the partial store: settings and fields complete
+TALLY = "lr_consistency"  # in SETTINGS: the consistency sums of the fields complete
 COMPARED = ("checkpoint_sha256", "sampler", "steps", "eta", "seed", "members", "tile", "overlap",
-            "precision", "noise_colour", "input", "input_fields", "input_times_sha256", "coarsen",
-            "target_grid")
+            "precision", "noise_colour", "constrain", "input", "input_fields",
+            "input_times_sha256", "coarsen", "target_grid")
 
 
 def partial_path(output: PathLike) -> Path:
@@ -81,7 +84,7 @@ def run_settings(*, checkpoint_sha256: str, options: Any, precision: str, input_
         "steps": int(options.steps), "eta": float(options.eta), "seed": int(options.seed),
         "members": int(options.members), "tile": int(options.tile or 0),
         "overlap": int(options.overlap), "precision": precision,
-        "noise_colour": options.noise_colour,
+        "noise_colour": options.noise_colour, "constrain": options.constrain,
         "input": os.path.abspath(os.fspath(input_path)),
         "input_fields": len(times),
         "input_times_sha256": hashlib.sha256(np.asarray(times).astype(str).tobytes()).hexdigest(),
@@ -117,6 +120,13 @@ def resume_point(output: PathLike, settings: Mapping[str, Any]) -> int:
         check_complete(partial, done)  # before _trim changes anything
         _trim(partial, done)
     return done
+
+
+def saved_tally(output: PathLike) -> Any:
+    """The consistency sums the partial store of ``output`` keeps with its fields done (read
+    after :func:`resume_point` has checked its settings; checked by
+    :meth:`weather_sr.inference.lr_consistency.ConsistencyTally.restore`)."""
+    return _saved_settings(partial_path(output)).get(TALLY)
 
 
 def _saved_settings(partial: Path) -> dict[str, Any]:

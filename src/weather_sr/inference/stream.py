@@ -32,8 +32,17 @@ from weather_sr.atomic import (
 )
 from weather_sr.data.normalise import Normalizer
 from weather_sr.errors import UserError
+from weather_sr.inference.lr_consistency import GLOBAL, ConsistencyTally
 from weather_sr.inference.netcdf import cf_encoding
-from weather_sr.inference.partial import KIND, SETTINGS, check_complete, partial_path, quiet_zarr
+from weather_sr.inference.partial import (
+    KIND,
+    SETTINGS,
+    TALLY,
+    check_complete,
+    partial_path,
+    quiet_zarr,
+    saved_tally,
+)
 from weather_sr.write_errors import io_errors
 
 PathLike = str | os.PathLike[str]
@@ -134,15 +143,41 @@ class NetCDFStream:
                     nc.variables[str(name)][self.length : self.length + n] = encoded.values
         self.length += n
 
+    def finish(self, tally: ConsistencyTally | None) -> None:
+        """Set the consistency attributes of all the fields written (before the commit)."""
+        if tally is None:
+            return
+        import netCDF4
+
+        with netCDF4.Dataset(self.path, "a") as nc:
+            _set_tally(nc.setncattr, {name: nc.variables[name] for name in tally.channels},
+                       tally)
+
+
+def _set_tally(set_global: Callable[[str, Any], None], variables: Mapping[str, Any],
+               tally: ConsistencyTally) -> None:
+    """Write ``tally``'s attributes through ``set_global(name, value)`` and the variables'
+    ``setncattr`` / ``attrs`` (netCDF4 variables or zarr arrays)."""
+    set_global(GLOBAL, tally.global_attr())
+    for name, attrs in tally.variable_attrs().items():
+        var = variables[name]
+        for key, value in attrs.items():
+            if hasattr(var, "setncattr"):
+                var.setncattr(key, value)
+            else:
+                var.attrs[key] = value
+
 
 class ZarrStream:
     """Chunks of the output Dataset appended to the partial store, renamed when complete."""
 
     def __init__(self, output: Path, settings: Mapping[str, Any], time_enc: Mapping[str, Any],
-                 *, done: int, total: int, overwrite: bool) -> None:
+                 *, done: int, total: int, overwrite: bool,
+                 tally: ConsistencyTally | None = None) -> None:
         self.output, self.partial = output, partial_path(output)
         self.settings, self.time_enc = dict(settings), dict(time_enc)
         self.done, self.total, self.overwrite = done, total, overwrite
+        self.tally = tally  # its sums are saved with the fields done
         self.attrs: dict[str, Any] | None = None
         self.created = False  # this run created the partial store
         if done:  # resumed: the attributes of the first run (its provenance) stay
@@ -178,7 +213,8 @@ class ZarrStream:
 
     def _save(self, done: int) -> None:
         tmp = self.partial / f"{SETTINGS}.tmp"
-        tmp.write_text(json.dumps({**self.settings, "fields_done": done}, indent=1))
+        tally = {} if self.tally is None else {TALLY: self.tally.state()}
+        tmp.write_text(json.dumps({**self.settings, "fields_done": done, **tally}, indent=1))
         os.replace(tmp, self.partial / SETTINGS)
 
     def finish(self) -> Path:
@@ -186,9 +222,22 @@ class ZarrStream:
         once every chunk of it is found on disk."""
         check_complete(self.partial)
         with io_errors(self.partial, "partial output"):
+            self._set_tally()
             (self.partial / SETTINGS).unlink(missing_ok=True)
         return commit(self.partial, self.output, overwrite=self.overwrite, what="output",
                       marker=KIND, option="--output")
+
+    def _set_tally(self) -> None:
+        """The consistency attributes of all the fields, into the store's metadata."""
+        if self.tally is None:
+            return
+        import zarr
+
+        with quiet_zarr():
+            group = zarr.open_group(str(self.partial), mode="r+", zarr_format=2)
+            _set_tally(group.attrs.__setitem__,
+                       {name: group[name] for name in self.tally.channels}, self.tally)
+            zarr.consolidate_metadata(str(self.partial), zarr_format=2)
 
     def stopped(self) -> str | None:
         """After a failure: keep the partial store if a chunk is complete (and say so), else
@@ -205,9 +254,12 @@ def write_chunks(
     make: Callable[[int, int], xr.Dataset], total: int, output: PathLike, *, fmt: str,
     chunk_fields: int, overwrite: bool, time_enc: Mapping[str, Any],
     settings: Mapping[str, Any] | None = None, done: int = 0,
+    tally: ConsistencyTally | None = None,
 ) -> Path:
     """Write ``make(a, b)`` (the output Dataset of fields ``a .. b - 1``) for the chunks of
-    ``done .. total - 1`` to ``output`` as ``fmt``; the path written."""
+    ``done .. total - 1`` to ``output`` as ``fmt``; the path written. ``tally``: the consistency
+    with the LR input that ``make`` adds its fields to; its attributes, of all the fields, are
+    set when the last chunk is in, and a Zarr partial store keeps its sums (resumed runs)."""
     target = Path(output)
     if fmt == "netcdf":
         with atomic_output(target, overwrite=overwrite, what="output", option="--output",
@@ -215,9 +267,12 @@ def write_chunks(
             writer = NetCDFStream(tmp, time_enc)
             for a, b in chunks(total, chunk_fields):
                 writer.write(make(a, b))
+            writer.finish(tally)
         return target
+    if done and tally is not None:
+        tally.restore(saved_tally(target), f"{partial_path(target) / SETTINGS}")
     store = ZarrStream(target, settings or {}, time_enc, done=done, total=total,
-                       overwrite=overwrite)
+                       overwrite=overwrite, tally=tally)
     try:
         for a, b in chunks(total, chunk_fields, start=done):
             store.write(make(a, b))

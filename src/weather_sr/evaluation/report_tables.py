@@ -1,0 +1,158 @@
+"""The report's tables beyond the field scores: 95 % bootstrap intervals of the headline scores,
+the calibration of the ensembles beyond spread/skill, the verdict cells that count a win or a
+loss only when a paired test finds it significant, and the scores of the series at every grid
+point (distributions, extremes, climate indices, correlation between variables)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+# headline score -> (its metric key for ensembles, for deterministic methods)
+HEADLINE_KEYS = {"rmse": ("rmse", "rmse"), "crps": ("crps", "mae"),
+                 "spectrum": ("member_lsd_high", "lsd_high")}
+
+
+def _num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.4g}"
+
+
+def headline(result: Mapping[str, Any], channel: str, score: str) -> float | None:
+    """A method's headline score on ``channel`` (CRPS of a deterministic method: its MAE;
+    spectrum: the members' LSD over the upper half of frequencies, or the prediction's)."""
+    ensemble, deterministic = HEADLINE_KEYS[score]
+    key = ensemble if result["kind"] == "ensemble" else deterministic
+    return result["metrics"][channel].get(key)
+
+
+def interval_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | None:
+    """A row per method: each headline score with its 95 % interval; None without intervals."""
+    rows = ["| method | RMSE [95 % CI] | CRPS [95 % CI] | LSD high (dB) [95 % CI] |",
+            "|---|---|---|---|"]
+    for name, res in results.items():
+        ci = res.get("intervals")
+        if not ci:
+            continue
+        cells = [f"{_num(headline(res, channel, s))} [{_num(ci[s][channel][0])}, "
+                 f"{_num(ci[s][channel][1])}]" for s in HEADLINE_KEYS]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
+def energy_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per ensemble: its energy score across channels, with its interval."""
+    lines = []
+    for name, res in results.items():
+        if res.get("energy_score") is None:
+            continue
+        ci = (res.get("intervals") or {}).get("energy_score", {}).get("all")
+        span = f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else ""
+        lines.append(f"- {name}: {_num(res['energy_score'])}{span}")
+    return lines
+
+
+def calibration_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | None:
+    """A row per ensemble: PIT histogram (density per bin, 1 when flat) and, per threshold, the
+    fair Brier score and its reliability term; None without ensembles."""
+    levels: list[float] = []
+    for res in results.values():
+        levels = levels or list((res.get("reliability") or {}).get("levels", []))
+    head = ["method", "PIT density per bin (1 = flat)"]
+    for q in levels:
+        head += [f"Brier > q{q:g}", f"reliability > q{q:g}"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in results.items():
+        pit = (res.get("pit_histogram") or {}).get(channel)
+        if pit is None:
+            continue
+        cells = [name, " ".join(f"{v * len(pit):.2f}" for v in pit)]
+        rel = (res.get("reliability") or {}).get("channels", {}).get(channel)
+        for j in range(len(levels)):
+            cells += ([_num(rel["brier"][j]), _num(rel["brier_reliability"][j])] if rel
+                      else ["–", "–"])
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
+def verdict_cell(mine: float | None, theirs: float | None,
+                 test: Mapping[str, Any] | None) -> tuple[str, int]:
+    """The cell of one comparison (lower is better) and its count: +1 a significant win,
+    -1 a significant loss, 0 otherwise (not significant, or not tested)."""
+    if mine is None or theirs is None:
+        return "–", 0
+    values = f"{mine:.4g} vs {theirs:.4g}"
+    if test is None:
+        return f"untested ({values})", 0
+    p = test.get("p_value")
+    note = f"{values}, p = {p:.2g}" if p is not None else values
+    if not test.get("significant"):
+        return f"tie ({note})", 0
+    return (f"yes ({note})", 1) if mine < theirs else (f"no ({note})", -1)
+
+
+def _pm(value: Any, spread: Any) -> str:
+    """``value`` or ``value ± spread`` (the members' std of an ensemble's score)."""
+    return _num(value) if spread is None else f"{_num(value)} ± {_num(spread)}"
+
+
+def _leaf(tree: Mapping[str, Any] | None, *path: Any) -> Any:
+    for key in path:
+        if tree is None:
+            return None
+        tree = tree[key] if isinstance(tree, list) else tree.get(key)
+    return tree
+
+
+def distribution_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | None:
+    """A row per method: the series scores of ``evaluation.series`` on ``channel`` (ensembles:
+    the members' mean ± their spread); None without series scores."""
+    cols = [("q01 bias", ("quantile_bias", "pointwise_mean", 0)),
+            ("q99 bias", ("quantile_bias", "pointwise_mean", 4)),
+            ("pooled q99 bias", ("quantile_bias", "pooled", 4)),
+            ("W1", ("wasserstein", "pointwise_mean")),
+            ("pooled W1", ("wasserstein", "pooled")),
+            ("Perkins", ("perkins",)), ("log-hist. dist.", ("log_histogram_distance",)),
+            ("lag-1 autocorr. bias", ("lag1_autocorrelation", "bias")),
+            ("interannual var. ratio", ("interannual_variability_ratio",))]
+    rows = ["| method | " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for name, res in results.items():
+        if "series" not in res:
+            continue
+        mean = res["series"]["channels"][channel]
+        spread = (res.get("series_spread") or {}).get("channels", {}).get(channel)
+        cells = [_pm(_leaf(mean, *p), _leaf(spread, *p) if spread else None) for _, p in cols]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
+def index_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | None:
+    """A row per (method, CORDEX index): the truth's and the method's domain mean, the bias and
+    the RMSE of the index across points; None when no index applies."""
+    rows = ["| method | index | truth | method's | bias | RMSE over points |",
+            "|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        indices = _leaf(res.get("series"), "channels", channel, "indices") or {}
+        spread = _leaf(res.get("series_spread"), "channels", channel, "indices") or {}
+        for index, v in indices.items():
+            s = spread.get(index, {})
+            rows.append(f"| {name} | {index} | {_num(v['truth'])} | "
+                        f"{_pm(v['prediction'], s.get('prediction'))} | "
+                        f"{_pm(v['bias'], s.get('bias'))} | {_pm(v['rmse'], s.get('rmse'))} |")
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
+def correlation_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per (method, pair of variables): the bias of their correlation over time at
+    each point (domain mean) and pooled over all points and times."""
+    lines = []
+    for name, res in results.items():
+        pairs = _leaf(res.get("series"), "correlation_bias") or {}
+        spread = _leaf(res.get("series_spread"), "correlation_bias") or {}
+        for pair, v in pairs.items():
+            s = spread.get(pair, {})
+            lines.append(f"- {name}, {pair}: {_pm(v['pointwise_mean'], s.get('pointwise_mean'))}"
+                         f" per point, {_pm(v['pooled'], s.get('pooled'))} pooled")
+    return lines
