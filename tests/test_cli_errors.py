@@ -358,13 +358,34 @@ def test_demo_bad_input(case: str, world, tmp_path: Path, capsys) -> None:
                 [tmp_path, world["root"]])
 
 
+SCORE = ["score", "--truth", "{data}", "--no-progress", "--prediction"]
+SCORE_CASES = {
+    "not a NetCDF file": ([*SCORE, "{bad}/text.nc", "--out", "{out}/r"], ["text.nc"]),
+    "unknown dims": ([*SCORE, "{bad}/nodims.nc", "--out", "{out}/r"], ["dims", "--member-dim"]),
+    "another grid": ([*SCORE, "{bad}/odd.nc", "--out", "{out}/r"], ["odd.nc", "grid"]),
+    "Inf values": ([*SCORE, "{bad}/inf.nc", "--out", "{out}/r"], ["inf.nc", "t2m", "Inf"]),
+    "existing report": ([*SCORE, "{data}", "--out", "{bad}/existing"], ["--overwrite"]),
+    "out is the truth": ([*SCORE, "{data}", "--out", "{data}", "--overwrite"], ["--out"]),
+    "bad rename": ([*SCORE, "{data}", "--out", "{out}/r", "--rename", "t2m"],
+                   ["--rename t2m", "PREDICTION_NAME=TRUTH_NAME"]),
+}
+
+
+@pytest.mark.parametrize("case", SCORE_CASES)
+def test_score_bad_input(case: str, world, tmp_path: Path, capsys) -> None:
+    template, words = SCORE_CASES[case]
+    check_error(fill(template, world, tmp_path), "score", words, capsys,
+                [tmp_path, world["root"]])
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (read-only)")
-@pytest.mark.parametrize("command", ["downscale", "evaluate", "demo", "train"])
+@pytest.mark.parametrize("command", ["downscale", "evaluate", "score", "demo", "train"])
 def test_read_only_output_folder(command: str, world, tmp_path: Path, capsys) -> None:
     """/proc refuses new files even to root (for whom os.access always says writable)."""
     argv = {
         "downscale": ds_args(output="/proc/weather-sr-out.nc"),
         "evaluate": [*EVALUATE, "--out", "/proc/weather-sr-report"],
+        "score": [*SCORE, "{data}", "--out", "/proc/weather-sr-score"],
         "demo": [*DEMO, "/proc/weather-sr-demo"],
         "train": ["train", "--config", "{cfg}", "--run-dir", "/proc/weather-sr-run",
                   "--no-progress"],

@@ -64,6 +64,7 @@ class ScoreSet:
     times: np.ndarray
     scale_factor: int | None
     area_weighted: bool
+    where: dict[str, str]  # each prediction's name in messages
 
     @property
     def n_fields(self) -> int:
@@ -88,6 +89,10 @@ class ScoreSet:
             rows = p.rows[start:stop]
             x = _read(p.fields, rows.ravel()).reshape(*rows.shape, *truth.shape[1:])
             x = x * p.affine[:, 0, None, None] + p.affine[:, 1, None, None]
+            if np.isinf(x).any():
+                c = int(np.argwhere(np.isinf(x))[0][-3])
+                raise UserError(f"{self.where.get(label, label)}: variable {self.channels[c]} "
+                                "holds Inf values: mask them as NaN (they are then not scored)")
             valid &= np.isfinite(x).all(axis=(1, 2))[:, None]
             predictions[label] = x[:, 0] if p.members == 1 else x
         predictions = {k: np.where(_expand(valid, v), v, 0.0).astype(np.float32)
@@ -192,7 +197,7 @@ def align(
         lr_affine = _affines(channels, list(lr_fields.attrs["units"]),
                              truth_fields.attrs["units"], lr_where, "the truth")
     return ScoreSet(truth_fields, truth_rows, aligned, lr_fields, lr_rows, lr_affine, times, s,
-                    area_weighted)
+                    area_weighted, name)
 
 
 def _variables(first: xr.Dataset, truth: xr.Dataset, rename: Mapping[str, str],
