@@ -73,7 +73,8 @@ def test_verdicts_state_wins_and_losses() -> None:
     untested = verdicts(results, ["t"])
     cells = [c.strip() for c in untested[2].strip("|").split("|")]
     assert cells[2:4] == ["untested (1.5 vs 2)", "untested (0.9 vs 1.2)"]
-    assert "win 0 and lose 0 of the 6 comparisons above; 6 are ties" in untested[-1]
+    assert "Of the 6 comparisons above the ensembles win 0 and lose 0" in untested[-1]
+    assert "0 are ties (not significant) and 6 untested" in untested[-1]
 
     def test(significant: bool, p: float) -> dict:
         return {"t": {"significant": significant, "p_value": p}}
@@ -92,7 +93,7 @@ def test_verdicts_state_wins_and_losses() -> None:
                      "yes (4 vs 10, p = 0.01)", "no (1.5 vs 1, p = 0.01)",
                      "no (0.9 vs 0.8, p = 0.02)", "tie (4 vs 8, p = 0.5)",
                      "under-dispersive (0.60)"]
-    assert "win 2 and lose 2 of the 6 comparisons above; 2 are ties" in lines[-1]
+    assert "win 2 and lose 2, significantly" in lines[-1] and "2 are ties" in lines[-1]
     assert verdicts({"bicubic": results["bicubic"]}, ["t"]) == []  # no ensemble: no table
     table = channel_table(results, "t")
     assert table.count("\n") == 5 and "| diff | 1.5 |" in table

@@ -45,6 +45,8 @@ def test_truth_against_itself_and_a_shift(daily: xr.Dataset) -> None:
         assert s["perkins"] == pytest.approx(1.0) and s["log_histogram_distance"] == 0
         assert s["lag1_autocorrelation"]["bias"] == 0
         assert s["interannual_variability_ratio"] == pytest.approx(1.0)
+        for index in s["indices"].values():  # rx1day ... for pr, txx and su for tasmax
+            assert index["prediction"] == index["truth"] and index["bias"] == 0
     assert same["correlation_bias"]["pr~tasmax"]["pooled"] == 0
     shifted = daily.copy()
     shifted["tasmax"] = daily["tasmax"] + 2.0
@@ -134,3 +136,14 @@ def test_calibration_of_an_exchangeable_ensemble_is_flat(daily: xr.Dataset) -> N
     assert np.abs(pit - 1).max() < 0.15, pit  # 4.5 standard deviations of a bin
     assert r["metrics"]["tasmax"]["spread_skill"] == pytest.approx(1.0, abs=0.05)
     assert max(r["reliability"]["channels"]["tasmax"]["brier_reliability"]) < 0.01
+
+
+def test_too_few_fields_for_the_bootstrap_get_no_intervals(daily: xr.Dataset) -> None:
+    """10 fields in blocks of 2 are 5 blocks, fewer than MIN_BLOCKS: no intervals and no tests
+    (with 2 blocks every difference would look significant); --block 1 makes 10 blocks."""
+    short = daily.isel(time=slice(0, 10))
+    off = short.assign(tasmax=short["tasmax"] + 0.5)
+    few = weather_sr.score({"ref": short, "off": off}, short, variables=["tasmax"])["off"]
+    assert "intervals" not in few and "paired" not in few
+    iid = weather_sr.score({"ref": short, "off": off}, short, variables=["tasmax"], block=1)
+    assert iid["off"]["paired"]["ref"]["rmse"]["tasmax"]["significant"]

@@ -35,7 +35,7 @@ from weather_sr.evaluation.report_tables import (
     interval_table,
     verdict_cell,
 )
-from weather_sr.evaluation.scoring import reference_methods
+from weather_sr.evaluation.scoring import MIN_BLOCKS, reference_methods
 
 COLUMNS = (
     ("rmse", "RMSE"),
@@ -200,7 +200,7 @@ def verdicts(results: Mapping[str, Mapping[str, Any]], channels: Sequence[str]) 
         head += [f"RMSE < {ref}?", f"CRPS < {ref}?", f"spectrum closer than {ref}?"]
     head.append("calibrated?")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    counts = {1: 0, -1: 0, 0: 0}
+    counts = {"win": 0, "loss": 0, "tie": 0, "untested": 0}
     for channel in channels:
         for name, result in results.items():
             if result["kind"] != "ensemble":
@@ -210,21 +210,22 @@ def verdicts(results: Mapping[str, Mapping[str, Any]], channels: Sequence[str]) 
                 tests = (result.get("paired") or {}).get(ref)
                 for score in HEADLINE_KEYS:
                     test = tests[score][channel] if tests else None
-                    cell, count = verdict_cell(headline(result, channel, score),
-                                               headline(results[ref], channel, score), test)
+                    cell, outcome = verdict_cell(headline(result, channel, score),
+                                                 headline(results[ref], channel, score), test)
                     cells.append(cell)
-                    counts[count] += cell != "–"
+                    if outcome:
+                        counts[outcome] += 1
             cells.append(_calibration(result["metrics"][channel].get("spread_skill")))
             rows.append("| " + " | ".join(cells) + " |")
     if len(rows) == 2:
         return []
-    total = sum(counts.values())
-    rows += ["", f"The ensembles win {counts[1]} and lose {counts[-1]} of the {total} "
-             f"comparisons above; {counts[0]} are ties (a difference the paired block bootstrap "
-             "over the fields does not find significant at 95 %, or untested with one field). "
-             "Lower is better in each; 'spectrum' compares the members' log-spectral distance "
-             "to the truth over the upper half of the frequencies with that of the "
-             "deterministic method, and 0.8-1.2 is commonly read as calibrated."]
+    rows += ["", f"Of the {sum(counts.values())} comparisons above the ensembles win "
+             f"{counts['win']} and lose {counts['loss']}, significantly by a paired block "
+             f"bootstrap over the fields (95 %); {counts['tie']} are ties (not significant) and "
+             f"{counts['untested']} untested (too few fields for the bootstrap). Lower is better "
+             "in each; 'spectrum' compares the members' log-spectral distance to the truth over "
+             "the upper half of the frequencies with that of the deterministic method, and "
+             "0.8-1.2 is commonly read as calibrated."]
     return rows
 
 
@@ -256,8 +257,14 @@ def write_report(
                       "above it (spread/skill 1 and power ratio 1 when right; the CRPS "
                       "contributions add up to the CRPS over all coefficients):", "", per_scale]
         ci = interval_table(results, channel)
+        boot = settings.get("bootstrap") or {}
+        if not ci and boot and not boot.get("tested"):
+            lines += ["", f"Uncertainty ({channel}): no intervals and no significance tests: "
+                      f"the {boot.get('n_fields')} fields make {boot.get('blocks')} bootstrap "
+                      f"blocks of {boot.get('block')}, fewer than the {MIN_BLOCKS} a block "
+                      "bootstrap needs; score more fields (or `--block 1` if they are "
+                      "independent)."]
         if ci:
-            boot = settings.get("bootstrap") or {}
             lines += ["", f"Uncertainty ({channel}): 95 % intervals from a circular block "
                       f"bootstrap over the {settings.get('n_fields')} fields in blocks of "
                       f"{boot.get('block')} ({boot.get('n_boot')} replicates); CRPS of a "

@@ -78,19 +78,20 @@ def calibration_table(results: Mapping[str, Mapping[str, Any]], channel: str) ->
 
 
 def verdict_cell(mine: float | None, theirs: float | None,
-                 test: Mapping[str, Any] | None) -> tuple[str, int]:
-    """The cell of one comparison (lower is better) and its count: +1 a significant win,
-    -1 a significant loss, 0 otherwise (not significant, or not tested)."""
+                 test: Mapping[str, Any] | None) -> tuple[str, str | None]:
+    """The cell of one comparison (lower is better) and its outcome: "win" or "loss" when the
+    paired test finds the difference significant, "tie" when not, "untested" without a test,
+    None without both scores."""
     if mine is None or theirs is None:
-        return "–", 0
+        return "–", None
     values = f"{mine:.4g} vs {theirs:.4g}"
     if test is None:
-        return f"untested ({values})", 0
+        return f"untested ({values})", "untested"
     p = test.get("p_value")
     note = f"{values}, p = {p:.2g}" if p is not None else values
     if not test.get("significant"):
-        return f"tie ({note})", 0
-    return (f"yes ({note})", 1) if mine < theirs else (f"no ({note})", -1)
+        return f"tie ({note})", "tie"
+    return (f"yes ({note})", "win") if mine < theirs else (f"no ({note})", "loss")
 
 
 def _pm(value: Any, spread: Any) -> str:

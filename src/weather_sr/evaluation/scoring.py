@@ -11,7 +11,8 @@ so both give the same numbers for the same fields. Per method:
   field on the HR grid's blocks;
 - 95 % block-bootstrap intervals over the fields of the headline scores and paired tests
   against every reference method (:func:`reference_methods`;
-  :mod:`weather_sr.evaluation.significance`), given at least 2 fields;
+  :mod:`weather_sr.evaluation.significance`), when the fields make at least ``MIN_BLOCKS``
+  bootstrap blocks;
 - with a :class:`~weather_sr.evaluation.series.SeriesStore`, the scores of the series at every
   grid point (distributions, extremes, climate indices: :mod:`weather_sr.evaluation.series`).
 """
@@ -36,6 +37,9 @@ __all__ = ["LEVELS", "Scoring", "TruthReference", "reference_methods", "truth_re
 
 LEVELS = (0.9, 0.99)  # quantile levels of the truth: the reliability diagram's thresholds
 _PER_FIELD = 4096  # truth values per field and channel kept for the thresholds and scales
+# Fewer blocks of fields than this and a block bootstrap cannot estimate a score's sampling
+# distribution (with 2 blocks of 2 fields every difference looks significant): no intervals.
+MIN_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -138,17 +142,21 @@ class Scoring:
         return series_scores(store.read_band, layout, height=h)
 
     def settings(self) -> dict[str, Any]:
-        """How the intervals were computed: ``{"block", "n_boot", "level"}`` (block None:
-        fewer than 2 fields, no intervals)."""
+        """How the intervals were computed: ``{"block", "n_boot", "level", "n_fields",
+        "blocks", "tested"}``; ``tested`` is False (no intervals, no tests) when the fields
+        make fewer than ``MIN_BLOCKS`` blocks."""
         n = next(iter(self._scores.values())).n_fields if self._scores else 0
-        block = self._boot["block"] or (default_block_length(n) if n >= 2 else None)
-        return {**self._boot, "block": block if n >= 2 else None}
+        block = self._boot["block"] or default_block_length(max(n, 1))
+        blocks = n // block if block <= n else 0
+        return {**self._boot, "block": block, "n_fields": n, "blocks": blocks,
+                "tested": blocks >= MIN_BLOCKS}
 
     def results(self) -> dict[str, dict[str, Any]]:
         """``{method: metrics}`` as ``accumulate.ScoreAccumulator.result`` gives them, with
         ``lr_consistency`` (``{channel: {"rmse", "max_abs"}}``) where there was an LR field,
         ``intervals`` (``{score: {channel: [lo, hi]}}``) and ``paired`` (``{reference: {score:
-        {channel: {"diff", "lo", "hi", "p_value", "significant"}}}}``) from 2 fields on."""
+        {channel: {"diff", "lo", "hi", "p_value", "significant"}}}}``) when ``settings()``
+        says ``tested``."""
         results = {name: acc.result() for name, acc in self._scores.items()}
         for name, acc in self._consistency.items():
             results[name]["lr_consistency"] = acc.result(self._channels)
@@ -156,8 +164,9 @@ class Scoring:
             for name, scores in self._series(results).items():
                 results[name].update(scores)
         boot = self.settings()
-        if boot["block"] is None:
+        if not boot["tested"]:
             return results
+        boot = {k: boot[k] for k in ("block", "n_boot", "level")}
         rng = np.random.default_rng(self._seed)
         series = {name: acc.series() for name, acc in self._scores.items()}
         first = next(iter(results.values()))
