@@ -1,4 +1,4 @@
-"""Probabilistic downscaling of weather fields: train, downscale, evaluate, score, demo.
+"""Probabilistic downscaling of weather fields: train, downscale, evaluate, score, export, demo.
 
 The parser only parses, then hands over to a command module. Each command lives in
 ``weather_sr.commands.<name>`` with ``configure(parser)`` and ``run(args)``.
@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "downscale": "Downscale low-resolution fields with a trained checkpoint (NetCDF out).",
     "evaluate": "Evaluate checkpoints and baselines on a test split; write a report.",
     "score": "Score any tool's downscaled files against the truth; write a report.",
+    "export": "Write an inference-only checkpoint (EMA weights and metadata) to share.",
     "demo": "Train, downscale and evaluate on the shipped sample data; write the report.",
 }
 

@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 FORMAT = "weather-sr-checkpoint"
 FORMAT_VERSION = 1
-REQUIRED = ("step", "model", "ema", "config", "channels")
+REQUIRED = ("step", "ema", "config", "channels")
+# what only training needs: an export (weather-sr export) leaves it out
+TRAINING_STATE = ("model", "optimizer", "grad_scaler", "scheduler", "rng")
 # "Unsupported global: GLOBAL x" (torch <= 2.12 wording), "Trying to load unsupported GLOBAL x"
 # (later), or the allowlisting hint that both give
 _GLOBAL = re.compile(r"\bGLOBAL[:\s]+([A-Za-z_][\w.]*)|safe_globals\(\[([A-Za-z_][\w.]*)\]\)")
@@ -70,6 +72,20 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     with atomic_output(path, overwrite=True, what="checkpoint") as tmp:
         torch.save(payload, tmp)
     return Path(path)
+
+
+def export_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The inference-only checkpoint of a loaded training checkpoint: the EMA weights and every
+    metadata field (config, normaliser, grid, condition with its static fields, regression
+    base), without the raw weights, optimiser, scaler, scheduler and RNG state."""
+    out = {k: v for k, v in payload.items() if k not in TRAINING_STATE}
+    out["inference_only"] = True
+    return out
+
+
+def is_export(payload: dict[str, Any]) -> bool:
+    """Whether a loaded checkpoint is an inference-only export (no training state)."""
+    return bool(payload.get("inference_only")) or "optimizer" not in payload
 
 
 # ---------------------------------------------------------------- loading

@@ -60,7 +60,11 @@ def model_from_payload(
         )
     cond_channels = condition_channels(spec, channels, target == "regression_residual")
     net = build_unet(cfg.model, channels, cond_channels, periodic)
-    _load_state(net, payload["ema" if ema else "model"], source)
+    weights = payload.get("ema" if ema else "model")
+    if weights is None:
+        raise UserError(f"{source}: an inference-only checkpoint (weather-sr export) holds only "
+                        "the EMA weights: load it with ema=True")
+    _load_state(net, weights, source)
     schedule = None
     if kind == "diffusion":
         schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)

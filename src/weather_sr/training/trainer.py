@@ -27,7 +27,7 @@ from weather_sr.core.spectral_options import DEFAULT_NOISE, DEFAULT_SPECTRAL_SCH
 from weather_sr.core.spectral_sampling import training_view
 from weather_sr.data import DataBundle
 from weather_sr.errors import UserError
-from weather_sr.model.checkpoint import load_checkpoint, plain
+from weather_sr.model.checkpoint import is_export, load_checkpoint, plain
 from weather_sr.model.downscaling_model import (
     DownscalingModel,
     build_unet,
@@ -337,6 +337,10 @@ class Trainer:
     def restore(self, payload: dict[str, Any], source: str) -> None:
         """Continue from a checkpoint of this run: same model settings (the saved config's
         ``model`` section and diffusion settings) and data (:meth:`CheckpointMeta.check_data`)."""
+        if is_export(payload):
+            raise UserError(f"--resume: {source} is an inference-only checkpoint (weather-sr "
+                            "export) without the training state: resume from the run's own "
+                            "checkpoints/step_*.pt")
         meta = CheckpointMeta.from_payload(payload, source)
         theirs, mine = meta.config, self.cfg
         for name, a, b in [
