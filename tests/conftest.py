@@ -1,15 +1,27 @@
 """Shared fixtures: a small synthetic data file and two tiny trained checkpoints on it (a
-regression model and a diffusion model on its residual), trained once per test session."""
+regression model and a diffusion model on its residual), trained once per test session; one
+torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from weather_sr.config import load_config
 from weather_sr.data import synthetic_dataset, write_netcdf
 from weather_sr.training.loop import train
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster, and much faster on a shared CPU; the count is
+    restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

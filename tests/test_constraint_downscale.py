@@ -45,12 +45,7 @@ FAST = ["--members", "3", "--batch-size", "3", "--steps", "3", "--seed", "4", "-
 S = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 from test_infer import _checkpoint
 
@@ -31,13 +30,7 @@ FAST = ["--members", "2", "--batch-size", "2", "--sampler", "ddim", "--steps", "
 N_FIELDS = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -232,7 +232,7 @@ def paired_difference(
     _check_sums(num_a, den, "num_a")
     _check_sums(num_b, den, "num_b")
     g = _score_fn(transform, num_a, num_b)
-    level = _check_level(level)
+    _check_level(level)  # before the resampling (difference_summary uses it)
     c = den.shape[1]
     sums = bootstrap_sums(np.concatenate([num_a, num_b, den], axis=1), block, n_boot, rng=rng)
     d_sum = sums[:, 2 * c :]

@@ -143,10 +143,22 @@ def quantile_bias(
     y, x, valid, w = _series(truth, pred, weights)
     q = _quantiles(quantiles)
     pointwise = pointwise_quantiles(x, q) - pointwise_quantiles(y, q)
-    py, px, pw = _pooled(y, x, valid, w)
-    pooled = weighted_quantile(px, q, pw) - weighted_quantile(py, q, pw)
     return {"quantiles": q, "pointwise": pointwise, "pointwise_mean": _point_mean(pointwise, w),
-            "pooled": pooled}
+            "pooled": _pooled_quantile_bias(y, x, valid, w, q)}
+
+
+def pooled_quantile_bias(truth: Any, pred: Any, *,
+                         quantiles: Sequence[float] = DEFAULT_QUANTILES,
+                         weights: Any = None) -> np.ndarray:
+    """``quantile_bias``'s ``pooled [Q]`` alone (no per-point quantiles to sort)."""
+    y, x, valid, w = _series(truth, pred, weights)
+    return _pooled_quantile_bias(y, x, valid, w, _quantiles(quantiles))
+
+
+def _pooled_quantile_bias(y: np.ndarray, x: np.ndarray, valid: np.ndarray, w: np.ndarray,
+                          q: np.ndarray) -> np.ndarray:
+    py, px, pw = _pooled(y, x, valid, w)
+    return weighted_quantile(px, q, pw) - weighted_quantile(py, q, pw)
 
 
 def weighted_wasserstein1(
@@ -180,10 +192,21 @@ def wasserstein1(truth: Any, pred: Any, *, weights: Any = None) -> dict[str, Any
     is the mean absolute difference of the sorted values); ``pointwise_mean`` (float).
     """
     y, x, valid, w = _series(truth, pred, weights)
-    py, px, pw = _pooled(y, x, valid, w)
     pointwise = pointwise_wasserstein1(x, y)
-    return {"pooled": weighted_wasserstein1(py, px, pw, pw), "pointwise": pointwise,
+    return {"pooled": _pooled_wasserstein1(y, x, valid, w), "pointwise": pointwise,
             "pointwise_mean": float(_point_mean(pointwise, w))}
+
+
+def pooled_wasserstein1(truth: Any, pred: Any, *, weights: Any = None) -> float:
+    """``wasserstein1``'s ``pooled`` alone (no per-point sorting)."""
+    y, x, valid, w = _series(truth, pred, weights)
+    return _pooled_wasserstein1(y, x, valid, w)
+
+
+def _pooled_wasserstein1(y: np.ndarray, x: np.ndarray, valid: np.ndarray, w: np.ndarray
+                         ) -> float:
+    py, px, pw = _pooled(y, x, valid, w)
+    return weighted_wasserstein1(py, px, pw, pw)
 
 
 def pointwise_wasserstein1(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from weather_sr.evaluation.report_tables import (
     correlation_lines,
     distribution_table,
     energy_lines,
+    fmt,
     headline,
     index_table,
     interval_table,
@@ -54,12 +55,6 @@ COLUMNS = (
 )
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def channel_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str:
     """Markdown table of one channel: a row per method. CRPS of a deterministic method = MAE."""
     head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
@@ -68,7 +63,7 @@ def channel_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str
         m = dict(result["metrics"][channel])
         if result["kind"] == "deterministic":
             m["crps"] = m.get("mae")
-        rows.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k, _ in COLUMNS) + " |")
+        rows.append(f"| {name} | " + " | ".join(fmt(m.get(k)) for k, _ in COLUMNS) + " |")
     return "\n".join(rows)
 
 
@@ -83,9 +78,9 @@ def band_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | 
             continue
         scores = bands["metrics"][channel]
         for b, label in enumerate(bands["labels"]):
-            rows.append(f"| {name} | {label} | {_fmt(scores['spread_skill'][b])} | "
-                        f"{_fmt(scores['power_ratio'][b])} | "
-                        f"{_fmt(scores['crps_contribution'][b])} |")
+            rows.append(f"| {name} | {label} | {fmt(scores['spread_skill'][b])} | "
+                        f"{fmt(scores['power_ratio'][b])} | "
+                        f"{fmt(scores['crps_contribution'][b])} |")
     return "\n".join(rows) if len(rows) > 2 else None
 
 
@@ -96,7 +91,7 @@ def consistency_table(results: Mapping[str, Mapping[str, Any]], channel: str) ->
     for name, res in results.items():
         c = (res.get("lr_consistency") or {}).get(channel)
         if c is not None:
-            rows.append(f"| {name} | {_fmt(c['rmse'])} | {_fmt(c['max_abs'])} |")
+            rows.append(f"| {name} | {fmt(c['rmse'])} | {fmt(c['max_abs'])} |")
     return "\n".join(rows) if len(rows) > 2 else None
 
 

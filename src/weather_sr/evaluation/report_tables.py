@@ -14,10 +14,11 @@ HEADLINE_KEYS = {"rmse": ("rmse", "rmse"), "crps": ("crps", "mae"),
                  "spectrum": ("member_lsd_high", "lsd_high")}
 
 
-def _num(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A score in a report table: 4 significant digits, "–" for a missing or non-finite one."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    return f"{value:.4g}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def headline(result: Mapping[str, Any], channel: str, score: str) -> float | None:
@@ -36,8 +37,8 @@ def interval_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> st
         ci = res.get("intervals")
         if not ci:
             continue
-        cells = [f"{_num(headline(res, channel, s))} [{_num(ci[s][channel][0])}, "
-                 f"{_num(ci[s][channel][1])}]" for s in HEADLINE_KEYS]
+        cells = [f"{fmt(headline(res, channel, s))} [{fmt(ci[s][channel][0])}, "
+                 f"{fmt(ci[s][channel][1])}]" for s in HEADLINE_KEYS]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows) if len(rows) > 2 else None
 
@@ -49,8 +50,8 @@ def energy_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
         if res.get("energy_score") is None:
             continue
         ci = (res.get("intervals") or {}).get("energy_score", {}).get("all")
-        span = f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else ""
-        lines.append(f"- {name}: {_num(res['energy_score'])}{span}")
+        span = f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
+        lines.append(f"- {name}: {fmt(res['energy_score'])}{span}")
     return lines
 
 
@@ -71,7 +72,7 @@ def calibration_table(results: Mapping[str, Mapping[str, Any]], channel: str) ->
         cells = [name, " ".join(f"{v * len(pit):.2f}" for v in pit)]
         rel = (res.get("reliability") or {}).get("channels", {}).get(channel)
         for j in range(len(levels)):
-            cells += ([_num(rel["brier"][j]), _num(rel["brier_reliability"][j])] if rel
+            cells += ([fmt(rel["brier"][j]), fmt(rel["brier_reliability"][j])] if rel
                       else ["–", "–"])
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) if len(rows) > 2 else None
@@ -96,7 +97,7 @@ def verdict_cell(mine: float | None, theirs: float | None,
 
 def _pm(value: Any, spread: Any) -> str:
     """``value`` or ``value ± spread`` (the members' std of an ensemble's score)."""
-    return _num(value) if spread is None else f"{_num(value)} ± {_num(spread)}"
+    return fmt(value) if spread is None else f"{fmt(value)} ± {fmt(spread)}"
 
 
 def _leaf(tree: Mapping[str, Any] | None, *path: Any) -> Any:
@@ -139,7 +140,7 @@ def index_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str |
         spread = _leaf(res.get("series_spread"), "channels", channel, "indices") or {}
         for index, v in indices.items():
             s = spread.get(index, {})
-            rows.append(f"| {name} | {index} | {_num(v['truth'])} | "
+            rows.append(f"| {name} | {index} | {fmt(v['truth'])} | "
                         f"{_pm(v['prediction'], s.get('prediction'))} | "
                         f"{_pm(v['bias'], s.get('bias'))} | {_pm(v['rmse'], s.get('rmse'))} |")
     return "\n".join(rows) if len(rows) > 2 else None

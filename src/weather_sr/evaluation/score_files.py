@@ -121,10 +121,17 @@ def score_files(
     names: Sequence[str] | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
-    **options: Any,
+    rename: Mapping[str, str] | None = None,
+    variables: Sequence[str] | None = None,
+    member_dim: str | None = None,
+    area_weighted: bool = False,
+    baselines: bool = True,
+    seed: int = 0,
+    chunk_fields: int = 8,
+    block: int | None = None,
 ) -> tuple[Path, dict[str, dict[str, Any]]]:
     """The whole ``weather-sr score``: read the files, score, write the report folder ``out``
-    (report.md, metrics.json, figures) atomically. ``options``: those of :func:`score`.
+    (report.md, metrics.json, figures) atomically; the other options are :func:`score`'s.
     Returns (path of report.md, results)."""
     from weather_sr.atomic import atomic_output, check_output_path
     from weather_sr.data.files import check_zarr_chunks, detect_engine, open_dataset
@@ -152,13 +159,13 @@ def score_files(
         where.update(truth=f"--truth {truth}", lr=f"--lr {lr}")
         scores = align({label: opened(p)
                         for label, p in zip(labels, predictions, strict=True)},
-                       opened(truth), None if lr is None else opened(lr),
-                       where=where, **{k: options.pop(k) for k in
-                                       ("rename", "variables", "member_dim", "area_weighted")
-                                       if k in options})
+                       opened(truth), None if lr is None else opened(lr), where=where,
+                       rename=rename, variables=variables, member_dim=member_dim,
+                       area_weighted=area_weighted)
         results, first, heads, valid, scoring = _run(
-            scores, show_progress=show_progress, folder=Path(out).absolute().parent, **options)
-        settings = _settings(scores, first, labels, predictions, truth, lr, options)
+            scores, baselines=baselines, seed=seed, chunk_fields=chunk_fields, block=block,
+            show_progress=show_progress, folder=Path(out).absolute().parent)
+        settings = _settings(scores, first, labels, predictions, truth, lr, seed)
         settings.update(scored_fraction=valid, bootstrap=scoring.settings())
         with atomic_output(out, overwrite=overwrite, what="report folder", marker="report",
                            option="--out", checked=True) as tmp:
@@ -168,7 +175,7 @@ def score_files(
 
 def _settings(scores: ScoreSet, first: EvalSet, labels: Sequence[str],
               paths: Sequence[str | os.PathLike[str]], truth: Any, lr: Any,
-              options: Mapping[str, Any]) -> dict[str, Any]:
+              seed: int) -> dict[str, Any]:
     times = scores.times
     dated = np.issubdtype(times.dtype, np.datetime64)
     return {
@@ -181,5 +188,5 @@ def _settings(scores: ScoreSet, first: EvalSet, labels: Sequence[str],
         "times": [str(times[0])[:19], str(times[-1])[:19]] if dated else [],
         "scale_factor": first.scale_factor,
         "area_weighted": scores.area_weighted,
-        "seed": options.get("seed", 0),
+        "seed": seed,
     }

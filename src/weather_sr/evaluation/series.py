@@ -202,8 +202,8 @@ def _pooled(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> dict[int | str, dict
     out: dict[int | str, dict[str, Any]] = {}
     for c in range(y.shape[1]):
         yc, xc = y[:, c], x[:, c]
-        out[c] = {"quantile_bias": dist.quantile_bias(yc, xc, weights=w)["pooled"],
-                  "wasserstein": dist.wasserstein1(yc, xc, weights=w)["pooled"],
+        out[c] = {"quantile_bias": dist.pooled_quantile_bias(yc, xc, weights=w),
+                  "wasserstein": dist.pooled_wasserstein1(yc, xc, weights=w),
                   "perkins": dist.perkins_skill_score(yc, xc, weights=w),
                   "log_histogram_distance": dist.log_histogram_distance(yc, xc, weights=w)}
     if y.shape[1] >= 2:
