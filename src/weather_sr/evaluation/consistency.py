@@ -23,7 +23,7 @@ import torch
 
 from weather_sr.data.pairs import coarsen
 from weather_sr.errors import UserError
-from weather_sr.inference.lr_consistency import field_sums
+from weather_sr.inference.lr_consistency import ConsistencyTally
 
 __all__ = ["ConsistencyAccumulator"]
 
@@ -40,9 +40,7 @@ class ConsistencyAccumulator:
     def __init__(self, scale_factor: int, lat: np.ndarray | None = None) -> None:
         self._s = int(scale_factor)
         self._lat = None if lat is None else np.asarray(lat, dtype=np.float64)
-        self._sq: np.ndarray | None = None
-        self._count: np.ndarray | None = None
-        self._max: np.ndarray | None = None
+        self._tally: ConsistencyTally | None = None  # the running sums (downscale's, reused)
 
     def update(self, lr: Any, prediction_or_ensemble: Any, mask: Any = None) -> None:
         """lr ``[n, C, h, w]``; prediction ``[n, C, H, W]`` or ensemble ``[n, M, C, H, W]``
@@ -56,27 +54,24 @@ class ConsistencyAccumulator:
         if ref.shape != (n, c, h // self._s, w // self._s):
             raise UserError(f"consistency: LR {ref.shape} does not match the prediction "
                             f"{x.shape} at scale factor {self._s}")
+        if self._tally is None:
+            self._tally = ConsistencyTally([str(k) for k in range(c)], self._s,
+                                           area_weighted=self._lat is not None)
+        elif len(self._tally.channels) != c:
+            raise UserError(f"consistency: this chunk has {c} channels, the earlier ones "
+                            f"{len(self._tally.channels)}")
         if mask is not None:  # an LR cell whose block is not whole is left out
             whole = coarsen(torch.from_numpy(np.asarray(mask, np.float64)), self._s).numpy()
             ref = np.where(whole == 1.0, ref, np.nan)
-        sq, count, big = field_sums(ref, x, self._s, self._lat)  # [n, C] per field
-        sq, count, big = sq.sum(axis=0), count.sum(axis=0), big.max(axis=0)
-        if self._sq is None:
-            self._sq, self._count, self._max = sq, count, big
-        else:
-            if sq.shape != self._sq.shape:
-                raise UserError(f"consistency: this chunk has {c} channels, the earlier ones "
-                                f"{self._sq.shape[0]}")
-            self._sq = self._sq + sq
-            self._count = self._count + count
-            self._max = np.maximum(self._max, big)
+        self._tally.update(ref, x, self._lat)
 
     def result(self, channels: Sequence[str]) -> dict[str, dict[str, float | None]]:
         """``{channel: {"rmse": float, "max_abs": float}}`` (None, as the other scores in
         metrics.json, for a channel without a finite cell)."""
-        if self._sq is None or self._count is None or self._max is None:
+        t = self._tally
+        if t is None:
             raise UserError("consistency: no fields given")
-        rmse = np.sqrt(self._sq / np.maximum(self._count, 1))
-        return {name: {"rmse": float(rmse[i]), "max_abs": float(self._max[i])}
-                if self._count[i] > 0 else {"rmse": None, "max_abs": None}
+        rmse = t.rmse()
+        return {name: {"rmse": float(rmse[i]), "max_abs": float(t.max[i])}
+                if t.count[i] > 0 else {"rmse": None, "max_abs": None}
                 for i, name in enumerate(channels)}

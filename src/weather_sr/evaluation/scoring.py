@@ -104,6 +104,11 @@ class Scoring:
         self._consistency: dict[str, ConsistencyAccumulator] = {}
         self._channels: list[str] = []
 
+    @property
+    def n_fields(self) -> int:
+        """The fields given to ``update`` so far."""
+        return next(iter(self._scores.values())).n_fields if self._scores else 0
+
     def _accumulator(self, data: EvalSet) -> ScoreAccumulator:
         ref = self._reference
         return scorer(data, self._seed, **({} if ref is None else {
@@ -116,9 +121,8 @@ class Scoring:
         truth = np.nan_to_num(data.truth)
         self._channels = list(data.channels)
         if self._store is not None:
-            start = next(iter(self._scores.values())).n_fields if self._scores else 0
-            self._store.write(start, np.where(data.mask > 0, data.truth, np.nan), predictions,
-                              data.time_values)
+            self._store.write(self.n_fields, np.where(data.mask > 0, data.truth, np.nan),
+                              predictions, data.time_values)
         self._first = self._first or data.head()
         for label, pred in predictions.items():
             if label not in self._scores:
@@ -135,8 +139,7 @@ class Scoring:
             return {}
         h, w = data.truth.shape[-2:]
         weights = area_weights(data.lat) if data.lat_is_degrees else np.ones(h)
-        times = np.asarray(store.times) if store.times else np.arange(
-            next(iter(self._scores.values())).n_fields)
+        times = np.asarray(store.times) if store.times else np.arange(self.n_fields)
         layout = SeriesLayout(list(data.channels), list(data.units), times, weights, w,
                               {k: int(r["n_members"]) for k, r in results.items()})
         return series_scores(store.read_band, layout, height=h)
@@ -145,7 +148,7 @@ class Scoring:
         """How the intervals were computed: ``{"block", "n_boot", "level", "n_fields",
         "blocks", "tested"}``; ``tested`` is False (no intervals, no tests) when the fields
         make fewer than ``MIN_BLOCKS`` blocks."""
-        n = next(iter(self._scores.values())).n_fields if self._scores else 0
+        n = self.n_fields
         block = self._boot["block"] or default_block_length(max(n, 1))
         blocks = n // block if block <= n else 0
         return {**self._boot, "block": block, "n_fields": n, "blocks": blocks,

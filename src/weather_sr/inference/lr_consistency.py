@@ -103,9 +103,13 @@ class ConsistencyTally:
         LR cell, nor when not measured)."""
         if not self.measured:
             return {}
-        rmse = np.sqrt(self.sq / np.maximum(self.count, 1))
+        rmse = self.rmse()
         return {name: {RMSE: float(rmse[i]), MAX_ABS: float(self.max[i])}
                 for i, name in enumerate(self.channels) if self.count[i] > 0}
+
+    def rmse(self) -> np.ndarray:
+        """The RMSE ``[C]`` of the departures so far (0 for a variable without a cell)."""
+        return np.sqrt(self.sq / np.maximum(self.count, 1))
 
     def global_attr(self) -> str:
         """How the consistency was measured (the global attribute :data:`GLOBAL`)."""
