@@ -25,8 +25,8 @@ from weather_sr.inference.netcdf import STANDARD_NAMES, OutputGrid, build_datase
 CELL = 47625.0  # grid spacing of the sample (m)
 
 
-def _checkpoint(path: Path, scale: int = 2) -> Path:
-    """A tiny untrained diffusion checkpoint for the sample's variables."""
+def _checkpoint(path: Path, scale: int = 2, kind: str = "diffusion") -> Path:
+    """A tiny untrained checkpoint (diffusion or regression) for the sample's variables."""
     from weather_sr.config import RunConfig, config_to_dict, model_config_from_dict
     from weather_sr.data import Normalizer
     from weather_sr.model.checkpoint import save_checkpoint
@@ -36,7 +36,7 @@ def _checkpoint(path: Path, scale: int = 2) -> Path:
     cfg = config_to_dict(RunConfig())
     cfg["data"]["variables"] = ch
     cfg["model"].update(base_channels=8, channel_mults=[1, 2], num_res_blocks=1,
-                        mid_attention=False, groups=4)
+                        mid_attention=False, groups=4, kind=kind)
     cfg["diffusion"]["timesteps"] = 20
     torch.manual_seed(0)
     state = build_unet(model_config_from_dict(cfg["model"]), 2, 2, False).state_dict()
@@ -60,11 +60,15 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     part.to_netcdf(root / "hr.nc")
     common = ["--checkpoint", str(ckpt), "--members", "2", "--sampler", "ddim", "--steps", "2",
               "--device", "cpu", "--no-progress"]
-    out = {"coarsened": root / "coarsened.nc", "lr": root / "lr_out.nc", "input": root / "hr.nc"}
+    out = {"coarsened": root / "coarsened.nc", "lr": root / "lr_out.nc", "input": root / "hr.nc",
+           "mean": root / "mean.nc"}
     assert main(["downscale", *common, "--input", str(root / "hr.nc"), "--coarsen",
                  "--output", str(out["coarsened"])]) == 0
     assert main(["downscale", *common, "--input", str(root / "hr.nc"),
                  "--output", str(out["lr"])]) == 0
+    common[1] = str(_checkpoint(root / "regression.pt", kind="regression"))  # mean mode
+    assert main(["downscale", *common, "--input", str(root / "hr.nc"), "--coarsen",
+                 "--output", str(out["mean"])]) == 0
     return out
 
 
@@ -81,7 +85,7 @@ def cf_errors(path: Path, report: Path, version: str = "1.8") -> list[str]:
             for msg in item["msgs"]]
 
 
-@pytest.mark.parametrize("which", ["coarsened", "lr"])
+@pytest.mark.parametrize("which", ["coarsened", "lr", "mean"])
 def test_compliance_checker_reports_no_cf_error(outputs: dict[str, Path], which: str,
                                                 tmp_path: Path) -> None:
     assert cf_errors(outputs[which], tmp_path / "report.json") == []
@@ -108,7 +112,7 @@ def _to_classic(src: Path, dst: Path) -> None:
 
 def test_output_converts_to_netcdf_classic(outputs: dict[str, Path], tmp_path: Path) -> None:
     allowed = {np.dtype(t) for t in ("i1", "S1", "i2", "i4", "f4", "f8")}
-    for which in ("coarsened", "lr"):
+    for which in ("coarsened", "lr", "mean"):
         with netCDF4.Dataset(outputs[which]) as nc:
             for name, var in nc.variables.items():
                 assert var.dtype in allowed, (name, var.dtype)
@@ -171,7 +175,7 @@ def test_sample_projection_matches_its_latitude_longitude() -> None:
         np.testing.assert_allclose(np.diff(ds["x"].values), CELL, rtol=1e-4)
 
 
-@pytest.mark.parametrize("which", ["coarsened", "lr"])
+@pytest.mark.parametrize("which", ["coarsened", "lr", "mean"])
 def test_output_projection_matches_its_latitude_longitude(outputs: dict[str, Path],
                                                           which: str) -> None:
     """Also where 2-D lat/lon are interpolated from the LR input's ("lr": about 90 m off)."""

@@ -1,6 +1,6 @@
 """What users read: every option has a help line with its default and the one sampler list, no
 developer text in help/README/configs/docs, train's final line, downscale's warnings and its
-refusal of regression checkpoints, ``--input sample``."""
+``--input sample``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import pytest
 
 from weather_sr.cli import build_parser, main
 from weather_sr.core.sampling import SAMPLER_NAMES
-from weather_sr.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVELOPER_TEXT = ("Thin:", "issue 6", "issue 11", "DESIGN", "helper notes", "seed's",
@@ -80,13 +79,6 @@ def test_train_final_line_names_run_folder_and_checkpoint(tmp_path: Path) -> Non
     line = finished_line(result, "regression")
     assert str(ckpts / "best.pt") in line and "lowest validation loss" in line
     assert "regression_checkpoint" in line and "\n" not in line
-
-
-def test_downscale_refuses_a_regression_checkpoint_saying_what_to_use() -> None:
-    from weather_sr.inference.downscale import check_model
-
-    with pytest.raises(UserError, match=r"regression model.*diffusion checkpoint.*evaluate"):
-        check_model(SimpleNamespace(kind="regression"), "runs/reg/checkpoints/best.pt")
 
 
 def _grid(step: float, n: int = 8) -> SimpleNamespace:

@@ -1,5 +1,5 @@
-"""`weather-sr downscale`: sample an HR ensemble for LR fields (NetCDF/Zarr/GRIB in, NetCDF or Zarr
-out, written chunk by chunk)."""
+"""`weather-sr downscale`: sample an HR ensemble for LR fields, or a regression checkpoint's
+deterministic field (NetCDF/Zarr/GRIB in, NetCDF or Zarr out, written chunk by chunk)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from weather_sr.devices import DEVICE_CHOICES
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--checkpoint", required=True, help="trained diffusion checkpoint (.pt)")
+    add("--checkpoint", required=True,
+        help="trained diffusion checkpoint (.pt); a regression checkpoint writes its one "
+             "deterministic field (mean mode: no member dimension, sampling options unused)")
     add("--input", required=True,
         help="LR fields (NetCDF, Zarr or GRIB); HR fields with --coarsen; 'sample': the "
              "shipped sample file (an HR file: use it with --coarsen)")

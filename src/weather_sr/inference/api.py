@@ -55,7 +55,8 @@ def downscale(
     precision: str = DEFAULT_PRECISION, chunk_fields: int = 8, allow_out_of_range: bool = False,
     noise_colour: str = DEFAULT_COLOUR, constrain: str = DEFAULT_CONSTRAINT,
 ) -> xr.Dataset:
-    """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``).
+    """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``); a
+    regression checkpoint gives its deterministic field (mean mode).
 
     Args:
         ds: the checkpoint's variables (names and units as in training) on a lat/lon grid, with
@@ -75,8 +76,9 @@ def downscale(
             docs/method.md §8).
     Returns:
         The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
-        channel ``[time, member, lat, lon]`` with CF attributes and the provenance attributes
-        (with the consistency with the LR input of all the fields,
+        channel ``[time, member, lat, lon]`` (a regression checkpoint: its deterministic field
+        ``[time, lat, lon]``, the sampling options unused) with CF attributes and the
+        provenance attributes (with the consistency with the LR input of all the fields,
         :mod:`weather_sr.inference.lr_consistency`).
     Raises:
         UserError (a ValueError): a bad option, or a Dataset without the checkpoint's variables or

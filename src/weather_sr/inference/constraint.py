@@ -141,6 +141,9 @@ def check_constraint(model: Any, constrain: str) -> None:
         raise UserError(f"--constrain {constrain}: this model's inputs are not the targets' LR "
                         "fields on the blocks of the output grid (predictors regridded from "
                         "another grid, or without a same-named one): use --constrain none")
+    if constrain == "lr-mean-x0" and getattr(model, "kind", "diffusion") == "regression":
+        raise UserError("--constrain lr-mean-x0: a regression checkpoint has no sampler steps "
+                        "to correct: use --constrain lr-mean")
     spectral = getattr(model, "spectral", None)
     if constrain == "lr-mean-x0" and spectral is not None and not spectral.shift.none:
         raise UserError("--constrain lr-mean-x0: this model's schedule is set per F_R "

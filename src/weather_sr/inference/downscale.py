@@ -154,13 +154,17 @@ def read_input(input_path: str | os.PathLike[str], meta: CheckpointMeta, *, coar
 
 
 def check_model(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
-    """UserError unless ``model`` is a diffusion model whose metadata can downscale."""
-    if getattr(model, "kind", "diffusion") != "diffusion":
-        raise UserError(f"checkpoint {checkpoint} is a regression model: downscale samples "
-                        "ensembles and needs a diffusion checkpoint (model.kind: diffusion, "
-                        "e.g. runs/diff/checkpoints/best.pt); use the regression one with "
-                        "evaluate or as diffusion.regression_checkpoint")
+    """The metadata of ``model`` (a diffusion model: an ensemble; a regression model: its
+    deterministic field, :func:`is_mean`); UserError when it cannot downscale."""
     return _meta(model, checkpoint)
+
+
+def is_mean(model: Any) -> bool:
+    """Mean mode: a regression model writes its one deterministic field (no ``member`` dim)."""
+    return getattr(model, "kind", "diffusion") == "regression"
+
+
+SAMPLING_ATTRS = ("sampler", "steps", "eta", "seed", "members", "noise_colour")  # not in mean mode
 
 
 def consistency_tally(meta: CheckpointMeta) -> ConsistencyTally:
@@ -208,11 +212,13 @@ def downscale_prepared(
     fields = np.where(missing, np.nan, fields)  # no data where the input had none
     tally = consistency_tally(meta) if tally is None else tally
     tally.update(lr, fields, weights)
+    mean = is_mean(model)
     extra = {"input": input_name, "downscaling_factor": s, "coarsened_input": int(coarsen_input),
+             "output_mode": "mean" if mean else "ensemble",
              # denoiser calls per member actually made (ancestral: all T, not --steps)
-             "network_evaluations": network_evaluations(options.sampler, model.schedule,
-                                                        options.steps),
-             "precision": resolve_precision(options.precision, device),
+             "network_evaluations": 1 if mean else network_evaluations(
+                 options.sampler, model.schedule, options.steps),
+             "precision": "float32" if mean else resolve_precision(options.precision, device),
              "noise_colour": options.noise_colour,
              "constrain": options.constrain,
              "forward_noise": meta.config.diffusion.noise,
@@ -221,6 +227,10 @@ def downscale_prepared(
                        sampler=options.sampler, steps=options.steps, eta=options.eta,
                        seed=options.seed, members=options.members, tile=options.tile,
                        overlap=options.overlap, argv=argv, extra=extra)
+    if mean:  # no sampling: no sampler, seed or members to record
+        attrs = {k: v for k, v in attrs.items() if k not in SAMPLING_ATTRS}
+        attrs["source"] = attrs["source"].replace("conditional diffusion model",
+                                                  "regression model: deterministic mean")
     if checkpoint is None:  # the file it was loaded from, if known, but not hashed again
         source = str(getattr(meta, "source", "") or "")
         attrs.update(checkpoint=source if source != "checkpoint" else "(in memory)",
@@ -228,7 +238,8 @@ def downscale_prepared(
     ds = build_dataset(fields, prep.grid, channels=list(meta.channels),
                        units=list(meta.units or []) or [""] * fields.shape[2],
                        long_names=prep.long_names, standard_names=prep.standard_names,
-                       times=prep.times, input_members=prep.input_members, attrs=attrs)
+                       times=prep.times, input_members=prep.input_members, attrs=attrs,
+                       members=not mean)
     for name, value in (prep.aux or {}).items():
         if name.startswith("grid_mapping:"):
             ds[name.split(":", 1)[1]] = value

@@ -256,14 +256,19 @@ def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Te
     """Base field ``[N, C, H, W]`` (what the diffusion target is added to), tiled for CorrDiff."""
     if model.target != "regression_residual" or model.regression is None:
         return model.base(cond)
-    reg = model.regression
+    return regression_prediction(model.regression, cond, options)
+
+
+def regression_prediction(reg: Any, cond: Tensor, options: SamplingOptions) -> Tensor:
+    """A regression model's prediction ``[N, C, H, W]`` (normalised) for ``cond``
+    ``[N, Cy, H, W]``, tiled as ``options`` say, in float32 (as evaluate scores it)."""
 
     def predict(x: Tensor, y: Tensor, t: Tensor, *, wrap_x: bool = True) -> Tensor:
         del x, t
         return reg.predict(y, wrap_x=wrap_x)
 
     tiler = tiled(predict, options)
-    dummy = cond.new_zeros((cond.shape[0], model.channels, *cond.shape[-2:]))
+    dummy = cond.new_zeros((cond.shape[0], reg.channels, *cond.shape[-2:]))
     return tiler(dummy, cond, torch.zeros(cond.shape[0], dtype=torch.long, device=cond.device))
 
 
@@ -296,10 +301,35 @@ def sample_ensemble(
             (:func:`.constraint.block_constraint`).
 
     Returns:
-        ``[N, M, C, H, W]`` float32 on the CPU (normalised; add nothing, denormalise only).
+        ``[N, M, C, H, W]`` float32 on the CPU (normalised; add nothing, denormalise only);
+        for a regression model (mean mode) its one deterministic field, ``M = 1``, whatever
+        ``options.members`` (the sampler's options unused; ``constrain`` applies).
     """
-    n = cond.shape[0]
-    m = options.members
+    constraint = None
+    if options.constrain != CONSTRAINTS[0]:
+        check_constraint(model, options.constrain)
+        constraint = block_constraint(model, lr, options.periodic_x, lat)
+    if getattr(model, "kind", "diffusion") == "regression":  # mean mode: one field, no noise
+        x0 = torch.cat([regression_prediction(model, cond[a : a + options.batch_size].to(device),
+                                              options).float().cpu()
+                        for a in range(0, cond.shape[0], max(1, options.batch_size))])[:, None]
+        pairs = [(f, 0) for f in range(cond.shape[0])]
+    else:
+        x0, pairs = _sampled(model, cond, options, device, progress, field_offset, constraint)
+    if constraint is None:
+        return x0
+    flat, step = x0.flatten(0, 1), max(1, options.batch_size)  # whole fields (after tiling)
+    return torch.cat([constraint.normalised(flat[a : a + step], [f for f, _ in pairs[a : a + step]])
+                      for a in range(0, len(pairs), step)]).view_as(x0)
+
+
+def _sampled(
+    model: SampleModel, cond: Tensor, options: SamplingOptions, device: torch.device | str,
+    progress: Progress | None, field_offset: int, constraint: BlockConstraint | None,
+) -> tuple[Tensor, list[tuple[int, int]]]:
+    """A diffusion model's ensemble ``[N, M, C, H, W]`` (before the final constraint) and its
+    (field, member) pairs in the order of its flattened rows."""
+    n, m = cond.shape[0], options.members
     bases, conds = [], []
     for s in range(0, n, max(1, options.batch_size)):
         c = cond[s : s + options.batch_size].to(device)
@@ -309,19 +339,10 @@ def sample_ensemble(
     base = torch.cat(bases)
     y = torch.cat(conds)
     pairs = [(f, k) for f in range(n) for k in range(m)]
-    constraint = None
-    if options.constrain != CONSTRAINTS[0]:
-        check_constraint(model, options.constrain)
-        constraint = block_constraint(model, lr, options.periodic_x, lat)
     wrap = x0_wrap(model, constraint, base) if options.constrain == "lr-mean-x0" else None
     denoiser = with_precision(model.denoiser, resolve_precision(options.precision, device), device)
     z0 = sample_pairs(tiled(denoiser, options), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
                       field_offset=field_offset, device=device,
                       process=model.spectral, wrap=wrap)
-    x0 = model.unscale_target(z0).view(n, m, *z0.shape[1:]) + base[:, None]
-    if constraint is None:
-        return x0
-    flat, step = x0.flatten(0, 1), max(1, options.batch_size)  # whole fields (after tiling)
-    return torch.cat([constraint.normalised(flat[a : a + step], [f for f, _ in pairs[a : a + step]])
-                      for a in range(0, len(pairs), step)]).view_as(x0)
+    return model.unscale_target(z0).view(n, m, *z0.shape[1:]) + base[:, None], pairs

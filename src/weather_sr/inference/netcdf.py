@@ -205,12 +205,13 @@ def build_dataset(
     samples: np.ndarray, grid: OutputGrid, *, channels: Sequence[str], units: Sequence[str],
     long_names: Sequence[str] | None = None, times: np.ndarray | None = None,
     input_members: np.ndarray | None = None, attrs: Mapping[str, Any] | None = None,
-    standard_names: Sequence[str] | None = None,
+    standard_names: Sequence[str] | None = None, members: bool = True,
 ) -> xr.Dataset:
     """Ensemble ``samples [N, M, C, H, W]`` (physical units) -> CF Dataset.
 
     Dims ``(time, member, lat, lon)``; when the input itself has ensemble members, the first dim is
-    ``sample`` with ``time`` and ``input_member`` coordinates on it. ``standard_names`` (the
+    ``sample`` with ``time`` and ``input_member`` coordinates on it. ``members`` False (mean
+    mode, ``M = 1``): no ``member`` dim, ``(time, lat, lon)``. ``standard_names`` (the
     input's, "" when it had none) falls back to :data:`STANDARD_NAMES` by channel name.
     """
     m, h, w = samples.shape[1], samples.shape[3], samples.shape[4]
@@ -236,7 +237,11 @@ def build_dataset(
     if input_members is not None:
         coords["input_member"] = (first, _int32(np.asarray(input_members)),
                                   {"long_name": "ensemble member of the input"})
-    dims = (first, "member", grid.lat_name, grid.lon_name)
+    if not members:
+        if m != 1:
+            raise ValueError(f"members=False needs one field per time, got {m}")
+        del coords["member"]
+    dims = (first, *(("member",) if members else ()), grid.lat_name, grid.lon_name)
     data_vars = {}
     for k, name in enumerate(channels):
         var_attrs = {"long_name": (long_names[k] if long_names else "") or name,
@@ -244,7 +249,8 @@ def build_dataset(
         standard = (standard_names[k] if standard_names else "") or STANDARD_NAMES.get(name)
         if standard:
             var_attrs["standard_name"] = standard
-        data_vars[name] = (dims, samples[:, :, k].astype(np.float32), var_attrs)
+        values = samples[:, :, k] if members else samples[:, 0, k]
+        data_vars[name] = (dims, values.astype(np.float32), var_attrs)
     ds = xr.Dataset(data_vars, coords=coords,
                     attrs={k: _cf_attr(v) for k, v in (attrs or {}).items()})
     for name in channels:

@@ -168,13 +168,14 @@ def _short(value: Any) -> str:
 
 
 def _fields_dim(partial: Path) -> str:
-    """The dimension along the fields of a partial store: ``sample`` (inputs with members,
-    the dimension before ``member``) or ``time``."""
+    """The dimension along the fields of a partial store: the first of the output variables
+    (the arrays with the most dimensions): ``sample`` (inputs with members) or ``time``."""
     import zarr
 
     group = zarr.open_group(str(partial), mode="r", zarr_format=2)
     dims = [list(a.attrs.get("_ARRAY_DIMENSIONS", [])) for _, a in group.arrays()]
-    return next((d[0] for d in dims if "member" in d[1:]), "time")
+    longest = max(dims, key=len, default=[])
+    return longest[0] if longest else "time"
 
 
 def _trim(partial: Path, done: int) -> None:
