@@ -216,7 +216,6 @@ DOWNSCALE_CASES = {
     "checkpoint condition input_units one short": (
         ds_args(checkpoint="{bad}/units1.pt"),
         ["units1.pt", "'condition'", "input_units has 1 entries for 2 inputs"]),
-    "checkpoint regression": (ds_args(checkpoint="{reg}"), ["regression model"]),
     "output folder missing": (ds_args(output="{out}/nodir/o.nc"), ["nodir", "does not exist"]),
     "output under a file": (ds_args(output="{bad}/afile/o.nc"), ["afile", "not a folder"]),
     "output is a folder": ([*ds_args(output="{bad}/existing"), "--overwrite"],

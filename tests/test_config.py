@@ -103,12 +103,16 @@ def test_data_section_maps_onto_build_datasets() -> None:
     assert {f.name for f in dataclasses.fields(DataConfig)} == params
 
 
-@pytest.mark.parametrize("name", ["sample.yaml", "era5_example.yaml"])
-def test_example_configs_are_valid(name: str) -> None:
+@pytest.mark.parametrize("name", ["sample.yaml", "era5_example.yaml",
+                                  "era5_to_regional_example.yaml",
+                                  "era5_to_lambert_example.yaml"])
+def test_example_configs_are_valid(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     raw = yaml.safe_load((ROOT / "configs" / name).read_text())
     cfg = load_config(ROOT / "configs" / name)
     # the files set only known keys, and they load to what they say
     assert config_to_dict(cfg)["training"]["steps"] == raw["training"]["steps"]
+    assert main(["train", "--config", str(ROOT / "configs" / name), "--dry-run"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"] == config_to_dict(cfg)["data"]
 
 
 def test_packaged_sample_config_matches_and_resolves_by_name() -> None:

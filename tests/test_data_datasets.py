@@ -198,3 +198,29 @@ def test_members_are_samples_and_share_their_time_split(tmp_path: Path) -> None:
     hr = [b.val[i]["hr"] for i in range(3)]  # the members of one time differ by 1 K
     std = float(b.normalizer.std.squeeze())
     torch.testing.assert_close(hr[1] - hr[0], torch.full_like(hr[0], 1.0 / std), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["channel", "pixel"])
+def test_statistics_in_blocks_equal_numpy_on_the_training_rows(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compute_stats`` reads STATS_BLOCK fields at a time (memory flat in the number of
+    fields): blocks of 3 over 11 fields, one block without a training row, NaN in places, give
+    numpy's mean and standard deviation of the training rows, and their range."""
+    from weather_sr.data import normalise
+
+    monkeypatch.setattr(normalise, "STATS_BLOCK", 3)
+    rng = np.random.default_rng(2)
+    values = rng.normal([[[5.0]], [[-3.0]]], [[[2.0]], [[0.5]]], size=(11, 2, 4, 5))
+    values[2, 0, 1, 1] = values[8, 1, :, 2] = np.nan
+    train = np.array([0, 1, 2, 6, 8, 9, 10])  # rows 3..5: a block without training rows
+    da = xr.DataArray(values, dims=("sample", "channel", "y", "x"),
+                      coords={"channel": ["a", "b"]}).chunk({"sample": 1})
+    stats = normalise.compute_stats(da, train, kind, "test")
+    axes = (0, 2, 3) if kind == "channel" else (0,)
+    mean = np.nanmean(values[train], axis=axes)
+    std = np.nanstd(values[train], axis=axes)
+    shape = (2, 1, 1) if kind == "channel" else (2, 4, 5)
+    np.testing.assert_allclose(stats.mean, mean.reshape(shape), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, std.reshape(shape), rtol=1e-10)
+    np.testing.assert_allclose(stats.low, np.nanmin(values[train], axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(stats.high, np.nanmax(values[train], axis=(0, 2, 3)), rtol=1e-12)

@@ -173,3 +173,20 @@ def test_all_nan_and_inf_fields_are_errors(tmp_path: Path) -> None:
     _err(tmp_path, write_netcdf(ds, tmp_path / "inf.nc"), ["t2m"], "t2m contains Inf")
     with pytest.raises(UserError, match="t2m contains Inf"):
         build_datasets(tmp_path / "inf.nc", ["t2m"], scale_factor=2, load=False)
+
+
+def test_opening_a_file_reads_none_of_its_values(tmp_path: Path) -> None:
+    """``open_fields`` stays lazy on one NetCDF file (it once read the whole variable to ask
+    whether it was a dask array): opening a 12.5 MiB variable allocates a small part of it
+    (the task graph, coordinates)."""
+    import tracemalloc
+
+    values = np.zeros((200, 128, 128), np.float32)
+    xr.Dataset({"t2m": (("time", "lat", "lon"), values, {"units": "K"})},
+               coords={"time": np.arange(200), "lat": np.linspace(-10, 10, 128),
+                       "lon": np.linspace(0, 20, 128)}).to_netcdf(tmp_path / "big.nc")
+    tracemalloc.start()
+    da = open_fields(tmp_path / "big.nc", ["t2m"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert da.chunks is not None and peak < values.nbytes / 8, peak

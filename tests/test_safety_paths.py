@@ -343,10 +343,10 @@ def test_6_nan_in_a_predictor_gives_nan_where_it_acts(world, tmp_path, capsys) -
     assert in_process(["downscale", "--checkpoint", world["pred"], "--input", bad, *FAST,
                        "--output", tmp_path / "o.nc"], capsys).returncode == 0
     from weather_sr.data import open_fields
-    from weather_sr.data.inputs import regrid_inputs
+    from weather_sr.data.regrid import regrid_to
 
-    regridded = regrid_inputs(open_fields(bad, ["t2m", "u10"], load=True), LAT, LON,
-                              "bilinear", "test")
+    regridded = regrid_to(open_fields(bad, ["t2m", "u10"], load=True), LAT, LON, "bilinear",
+                          False, "test").values
     with xr.open_dataset(tmp_path / "o.nc") as o:
         out = o["t2m"].transpose("time", "member", ...).values  # [4, M, 32, 32]
     assert np.isnan(out[1]).all()

@@ -87,6 +87,7 @@ def finished_line(result: Any, kind: str) -> str:
     ckpt = best if best.is_file() else result.checkpoint
     why = "lowest validation loss" if ckpt == best else "last step"
     use = ("for downscale and evaluate" if kind == "diffusion" else
-           "for evaluate and as diffusion.regression_checkpoint of a diffusion run")
+           "for evaluate, downscale (its deterministic field) and as "
+           "diffusion.regression_checkpoint of a diffusion run")
     return (f"weather-sr train: finished at step {result.step}; run folder {run_dir}; "
             f"checkpoint to use {use}: {ckpt} ({why})")

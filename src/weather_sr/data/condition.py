@@ -219,13 +219,19 @@ def static_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def grid_latlon(grid: Any, fix: str = "add them to the file or drop the lat/lon features"
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Latitude and longitude in degrees of a :class:`~weather_sr.data.grid.Grid`: its 2-D
-    auxiliary latitude/longitude ([H, W]) on projected grids, else its 1-D axes ([H], [W]).
-    ``fix``: what the error for projected axes without them tells the user to do."""
+    auxiliary latitude/longitude ([H, W]) on projected grids, else those of its CF grid mapping
+    (pyproj), else its 1-D axes ([H], [W]). ``fix``: what the error for projected axes without
+    them tells the user to do."""
     aux = {k.lower(): v for k, (v, _a) in grid.aux.items()}
     lat2 = next((v for k, v in aux.items() if k.startswith("lat")), None)
     lon2 = next((v for k, v in aux.items() if k.startswith("lon")), None)
     if lat2 is not None and lon2 is not None:
         return np.asarray(lat2, np.float64), np.asarray(lon2, np.float64)
+    if grid.mapping:
+        from weather_sr.data.projection import latlon_of_mapping
+
+        return latlon_of_mapping(grid.mapping, grid.lat, grid.lon, grid.lat_attrs,
+                                 grid.lon_attrs, f"grid mapping {grid.mapping.get('name')}")
     units = str(grid.lat_attrs.get("units", "")).lower()
     if "degree" in units or grid.lat_name.lower().startswith("lat"):
         return np.asarray(grid.lat, np.float64), np.asarray(grid.lon, np.float64)

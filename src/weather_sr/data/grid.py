@@ -37,6 +37,8 @@ class Grid:
     periodic: bool = False
     aux: dict[str, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
     """2-D coordinates over (lat, lon) dims, e.g. latitude/longitude of a projected grid."""
+    mapping: dict[str, Any] = field(default_factory=dict)
+    """The CF grid mapping, ``{"name": ..., "attrs": {...}}`` ({}: none)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -51,7 +53,7 @@ class Grid:
         }
         return Grid(
             block_centres(self.lat, s), block_centres(self.lon, s), self.lat_name,
-            self.lon_name, self.lat_attrs, self.lon_attrs, self.periodic, aux,
+            self.lon_name, self.lat_attrs, self.lon_attrs, self.periodic, aux, self.mapping,
         )  # fmt: skip
 
     def coords(self) -> dict[str, xr.DataArray]:
@@ -73,6 +75,7 @@ class Grid:
             "lat_attrs": _plain(self.lat_attrs), "lon_attrs": _plain(self.lon_attrs),
             "periodic": bool(self.periodic),
             "aux": {k: [v.tolist(), _plain(a)] for k, (v, a) in self.aux.items()},
+            "mapping": self.mapping,
         }  # fmt: skip
 
     @classmethod
@@ -81,7 +84,7 @@ class Grid:
         return cls(
             np.asarray(d["lat"], np.float64), np.asarray(d["lon"], np.float64),
             str(d["lat_name"]), str(d["lon_name"]), dict(d["lat_attrs"]), dict(d["lon_attrs"]),
-            bool(d["periodic"]), aux,
+            bool(d["periodic"]), aux, dict(d.get("mapping") or {}),
         )  # fmt: skip
 
 
@@ -108,6 +111,7 @@ def grid_of(fields: xr.DataArray) -> Grid:
         str(fields.attrs.get("lat_name", "y")), str(fields.attrs.get("lon_name", "x")),
         _plain(dict(lat.attrs)), _plain(dict(lon.attrs)),
         bool(fields.attrs.get("periodic", False)), aux,
+        dict(fields.attrs.get("grid_mapping") or {}),
     )  # fmt: skip
 
 
@@ -119,5 +123,5 @@ def hr_grid_from_lr(fields: xr.DataArray | Grid, scale_factor: int) -> Grid:
     g = fields if isinstance(fields, Grid) else grid_of(fields)
     return Grid(
         sub_centres(g.lat, scale_factor), sub_centres(g.lon, scale_factor, g.periodic),
-        g.lat_name, g.lon_name, g.lat_attrs, g.lon_attrs, g.periodic,
+        g.lat_name, g.lon_name, g.lat_attrs, g.lon_attrs, g.periodic, mapping=g.mapping,
     )  # fmt: skip

@@ -19,6 +19,7 @@ from weather_sr.data.files import PathSpec
 from weather_sr.data.grid import same_axis
 from weather_sr.data.normalise import Normalizer, compute_stats
 from weather_sr.data.reading import open_fields
+from weather_sr.data.regrid import regrid_to, target_points
 from weather_sr.data.source import FieldSource, LazyFields, RegriddedInputs
 from weather_sr.data.units import to_target_units
 from weather_sr.errors import UserError
@@ -47,7 +48,7 @@ def build_condition(
         spec, in_source = _coarsened(fields, normalizer, train_idx, path, source, inputs,
                                      transforms, load, where)
     else:
-        spec, in_source = _regridded(fields, normalizer, train_idx, inputs, transforms)
+        spec, in_source = _regridded(fields, normalizer, train_idx, inputs, transforms, load)
     spec.features = list(features)
     if static is not None:
         spec.static_names = list(static["variables"])
@@ -114,28 +115,42 @@ def _coarsened(
 
 def _regridded(
     fields: xr.DataArray, normalizer: Normalizer, train_idx: np.ndarray,
-    inputs: Mapping[str, Any], transforms: Mapping[str, Transform],
+    inputs: Mapping[str, Any], transforms: Mapping[str, Transform], load: bool,
 ) -> tuple[ConditionSpec, RegriddedInputs]:
-    """Inputs of a second dataset on its own grid, regridded onto the targets' grid."""
-    from weather_sr.data.regrid import check_regrid_method, regrid_time_check
+    """Inputs of a second dataset on its own grid, regridded onto the targets' grid window by
+    window with weights computed once (bicubic: whole fields, at load); their statistics and
+    where they have values are gathered in one streaming pass each, never whole."""
+    from weather_sr.data.grid import grid_of
+    from weather_sr.data.regrid import check_regrid_method, regrid_time_check, regrid_weights
 
     method = check_regrid_method(str(inputs.get("regrid", "bilinear")), "data.inputs.regrid")
     names = list(inputs["variables"])
-    da = open_fields(inputs["path"], names, load=True)
+    da = open_fields(inputs["path"], names)
     where = f"inputs file {da.attrs['source'][0]}"
-    file_units = list(da.attrs["units"])
-    da = to_target_units(da, target_units(fields), where)
+    file_units, units = list(da.attrs["units"]), target_units(fields)
+    da = to_target_units(da, units, where)
+    if load:
+        da = da.load()
     check_transformed(da, transforms, where)
     rows = regrid_time_check(da["time"].values, fields["time"].values, where)
-    values = regrid_inputs(da, fields["y"].values, fields["x"].values, method, where)
-    grid_da = xr.DataArray(values, dims=da.dims, coords={"channel": da["channel"].values})
-    stats = compute_stats(grid_da, np.unique(rows[train_idx]), "channel", where,
-                          transforms=dict(transforms))
+    ty, tx = target_points(grid_of(fields), da, where)
+    on_grid = regrid_to(da, ty, tx, method, _periodic(da), where)  # lazy unless loaded
+    used = np.unique(rows[train_idx])
+    stats = compute_stats(on_grid, used, "channel", where, transforms=dict(transforms))
     spec = ConditionSpec(list(normalizer.channels), list(stats.channels),
                          input_normalizer(stats, normalizer), mode="regrid", regrid=method,
                          input_variables=names, input_units=file_units,
-                         input_valid=training_valid(grid_da, np.unique(rows[train_idx]), 1))
-    return spec, RegriddedInputs(values, rows)
+                         input_valid=training_valid(on_grid, used, 1))
+    if method == "bicubic":  # a spline through whole fields has no weights: regridded at load
+        return spec, RegriddedInputs(np.asarray(on_grid.values, np.float32), rows)
+    weights = regrid_weights(da, ty, tx, method, _periodic(da), where)
+    h, w = da.sizes["y"], da.sizes["x"]
+    values = da.values if load else LazyFields(inputs["path"], names, h, w, units)
+    return spec, RegriddedInputs(values, rows, weights)
+
+
+def _periodic(da: xr.DataArray) -> bool:
+    return bool(da.attrs.get("periodic", False))
 
 
 def training_valid(da: xr.DataArray, train_idx: np.ndarray, block: int) -> np.ndarray:
@@ -148,15 +163,13 @@ def training_valid(da: xr.DataArray, train_idx: np.ndarray, block: int) -> np.nd
     return np.asarray(ok.all("sample").values, bool)
 
 
-def regrid_inputs(da: xr.DataArray, target_y: np.ndarray, target_x: np.ndarray, method: str,
-                  where: str) -> np.ndarray:
-    """Predictors ``da`` (sample, channel, y, x on their own grid; global when its
-    ``periodic`` attribute says so) on the grid ``target_y`` [H] x ``target_x`` [W]: float32
+def regrid_inputs(da: xr.DataArray, grid: Any, method: str, where: str) -> np.ndarray:
+    """Predictors ``da`` (sample, channel, y, x on their own grid; global when its ``periodic``
+    attribute says so) on the HR ``grid`` (:class:`~weather_sr.data.grid.Grid`; its points'
+    latitude/longitude when it is projected and the predictors are not): float32
     [N_in, Ci, H, W]."""
-    from weather_sr.data.regrid import regrid_to
-
-    out = regrid_to(da, target_y, target_x, method, bool(da.attrs.get("periodic", False)), where)
-    return np.asarray(out.values, np.float32)
+    ty, tx = target_points(grid, da, where)
+    return np.asarray(regrid_to(da, ty, tx, method, _periodic(da), where).values, np.float32)
 
 
 def read_static(path: PathSpec, names: Sequence[str], fields: xr.DataArray) -> np.ndarray:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 KINDS = ("channel", "pixel")
+STATS_BLOCK = 64  # fields per pass of compute_stats: memory does not grow with the dataset
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -136,12 +137,36 @@ def _as_dask(fields: xr.DataArray) -> dsa.Array:
     return data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data), chunks=-1)
 
 
+def _block_sums(values: dsa.Array, data: dsa.Array, train_rows: np.ndarray, ref: np.ndarray,
+                axes: tuple[int, ...]) -> tuple[Any, ...]:
+    """One block of fields' share of :func:`compute_stats`: count, sum and sum of squares of
+    the training rows' finite values (minus ``ref``), their min and max per channel, and the
+    counts of Inf, finite and beyond-float32 values of all its rows."""
+    c = data.shape[1]
+    big = (abs(data) > FLOAT32_MAX) & dsa.isfinite(data) if data.dtype.itemsize > 4 else None
+    checks = (dsa.isinf(data).sum(axis=(0, 2, 3)), dsa.isfinite(data).sum(axis=(0, 2, 3)),
+              big.sum(axis=(0, 2, 3)) if big is not None else np.zeros(c, int))
+    if train_rows.size == 0:
+        shape = (c,) if axes == (0, 2, 3) else data.shape[1:]
+        empty = (np.zeros(shape, np.int64), np.zeros(shape), np.zeros(shape),
+                 np.full(c, np.inf), np.full(c, -np.inf))
+        return (*empty, *dask.compute(*checks))
+    train = values[train_rows].astype(np.float64) - ref[None, :, None, None]
+    finite = dsa.isfinite(train)
+    zero = dsa.where(finite, train, 0.0)
+    return dask.compute(
+        finite.sum(axis=axes), zero.sum(axis=axes), (zero * zero).sum(axis=axes),
+        dsa.where(finite, train, np.inf).min(axis=(0, 2, 3)),
+        dsa.where(finite, train, -np.inf).max(axis=(0, 2, 3)), *checks)
+
+
 def compute_stats(
     fields: xr.DataArray, train_samples: Sequence[int], kind: str = "channel", where: str = "data",
     transforms: dict[str, Transform] | None = None,
 ) -> Normalizer:
-    """Statistics over ``fields[train_samples]`` (sample, channel, y, x), one streaming pass,
-    of the values after ``transforms`` ({channel: Transform}) when given.
+    """Statistics over ``fields[train_samples]`` (sample, channel, y, x), one streaming pass
+    ``STATS_BLOCK`` fields at a time, of the values after ``transforms`` ({channel: Transform})
+    when given.
 
     The same pass checks the whole dataset for Inf and for channels that are entirely NaN.
     """
@@ -160,21 +185,14 @@ def compute_stats(
     ok = np.isfinite(first)
     ref = np.where(ok, first, 0.0).sum(axis=(1, 2)) / np.maximum(ok.sum(axis=(1, 2)), 1)
     axes = (0, 2, 3) if kind == "channel" else (0,)
-    train = values[np.asarray(train_samples)].astype(np.float64) - ref[None, :, None, None]
-    finite = dsa.isfinite(train)
-    zero = dsa.where(finite, train, 0.0)
-    # beyond the float32 range a finite float64 value becomes Inf when the model reads it
-    big = (abs(data) > FLOAT32_MAX) & dsa.isfinite(data) if data.dtype.itemsize > 4 else None
-    count, s1, s2, low, high, n_inf, n_ok, n_big = dask.compute(
-        finite.sum(axis=axes),
-        zero.sum(axis=axes),
-        (zero * zero).sum(axis=axes),
-        dsa.where(finite, train, np.inf).min(axis=(0, 2, 3)),
-        dsa.where(finite, train, -np.inf).max(axis=(0, 2, 3)),
-        dsa.isinf(data).sum(axis=(0, 2, 3)),
-        dsa.isfinite(data).sum(axis=(0, 2, 3)),
-        big.sum(axis=(0, 2, 3)) if big is not None else np.zeros(len(channels), int),
-    )
+    in_train = np.zeros(data.shape[0], bool)
+    in_train[np.asarray(train_samples)] = True
+    parts = [_block_sums(values[a : a + STATS_BLOCK], data[a : a + STATS_BLOCK],
+                         np.flatnonzero(in_train[a : a + STATS_BLOCK]), ref, axes)
+             for a in range(0, data.shape[0], STATS_BLOCK)]  # bounded memory and task graph
+    count, s1, s2, n_inf, n_ok, n_big = (sum(p[k] for p in parts) for k in (0, 1, 2, 5, 6, 7))
+    low = np.min([p[3] for p in parts], axis=0)
+    high = np.max([p[4] for p in parts], axis=0)
     for c, name in enumerate(channels):
         if n_inf[c]:
             raise UserError(f"{where}: channel {name} contains Inf values: mask them as NaN")

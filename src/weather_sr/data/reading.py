@@ -12,17 +12,19 @@ Rules (documented in docs/data.md):
 - Latitude (y) is made increasing (south to north); longitude is kept as stored. Coordinates keep
   their attributes; per-channel units are in ``attrs["units"]``.
 - ``attrs["periodic"]`` is True when the grid is global in longitude (|dlon| * nx ≈ 360).
+- ``attrs["grid_mapping"]``: the first variable's CF grid mapping, ``{"name", "attrs"}``
+  (:func:`weather_sr.data.projection.grid_mapping_of`), when it has one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import dask.array as dask_array
 import numpy as np
 import xarray as xr
 
 from weather_sr.data.files import PathSpec, open_dataset
+from weather_sr.data.projection import grid_mapping_of
 from weather_sr.errors import UserError
 
 DIM_NAMES: dict[str, tuple[str, ...]] = {
@@ -81,7 +83,8 @@ def _standardise_variable(ds: xr.Dataset, var: str, where: str) -> xr.DataArray:
     roles = classify_dims(da, f"{where}, variable {var}")
     extra = [d for d in da.dims if d not in roles.values()]
     da = da.isel({d: 0 for d in extra}, drop=True)
-    if not isinstance(da.data, dask_array.Array):  # one chunk per sample: reads touch one field
+    # one chunk per sample: reads touch one field (.chunks, not .data, which would read it all)
+    if da.chunks is None:
         da = da.chunk({roles[r]: 1 for r in ("time", "member") if r in roles})
     if (
         roles.get("time") == "step"
@@ -149,7 +152,11 @@ def standardise(ds: xr.Dataset, variables: Sequence[str], where: str) -> xr.Data
         ) from exc
     roles = classify_dims(ds[variables[0]], where)
     lat_name, lon_name = roles["lat"], roles["lon"]
-    return _finish(da, units, lat_name, lon_name, list(variables))
+    out = _finish(da, units, lat_name, lon_name, list(variables))
+    mapping = grid_mapping_of(ds, variables[0])
+    if mapping is not None:
+        out.attrs["grid_mapping"] = mapping
+    return out
 
 
 def _finish(

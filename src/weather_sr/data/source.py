@@ -20,6 +20,7 @@ import xarray as xr
 from weather_sr.data.files import PathSpec
 from weather_sr.data.pairs import coarsen
 from weather_sr.data.reading import open_fields
+from weather_sr.data.regrid_weights import RegridWeights, apply_box
 
 
 @dataclass
@@ -100,12 +101,24 @@ class FieldSource:
 
 @dataclass
 class RegriddedInputs:
-    """Predictors already regridded onto the HR grid: ``values`` [N_in, Ci, H, W] physical;
-    ``samples`` maps an HR sample row to its row of ``values`` (matched by time)."""
+    """Predictors regridded onto the HR grid window by window: ``values`` [N_in, Ci, h, w] on
+    their own grid (physical, in memory or reopened per process), ``weights`` from that grid to
+    the HR grid [H, W] (:mod:`weather_sr.data.regrid_weights`); ``samples`` maps an HR sample
+    row to its row of ``values`` (matched by time). ``weights`` None (bicubic, a spline through
+    whole fields): ``values`` are already on the HR grid [N_in, Ci, H, W]."""
 
-    values: np.ndarray
+    values: np.ndarray | LazyFields
     samples: np.ndarray
+    weights: RegridWeights | None = None
 
     def window(self, i: int, ys: slice, xs: slice) -> np.ndarray:
-        """Inputs [Ci, hy, hx] of HR sample ``i`` on the HR window (ys, xs)."""
-        return self.values[int(self.samples[i]), :, ys, xs].astype(np.float32, copy=False)
+        """Inputs [Ci, hy, hx] of HR sample ``i`` on the HR window (ys, xs), reading only the
+        box of the predictors' grid that the window's weights touch."""
+        row = int(self.samples[i])
+        if self.weights is None:
+            return _read(self.values, row, ys, xs).astype(np.float32, copy=False)
+        matrix, by, bx = self.weights.window(ys, xs)
+        box = _read(self.values, row, by, bx)
+        H, W = self.weights.target_shape
+        shape = (len(range(*ys.indices(H))), len(range(*xs.indices(W))))
+        return apply_box(matrix, box, shape).astype(np.float32)

@@ -158,10 +158,13 @@ def _regridded(fields: xr.DataArray, meta: CheckpointMeta, spec: Any, coarsen_in
                         "regridded onto its HR grid: give them as they are, without --coarsen")
     meta.require("grid", to="regrid its predictors")
     hr = Grid.from_dict(dict(meta.grid or {}))
-    values = regrid_inputs(fields, hr.lat, hr.lon, spec.regrid, where)
+    values = regrid_inputs(fields, hr, spec.regrid, where)
     out_grid = OutputGrid(hr.lat, hr.lon, hr.lat_name, hr.lon_name, hr.lat_attrs, hr.lon_attrs)
     aux = {k: xr.DataArray(v, dims=(hr.lat_name, hr.lon_name), attrs=a)
            for k, (v, a) in hr.aux.items()}
+    if hr.mapping:  # the targets' CF grid mapping, kept in the checkpoint
+        aux[f"grid_mapping:{hr.mapping['name']}"] = xr.DataArray(
+            np.int32(0), attrs=dict(hr.mapping["attrs"]))
     return values, out_grid, aux or None
 
 
