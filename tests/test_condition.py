@@ -209,7 +209,7 @@ def test_g_bad_input_is_one_line_exit_2(lapse_files, tmp_path: Path,
     xr.Dataset({"orog": (("lat", "lon"), np.zeros((NY, NX), np.float32))},
                coords={"lat": LAT + 0.25, "lon": LON}).to_netcdf(other)
     _fails([*run, f"data.static={{path: {other}, variables: [orog]}}"], capsys,
-           "not on the targets' grid")
+           "static file", "is not on the grid of the static fields", "holding the targets' points")
     # NaN in a static field
     holes = _orography()
     holes[3, 4] = np.nan

@@ -313,7 +313,7 @@ RESUME_WORDS = {"checkpoint_sha256": "checkpoint", "sampler": "sampler", "steps"
                 "overlap": "overlap", "precision": "precision", "noise_colour": "noise colour",
                 "constrain": "constraint", "input": "input",
                 "input_fields": "number of fields", "input_times_sha256": "times",
-                "coarsen": "coarsen", "target_grid": "target grid"}
+                "coarsen": "coarsen", "target_grid": "target grid", "domain": "domain"}
 
 
 def test_the_resume_settings_are_the_compared_ones() -> None:

@@ -64,6 +64,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--target-grid", default=None,
         help="NetCDF file whose 1-D lat/lon give the output coordinates (same size as output; "
              "default: the cell centres of the LR grid's sub-cells)")
+    add("--domain", default=None, metavar="Y0,Y1,X0,X1",
+        help="a model whose predictors are regridded from their own grid: downscale the points "
+             "of its static fields' domain (or training grid) within these bounds, in the HR "
+             "grid's coordinates (e.g. metres of its projection) (default: the training grid)")
     add("--allow-out-of-range", action="store_true",
         help="downscale input values far outside the training data (more than 10 training "
              "standard deviations, or negative kelvin) with a warning instead of an error")
@@ -117,7 +121,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
     argv = ["weather-sr", "downscale"]
     for key in ("checkpoint", "input", "output", "members", "sampler", "steps", "eta", "seed",
                 "tile", "overlap", "batch_size", "chunk_fields", "output_format", "device",
-                "precision", "noise_colour", "constrain", "target_grid"):
+                "precision", "noise_colour", "constrain", "target_grid", "domain"):
         value = getattr(args, key)
         if value is not None:
             option = "format" if key == "output_format" else key.replace("_", "-")
@@ -129,6 +133,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from weather_sr import distributed
+    from weather_sr.inference.domain import parse_domain
     from weather_sr.inference.downscale import downscale
     from weather_sr.inference.ensemble import SamplingOptions
 
@@ -149,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             argv=command_line(args), show_progress=not args.no_progress,
             chunk_fields=args.chunk_fields, output_format=args.output_format,
             resume=args.resume, allow_out_of_range=args.allow_out_of_range,
+            domain=parse_domain(args.domain),
         )
     finally:
         distributed.teardown(info)

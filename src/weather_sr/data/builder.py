@@ -167,6 +167,8 @@ def build_datasets(
         fields, normalizer, train_idx, path=path, source=source, inputs=inputs, static=static,
         features=features, transforms=tf, load=load)
     f_lat, f_lon = grid_latlon(grid) if condition.features else (None, None)
+    # the checkpoint keeps the static fields' whole domain; the datasets see the targets' part
+    on_grid = condition.on_grid(grid.lat, grid.lon, where)
     times = fields["time"].values
     members = fields["member"].values if "member" in fields.coords else None
     common = dict(
@@ -184,7 +186,7 @@ def build_datasets(
             random=train,
             times=times[idx],
             members=None if members is None else members[idx],
-            condition=condition,
+            condition=on_grid,
             inputs=in_source,
             lat=f_lat,
             lon=f_lon,

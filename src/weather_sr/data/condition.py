@@ -19,7 +19,7 @@ interpolated LR field of earlier versions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -39,8 +39,10 @@ class ConditionSpec:
     ``inputs``: the input channel names (levels expanded, as ``open_fields`` names them);
     ``input_variables``: the variables to read for them; ``input_units``: one per channel.
     ``input_normalizer``: the inputs' statistics (channels = ``inputs``); in mode "own" it is
-    the targets' normaliser. ``static_values``: float32 [S, H, W] physical, on the HR training
-    grid; ``static_mean`` / ``static_std``: float64 [S]. ``input_valid`` (predictors only;
+    the targets' normaliser. ``static_values``: float32 [S, Hs, Ws] physical, on the static
+    file's grid ``static_y`` [Hs] x ``static_x`` [Ws], which holds the HR grid of training and
+    may be larger (:meth:`on_grid` cuts it to a grid); ``static_mean`` / ``static_std``: float64
+    [S], of the training grid's values. ``input_valid`` (predictors only;
     None in older checkpoints): where each input had a value in every training field, on the
     grid ``downscale`` reads it on (the LR grid for mode "coarsen", the HR grid for "regrid"):
     a value missing there at downscale makes the output missing (docs/data.md).
@@ -59,6 +61,8 @@ class ConditionSpec:
     input_variables: list[str] = field(default_factory=list)
     input_units: list[str] = field(default_factory=list)
     input_valid: np.ndarray | None = None  # bool [Ci, h, w]: valid in every training field
+    static_y: np.ndarray | None = None  # [Hs], [Ws]: the axes of static_values (the static
+    static_x: np.ndarray | None = None  # file's domain); None in older checkpoints
 
     @property
     def is_default(self) -> bool:
@@ -114,6 +118,26 @@ class ConditionSpec:
             return torch.cat([cond, *parts], dim=1)
         return np.concatenate([cond, *(e.astype(cond.dtype) for e in extra)], axis=1)
 
+    def on_grid(self, y: np.ndarray, x: np.ndarray, where: str,
+                fix: str = "give inputs whose HR grid lies on the static fields' points"
+                ) -> ConditionSpec:
+        """This condition with its static fields cut to the grid ``y`` [H] x ``x`` [W] (1-D
+        axes in the static fields' coordinates), found by coordinates: the grid's points must
+        be points of the static grid. UserError naming ``where`` for a grid beyond the static
+        fields' domain or off its points (``fix``: what to do). Itself when there are no static
+        fields, their axes are unknown (older checkpoints: the size is checked when assembling)
+        or already ``y``, ``x``."""
+        from weather_sr.data.grid import same_axis
+
+        if not self.static_names or self.static_y is None or self.static_x is None:
+            return self
+        if same_axis(y, self.static_y) and same_axis(x, self.static_x):
+            return self
+        rows = _locate(self.static_y, y, "y", where, fix)
+        cols = _locate(self.static_x, x, "x", where, fix)
+        return replace(self, static_values=self.static_values[:, rows, cols],
+                       static_y=np.asarray(y, np.float64), static_x=np.asarray(x, np.float64))
+
     def _static(self, n: int, region: tuple[slice, slice] | None, shape: tuple[int, int]
                 ) -> np.ndarray:
         """Normalised static fields of ``region``, repeated for ``n`` samples: [n, S, h, w]."""
@@ -147,7 +171,10 @@ class ConditionSpec:
                       "values": torch.from_numpy(np.ascontiguousarray(self.static_values,
                                                                       np.float32)),
                       "mean": np.asarray(self.static_mean).tolist(),
-                      "std": np.asarray(self.static_std).tolist()}
+                      "std": np.asarray(self.static_std).tolist(),
+                      **({} if self.static_y is None or self.static_x is None else
+                         {"y": np.asarray(self.static_y).tolist(),
+                          "x": np.asarray(self.static_x).tolist()})}
         return {"targets": list(self.targets), "inputs": list(self.inputs),
                 "input_normalizer": self.input_normalizer.to_dict(), "mode": self.mode,
                 "regrid": self.regrid, "static": static, "features": list(self.features),
@@ -178,6 +205,9 @@ class ConditionSpec:
                 values.numpy() if isinstance(values, torch.Tensor) else values, np.float32)
             spec.static_mean = np.asarray(static["mean"], np.float64)
             spec.static_std = np.asarray(static["std"], np.float64)
+            if static.get("y") is not None and static.get("x") is not None:
+                spec.static_y = np.asarray(static["y"], np.float64)
+                spec.static_x = np.asarray(static["x"], np.float64)
         spec.check()
         return spec
 
@@ -198,6 +228,10 @@ class ConditionSpec:
             v, m, s = self.static_values, self.static_mean, self.static_std
             if v is None or v.ndim != 3 or v.shape[0] != len(self.static_names):
                 raise ValueError("static values are not [S, H, W] for the static names")
+            if self.static_y is not None and self.static_x is not None and (
+                    (self.static_y.size, self.static_x.size) != v.shape[1:]):
+                raise ValueError(f"static axes are {self.static_y.size}x{self.static_x.size} "
+                                 f"for static values of {v.shape[1]}x{v.shape[2]}")
             if m is None or s is None or m.shape != (v.shape[0],) or s.shape != m.shape:
                 raise ValueError("static mean/std are not one number per static field")
             if not (np.isfinite(v).all() and (s > 0).all()):
@@ -237,3 +271,22 @@ def grid_latlon(grid: Any, fix: str = "add them to the file or drop the lat/lon 
         return np.asarray(grid.lat, np.float64), np.asarray(grid.lon, np.float64)
     raise UserError("data.features: the HR grid has projected y/x coordinates without 2-D "
                     f"latitude/longitude: {fix}")
+
+
+def _locate(axis: np.ndarray, wanted: np.ndarray, name: str, where: str, fix: str) -> slice:
+    """The run of the static grid's ``axis`` equal to the grid's ``wanted`` axis (same
+    spacing, same points); UserError naming ``where`` otherwise."""
+    from weather_sr.data.grid import same_axis, span_text
+
+    axis, wanted = np.asarray(axis, np.float64), np.asarray(wanted, np.float64)
+    step = float(np.median(np.abs(np.diff(axis)))) if axis.size > 1 else 0.0
+    if wanted.min() < axis.min() - 0.5 * step or wanted.max() > axis.max() + 0.5 * step:
+        raise UserError(f"{where}: the grid ({name} {span_text(wanted)}) extends beyond the static "
+                        f"fields' domain ({name} {span_text(axis)}) the model keeps: downscale "
+                        "inside it, or train with a static file covering this domain")
+    start = int(np.argmin(np.abs(axis - wanted[0])))
+    if not same_axis(axis[start : start + wanted.size], wanted):
+        raise UserError(f"{where}: the grid's {name} ({span_text(wanted)}, {wanted.size} "
+                        f"points) is not on the grid of the static fields ({name} "
+                        f"{span_text(axis)}, {axis.size} points, spacing {step:.6g}): {fix}")
+    return slice(start, start + wanted.size)

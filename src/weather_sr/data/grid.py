@@ -88,6 +88,11 @@ class Grid:
         )  # fmt: skip
 
 
+def span_text(values: np.ndarray | tuple[float, float]) -> str:
+    """``"min..max"`` of coordinate values, for messages."""
+    return f"{float(np.min(values)):.6g}..{float(np.max(values)):.6g}"
+
+
 def same_axis(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether coordinate axes ``a`` and ``b`` are the same: same shape and equal to 1e-6 of
     the magnitude of ``b`` (float rounding of degrees or metres, not a shifted grid)."""

@@ -16,7 +16,6 @@ import xarray as xr
 
 from weather_sr.data.condition import ConditionSpec, default_condition, static_statistics
 from weather_sr.data.files import PathSpec
-from weather_sr.data.grid import same_axis
 from weather_sr.data.normalise import Normalizer, compute_stats
 from weather_sr.data.reading import open_fields
 from weather_sr.data.regrid import regrid_to, target_points
@@ -52,8 +51,14 @@ def build_condition(
     spec.features = list(features)
     if static is not None:
         spec.static_names = list(static["variables"])
-        spec.static_values = read_static(static["path"], spec.static_names, fields)
-        spec.static_mean, spec.static_std = static_statistics(spec.static_values)
+        spec.static_values, spec.static_y, spec.static_x = read_static(
+            static["path"], spec.static_names, fields)
+        where = (f"static file {static['path']}, for the targets of data file "
+                 f"{fields.attrs['source'][0]}")
+        trained = spec.on_grid(fields["y"].values, fields["x"].values, where,
+                               fix="give static fields on a grid holding the targets' points "
+                                   "(theirs, or a larger domain of it)").static_values
+        spec.static_mean, spec.static_std = static_statistics(trained)
     spec.check()
     return spec, in_source
 
@@ -172,20 +177,19 @@ def regrid_inputs(da: xr.DataArray, grid: Any, method: str, where: str) -> np.nd
     return np.asarray(regrid_to(da, ty, tx, method, _periodic(da), where).values, np.float32)
 
 
-def read_static(path: PathSpec, names: Sequence[str], fields: xr.DataArray) -> np.ndarray:
-    """Static fields [S, H, W] (float32, physical) on the targets' grid, cropped as the targets
-    are. UserError for another grid, values changing in time, or missing values."""
+def read_static(path: PathSpec, names: Sequence[str], fields: xr.DataArray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Static fields [S, Hs, Ws] (float32, physical) on the static file's own grid, with its
+    axes y [Hs] and x [Ws]: a domain holding the targets' grid (after cropping) on its points,
+    which :meth:`ConditionSpec.on_grid` cuts out by coordinates. UserError for a grid that does
+    not hold the targets', values changing in time, or missing values."""
     da = open_fields(path, list(names), load=True)
     where = f"static file {da.attrs['source'][0]}"
-    H, W = fields.sizes["y"], fields.sizes["x"]
-    if not all(d in da.coords and d in fields.coords
-               and same_axis(da[d].values[: fields.sizes[d]], fields[d].values)
-               for d in ("y", "x")):
-        raise UserError(
-            f"{where}: {', '.join(names)} are not on the targets' grid ({H}x{W} after cropping, "
-            f"from the targets' file): give static fields on that grid"
-        )
-    values = np.asarray(da.values[:, :, :H, :W], np.float64)
+    if not all(d in da.coords and d in fields.coords for d in ("y", "x")):
+        raise UserError(f"{where}: {', '.join(names)} and the targets need 1-D y/x (or "
+                        "latitude/longitude) coordinates, to cut the static fields to the "
+                        "targets' domain")
+    values = np.asarray(da.values, np.float64)
     if not np.allclose(values, values[:1], equal_nan=True):
         raise UserError(f"{where}: the static fields change in time: give one field per "
                         "variable (or fields constant in time)")
@@ -194,4 +198,5 @@ def read_static(path: PathSpec, names: Sequence[str], fields: xr.DataArray) -> n
         if bad:
             raise UserError(f"{where}: static variable {name} has {bad} missing (NaN) or "
                             "infinite values: fill them (e.g. 0 over the sea) first")
-    return values[0].astype(np.float32)
+    return (values[0].astype(np.float32), np.asarray(da["y"].values, np.float64),
+            np.asarray(da["x"].values, np.float64))

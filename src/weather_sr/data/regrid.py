@@ -36,7 +36,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from weather_sr.data.grid import Grid
+from weather_sr.data.grid import Grid, span_text
 from weather_sr.data.regrid_weights import N_STENCIL, RegridWeights, point_weights
 from weather_sr.errors import UserError
 
@@ -86,10 +86,6 @@ def _wrap_longitudes(t: np.ndarray, c: np.ndarray) -> np.ndarray:
     return t
 
 
-def _fmt(a: np.ndarray | tuple[float, float]) -> str:
-    return f"{float(np.min(a)):.6g}..{float(np.max(a)):.6g}"
-
-
 def _sorted_axis(c: np.ndarray, name: str, n_min: int, where: str) -> np.ndarray:
     """Indices that sort ``c`` increasing; UserError when too short or with repeats."""
     if c.size < n_min:
@@ -133,11 +129,11 @@ def _geometry(
         tx_in = _wrap_longitudes(tx, xs) if _is_longitude(values) else tx
         bad = _outside(ty, ys).any() | _outside(tx_in, xs).any()
     if np.any(bad):
-        xe = "global" if periodic else _fmt(_extent(xs))
+        xe = "global" if periodic else span_text(_extent(xs))
         raise UserError(
-            f"{where}: the target grid (y {_fmt(ty)}, x {_fmt(tx)}) extends beyond the input "
-            f"grid (y {_fmt(_extent(ys))}, x {xe}, cell edges): use inputs covering the target "
-            "domain"
+            f"{where}: the target grid (y {span_text(ty)}, x {span_text(tx)}) extends beyond "
+            f"the input grid (y {span_text(_extent(ys))}, x {xe}, cell edges): use inputs "
+            "covering the target domain"
         )
     ty_in = np.clip(ty, ys[0], ys[-1])
     if not periodic:

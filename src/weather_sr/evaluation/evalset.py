@@ -187,8 +187,9 @@ def model_prediction(
     """
     normalizer = check_compatible(model, data, source)
     assert model.meta is not None and data.inputs is not None
+    spec = model.meta.condition_spec().on_grid(data.lat, data.lon, source)
     cond = prepare_condition(
-        torch.from_numpy(data.inputs), model.meta.condition_spec(), data.scale_factor,
+        torch.from_numpy(data.inputs), spec, data.scale_factor,
         data.interpolation, data.periodic, lat=data.feature_lat, lon=data.feature_lon,
         times=data.time_values,
     )

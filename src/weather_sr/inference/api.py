@@ -15,6 +15,7 @@ conditioning, sampling, the CF Dataset), without files: the CLI writes the Datas
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from weather_sr.core.sampler_defaults import DEFAULT_CONSTRAINT, DEFAULT_PRECISI
 from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.core.spectral_options import DEFAULT_COLOUR
 from weather_sr.devices import select_device
+from weather_sr.inference.domain import parse_domain
 from weather_sr.inference.downscale import (
     check_model,
     consistency_tally,
@@ -54,6 +56,7 @@ def downscale(
     batch_size: int = 8, device: str | torch.device = "auto", progress: bool = False,
     precision: str = DEFAULT_PRECISION, chunk_fields: int = 8, allow_out_of_range: bool = False,
     noise_colour: str = DEFAULT_COLOUR, constrain: str = DEFAULT_CONSTRAINT,
+    domain: Sequence[float] | str | None = None,
 ) -> xr.Dataset:
     """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``); a
     regression checkpoint gives its deterministic field (mean mode).
@@ -74,6 +77,9 @@ def downscale(
         constrain: ``--constrain``: ``none``, ``lr-mean`` (every member's block means equal to
             the LR input) or ``lr-mean-x0`` (also the x0 estimate at every step;
             docs/method.md §8).
+        domain: ``--domain``: (y0, y1, x0, x1), for a model whose predictors are regridded
+            from their own grid: the part of its static fields' domain (or training grid) to
+            downscale (:mod:`weather_sr.inference.domain`).
     Returns:
         The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
         channel ``[time, member, lat, lon]`` (a regression checkpoint: its deterministic field
@@ -85,6 +91,7 @@ def downscale(
         with other units.
     """
     check_chunk_fields(chunk_fields)
+    bounds = parse_domain(domain, "domain")
     # the one validator of sampling options, as for the CLI
     options = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=seed,
                               members=members, batch_size=batch_size, tile=tile, overlap=overlap,
@@ -107,7 +114,7 @@ def downscale(
         for a, b in chunks(total, chunk_fields):
             prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
                                   coarsen_input=coarsen, target_grid=None, where=where,
-                                  source=ds)
+                                  source=ds, domain=bounds)
             parts.append(downscale_prepared(model, prep, options, checkpoint=path, device=dev,
                                             coarsen_input=coarsen, input_name=_input_name(ds),
                                             argv=[], field_offset=a, progress=bar,
@@ -119,7 +126,8 @@ def downscale(
                                                      coords="minimal", compat="override",
                                                      combine_attrs="override")
     call = _call(members, sampler, steps, eta, seed, coarsen, tile, overlap, batch_size,
-                 precision, chunk_fields, dev, allow_out_of_range, noise_colour, constrain)
+                 precision, chunk_fields, dev, allow_out_of_range, noise_colour, constrain,
+                 bounds)
     tally.apply(out)  # of all the fields (the first part's attributes were kept)
     out.attrs["command_line"] = call
     out.attrs["history"] = f"{out.attrs['date_created']}: {call}"
@@ -137,7 +145,7 @@ def _call(*values: Any) -> str:
     """The call, as the provenance's command line (``history``, ``command_line``)."""
     names = ("members", "sampler", "steps", "eta", "seed", "coarsen", "tile", "overlap",
              "batch_size", "precision", "chunk_fields", "device", "allow_out_of_range",
-             "noise_colour", "constrain")
+             "noise_colour", "constrain", "domain")
     args = ", ".join(f"{n}={str(v) if isinstance(v, torch.device) else v!r}"
                      for n, v in zip(names, values, strict=True))
     return f"weather_sr.downscale(ds, checkpoint, {args})"

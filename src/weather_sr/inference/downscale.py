@@ -18,6 +18,7 @@ import xarray as xr
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
 from weather_sr.inference.constraint import target_index, target_lr
+from weather_sr.inference.domain import Domain
 from weather_sr.inference.ensemble import SamplingOptions, options_for, sample_ensemble
 from weather_sr.inference.lr_consistency import ConsistencyTally
 from weather_sr.inference.netcdf import (
@@ -54,7 +55,7 @@ def downscale(
     device: str = "auto", overwrite: bool = False,
     target_grid: str | os.PathLike[str] | None = None, argv: Sequence[str] | None = None,
     show_progress: bool = True, chunk_fields: int = 8, output_format: str | None = None,
-    resume: bool = False, allow_out_of_range: bool = False,
+    resume: bool = False, allow_out_of_range: bool = False, domain: Domain | None = None,
 ) -> Path:
     """The whole ``weather-sr downscale``; returns the output path.
 
@@ -65,7 +66,8 @@ def downscale(
     ``output_format="zarr"`` or an output ending in ``.zarr``; ``resume``: continue a Zarr output's
     partial store). Peak memory does not grow with the number of fields. Input values outside
     the training range are an error (a warning with ``allow_out_of_range``;
-    :mod:`weather_sr.data.ranges`).
+    :mod:`weather_sr.data.ranges`). ``domain``: with predictors regridded from their own grid,
+    the part of the domain to downscale (:mod:`weather_sr.inference.domain`).
 
     Under ``torchrun`` every rank reads and checks the same input and samples its share of each
     chunk (:mod:`weather_sr.inference.ensemble`); rank 0 alone writes, after every rank has
@@ -95,7 +97,8 @@ def downscale(
         settings = partial.run_settings(
             checkpoint_sha256=sha256_file(checkpoint), options=options,
             precision=resolve_precision(options.precision, dev), input_path=input_path,
-            times=times, coarsen=coarsen_input, target_grid=target_grid) if folder else None
+            times=times, coarsen=coarsen_input, target_grid=target_grid,
+            domain=domain) if folder else None
         done = partial.resume_point(output, settings or {}) if resume else 0
         tally = consistency_tally(meta)  # the consistency with the LR input, over all chunks
         distributed.barrier()  # every rank has checked the output before rank 0 writes to it
@@ -113,7 +116,8 @@ def downscale(
             def chunk(a: int, b: int) -> xr.Dataset:
                 prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
                                       coarsen_input=coarsen_input, target_grid=target_grid,
-                                      where=f"input {input_path}", source=source)
+                                      where=f"input {input_path}", source=source,
+                                      domain=domain)
                 return downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
                                           coarsen_input=coarsen_input, input_name=str(input_path),
                                           argv=argv, field_offset=a, progress=progress,
@@ -197,7 +201,7 @@ def downscale_prepared(
     meta = check_model(model, checkpoint or "(in memory)")
     options = options_for(model, options, periodic=prep.periodic)
     normalizer = meta.make_normalizer()
-    spec = meta.condition_spec()
+    spec = meta.condition_spec().on_grid(prep.grid.lat, prep.grid.lon, f"input {input_name}")
     s = int(meta.scale_factor or 0)
     lat, lon = feature_grid(prep, meta) if spec.features else (None, None)
     cond = data.prepare_condition(prep.lr, spec, s, meta.interpolation or "bicubic",

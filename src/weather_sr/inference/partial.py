@@ -7,8 +7,8 @@ writes it). A run that stops after a complete chunk (interrupted, killed, a fail
 partial store; ``--resume`` checks that it was written with the same settings
 (:data:`COMPARED`: checkpoint SHA-256, sampler, steps, eta, seed, members, tile, overlap,
 precision, noise colour, constraint, input path, its number of fields and their times, coarsen,
-target grid), that its settings file is weather-sr's (a whole number of fields done, within the
-input) and that no chunk of the fields done is missing, and continues after them. Every
+target grid, domain), that its settings file is weather-sr's (a whole number of fields done,
+within the input) and that no chunk of the fields done is missing, and continues after them. Every
 (field, member) draws its noise from the seed of its global field index, so the result is that
 of an uninterrupted run. The settings file also keeps the running sums of the consistency with the
 LR input (:data:`TALLY`, :mod:`weather_sr.inference.lr_consistency`) of the fields done, so the
@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ SETTINGS = ".weather-sr-downscale.json"  # in the partial store: settings and fi
 TALLY = "lr_consistency"  # in SETTINGS: the consistency sums of the fields complete
 COMPARED = ("checkpoint_sha256", "sampler", "steps", "eta", "seed", "members", "tile", "overlap",
             "precision", "noise_colour", "constrain", "input", "input_fields",
-            "input_times_sha256", "coarsen", "target_grid")
+            "input_times_sha256", "coarsen", "target_grid", "domain")
 
 
 def partial_path(output: PathLike) -> Path:
@@ -75,8 +75,8 @@ def check_start(output: PathLike, fmt: str, *, overwrite: bool, resume: bool) ->
 
 
 def run_settings(*, checkpoint_sha256: str, options: Any, precision: str, input_path: PathLike,
-                 times: np.ndarray, coarsen: bool, target_grid: PathLike | None
-                 ) -> dict[str, Any]:
+                 times: np.ndarray, coarsen: bool, target_grid: PathLike | None,
+                 domain: Sequence[float] | None = None) -> dict[str, Any]:
     """What must be the same for ``--resume`` to continue a partial output (:data:`COMPARED`);
     ``precision``: the resolved one (float32 or bf16), as the output records it."""
     return {
@@ -90,6 +90,7 @@ def run_settings(*, checkpoint_sha256: str, options: Any, precision: str, input_
         "input_times_sha256": hashlib.sha256(np.asarray(times).astype(str).tobytes()).hexdigest(),
         "coarsen": bool(coarsen),
         "target_grid": os.path.abspath(os.fspath(target_grid)) if target_grid else None,
+        "domain": None if domain is None else [float(v) for v in domain],
     }
 
 

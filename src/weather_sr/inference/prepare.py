@@ -16,6 +16,7 @@ import torch
 import xarray as xr
 
 from weather_sr.errors import UserError
+from weather_sr.inference.domain import Domain
 from weather_sr.inference.netcdf import OutputGrid, hr_grid_from_lr, read_target_grid
 from weather_sr.model.meta import CheckpointMeta, check_channels_of
 
@@ -69,11 +70,13 @@ def dataset_fields(ds: xr.Dataset, meta: CheckpointMeta, *, coarsen_input: bool,
 def prepare_fields(
     fields: xr.DataArray, meta: CheckpointMeta, *, coarsen_input: bool,
     target_grid: str | os.PathLike[str] | None, where: str, source: xr.Dataset | None,
+    domain: Domain | None = None,
 ) -> Prepared:
     """Standardised, loaded input ``fields`` (:func:`weather_sr.data.open_fields`), checked by
     :func:`checked_inputs`, coarsened if asked, with the output grid; ``source`` (the raw
     Dataset, None if it cannot be opened) gives long names and the 2-D auxiliary coordinates of
-    an HR input."""
+    an HR input. ``domain``: the part of the domain to downscale with predictors regridded from
+    their own grid (:mod:`weather_sr.inference.domain`; None: the training grid)."""
     from weather_sr import data
 
     cfg = meta.config.data
@@ -89,8 +92,11 @@ def prepare_fields(
     if not coarsen_input and spec.mode != "regrid":
         warn_if_finer(grid, meta, s, where)
     values = np.asarray(fields.values, dtype=np.float32)
+    if domain is not None and spec.mode != "regrid":
+        raise UserError("--domain: this model's output grid is its input's (x the scale "
+                        "factor): give an input file of the part of the domain you want")
     if spec.mode == "regrid":
-        lr, out_grid, aux = _regridded(fields, meta, spec, coarsen_input, where)
+        lr, out_grid, aux = _regridded(fields, meta, spec, coarsen_input, where, domain)
     elif coarsen_input:
         h, w = data.crop_to_multiple(values.shape[2], values.shape[3], s, True, where)
         values = values[:, :, :h, :w]
@@ -114,8 +120,6 @@ def prepare_fields(
         out_grid = read_target_grid(target_grid, lr.shape[2] * s, lr.shape[3] * s)
     times = fields["time"].values if "time" in fields.coords else None
     members = fields["member"].values if "member" in fields.coords else None
-    if spec.static_names:
-        check_training_grid(out_grid, meta, where)
     return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names, aux,
                     _long_names(source, named, len(channels), "standard_name"))
 
@@ -147,9 +151,10 @@ def checked_inputs(fields: xr.DataArray, meta: CheckpointMeta, where: str, *,
 
 
 def _regridded(fields: xr.DataArray, meta: CheckpointMeta, spec: Any, coarsen_input: bool,
-               where: str) -> tuple[np.ndarray, OutputGrid, dict[str, xr.DataArray] | None]:
-    """Predictors on their own grid regridded onto the checkpoint's HR grid, that grid and its
-    2-D coordinates."""
+               where: str, domain: Domain | None
+               ) -> tuple[np.ndarray, OutputGrid, dict[str, xr.DataArray] | None]:
+    """Predictors on their own grid regridded onto the checkpoint's HR grid (or the grid of
+    ``domain``), that grid and its 2-D coordinates."""
     from weather_sr.data.grid import Grid
     from weather_sr.data.inputs import regrid_inputs
 
@@ -158,6 +163,10 @@ def _regridded(fields: xr.DataArray, meta: CheckpointMeta, spec: Any, coarsen_in
                         "regridded onto its HR grid: give them as they are, without --coarsen")
     meta.require("grid", to="regrid its predictors")
     hr = Grid.from_dict(dict(meta.grid or {}))
+    if domain is not None:
+        from weather_sr.inference.domain import domain_grid
+
+        hr = domain_grid(hr, spec, domain, where)
     values = regrid_inputs(fields, hr, spec.regrid, where)
     out_grid = OutputGrid(hr.lat, hr.lon, hr.lat_name, hr.lon_name, hr.lat_attrs, hr.lon_attrs)
     aux = {k: xr.DataArray(v, dims=(hr.lat_name, hr.lon_name), attrs=a)
@@ -166,19 +175,6 @@ def _regridded(fields: xr.DataArray, meta: CheckpointMeta, spec: Any, coarsen_in
         aux[f"grid_mapping:{hr.mapping['name']}"] = xr.DataArray(
             np.int32(0), attrs=dict(hr.mapping["attrs"]))
     return values, out_grid, aux or None
-
-
-def check_training_grid(grid: OutputGrid, meta: CheckpointMeta, where: str) -> None:
-    """UserError unless ``grid`` is the checkpoint's HR training grid (static fields lie on it)."""
-    trained = meta.grid or {}
-    from weather_sr.data.grid import same_axis
-
-    lat, lon = np.asarray(trained.get("lat", [])), np.asarray(trained.get("lon", []))
-    if not (same_axis(grid.lat, lat) and same_axis(grid.lon, lon)):
-        raise UserError(
-            f"{where}: gives a {grid.lat.size}x{grid.lon.size} HR grid, but the checkpoint "
-            f"{meta.source} has static fields on its {lat.size}x{lon.size} training grid: "
-            "downscale inputs of the domain the model was trained on")
 
 
 def _spacing(values: Any) -> float | None:
@@ -249,8 +245,9 @@ def _long_names(
 
 def feature_grid(prep: Prepared, meta: CheckpointMeta) -> tuple[np.ndarray, np.ndarray]:
     """Latitude/longitude of the output grid for the lat/lon features: the 2-D ones of
-    ``prep.aux``, else the checkpoint's when the output grid is its training grid, else the 1-D
-    axes if in degrees (UserError for projected axes)."""
+    ``prep.aux``, else the checkpoint's when the output grid is its training grid, else those
+    of the grid mapping (the input's, else the training grid's), else the 1-D axes if in
+    degrees (UserError for projected axes)."""
     from weather_sr.data.condition import grid_latlon
     from weather_sr.data.grid import Grid
 
@@ -260,8 +257,11 @@ def feature_grid(prep: Prepared, meta: CheckpointMeta) -> tuple[np.ndarray, np.n
     if not {"lat", "lon"} <= {_latlon_kind(k) for k in found}:
         found = _training_aux(g, meta) or found
     aux = {k: (np.asarray(v.values), dict(v.attrs)) for k, v in found.items()}
+    mapping = next(({"name": k.split(":", 1)[1], "attrs": dict(v.attrs)}  # the input's, else
+                    for k, v in (prep.aux or {}).items() if k.startswith("grid_mapping:")),
+                   dict((meta.grid or {}).get("mapping") or {}))  # the training grid's
     return grid_latlon(Grid(np.asarray(g.lat), np.asarray(g.lon), g.lat_name, g.lon_name,
-                            dict(g.lat_attrs), dict(g.lon_attrs), prep.periodic, aux),
+                            dict(g.lat_attrs), dict(g.lon_attrs), prep.periodic, aux, mapping),
                        fix="give the input file 2-D latitude/longitude coordinates, or "
                            "downscale on the model's training grid (its checkpoint stores them)")
 

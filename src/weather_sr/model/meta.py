@@ -346,7 +346,11 @@ class CheckpointMeta:
 
         if self.condition is None:
             return default_condition(self.channels, self.make_normalizer())
-        return ConditionSpec.from_dict(dict(self.condition))
+        spec = ConditionSpec.from_dict(dict(self.condition))
+        if spec.static_names and spec.static_y is None and self.grid:  # older checkpoints:
+            spec.static_y = np.asarray(self.grid["lat"], np.float64)  # static fields on the
+            spec.static_x = np.asarray(self.grid["lon"], np.float64)  # training grid
+        return spec
 
     def require(self, *names: str, to: str) -> None:
         """UserError naming the first of ``names`` this (older) checkpoint lacks."""
