@@ -153,6 +153,8 @@ def test_condition_choices_are_the_data_layers() -> None:
     from weather_sr.data.regrid import REGRID_METHODS
 
     hints = typing.get_type_hints
-    assert typing.get_args(hints(InputsConfig)["regrid"]) == REGRID_METHODS
+    one, per_variable = typing.get_args(hints(InputsConfig)["regrid"])
+    assert typing.get_args(one) == REGRID_METHODS
+    assert typing.get_args(typing.get_args(per_variable)[1]) == REGRID_METHODS
     assert typing.get_args(typing.get_args(hints(DataConfig)["features"])[0]) == FEATURES
     assert typing.get_args(hints(DiffusionConfig)["gate"]) == GATES

@@ -230,3 +230,31 @@ def test_latlon_predictors_onto_the_sample_train_downscale_evaluate(
     assert main(["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ev"),
                  "--members", "2", "--steps", "2", "--device", "cpu"]) == 0
     assert "bilinear" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_regrid_per_variable(latlon_inputs: Path) -> None:
+    """``regrid: {btmp: nearest}``: btmp nearest, pwat bilinear (the default), window by window
+    as each method onto the whole grid; the choice travels in the condition's checkpoint entry;
+    an unknown method or variable is one line."""
+    from weather_sr.data.condition import ConditionSpec
+
+    inputs = {**_inputs(latlon_inputs), "regrid": {"btmp": "nearest"}}
+    bundle = build_datasets(sample_data_path(), ["pwat", "btmp"], scale_factor=4, patch_size=32,
+                            load=False, inputs=inputs)
+    spec = bundle.train.condition
+    assert ConditionSpec.from_dict(spec.to_dict()).regrid == {"btmp": "nearest"}
+    da = open_fields(latlon_inputs, ["pwat", "btmp"], load=True)
+    ty, tx = target_points(grid_of(open_fields(sample_data_path(), ["pwat"])), da, "test")
+    for c, method in enumerate(("bilinear", "nearest")):
+        whole = regrid_to(da.isel(channel=[c]), ty, tx, method, False, "test").values
+        window = bundle.train.inputs.window(3, slice(40, 72), slice(8, 40))
+        np.testing.assert_array_equal(window[c], whole[bundle.train.inputs.samples[3], 0,
+                                                       40:72, 8:40].astype(np.float32))
+    with pytest.raises(UserError, match=r"data.inputs.regrid.btmp = 'cubic' is not one of"):
+        load_config("sample", [f"data.inputs={{path: {latlon_inputs}, variables: [pwat, btmp], "
+                               "regrid: {btmp: cubic}}"])
+    for bad, words in (({"btmp": "cubic"}, "data.inputs.regrid.btmp"),
+                       ({"tp": "nearest"}, "tp is not among the predictors")):
+        with pytest.raises(UserError, match=words):
+            build_datasets(sample_data_path(), ["pwat", "btmp"], scale_factor=4,
+                           inputs={**_inputs(latlon_inputs), "regrid": bad})

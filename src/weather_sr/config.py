@@ -28,6 +28,8 @@ from weather_sr.core.spectral_options import (
 )
 from weather_sr.errors import UserError
 
+RegridMethod = Literal["bilinear", "bicubic", "nearest"]  # data.regrid.REGRID_METHODS
+
 
 @dataclass
 class InputsConfig:
@@ -39,7 +41,7 @@ class InputsConfig:
 
     path: str | list[str] | None = None
     variables: list[str] = field(default_factory=list)
-    regrid: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    regrid: RegridMethod | dict[str, RegridMethod] = "bilinear"  # or {variable: method}
 
 
 @dataclass
@@ -194,6 +196,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             try:
                 return _coerce(value, option, key, source)
             except UserError:
+                kind = {dict: dict, list: list | tuple}.get(typing.get_origin(option))
+                if kind is not None and isinstance(value, kind):
+                    raise  # a mapping (list) for the mapping (list) option: what is wrong in it
                 if i == len(inner) - 1:
                     names = " or ".join(_type_name(a) for a in args)
                     raise UserError(f"{source}: {key} must be {names}, got {value!r}") from None

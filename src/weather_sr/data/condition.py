@@ -52,7 +52,7 @@ class ConditionSpec:
     inputs: list[str]
     input_normalizer: Normalizer
     mode: str = "own"
-    regrid: str = "bilinear"
+    regrid: str | dict[str, str] = "bilinear"  # one method, or {variable: method}
     static_names: list[str] = field(default_factory=list)
     static_values: np.ndarray | None = None
     static_mean: np.ndarray | None = None
@@ -190,7 +190,8 @@ class ConditionSpec:
         spec = cls(
             targets=[str(v) for v in d["targets"]], inputs=[str(v) for v in d["inputs"]],
             input_normalizer=Normalizer.from_dict(d["input_normalizer"]), mode=str(d["mode"]),
-            regrid=str(d["regrid"]), features=[str(v) for v in d.get("features") or []],
+            regrid=(dict(d["regrid"]) if isinstance(d["regrid"], dict) else str(d["regrid"])),
+            features=[str(v) for v in d.get("features") or []],
             input_variables=[str(v) for v in d.get("input_variables") or []],
             input_units=[str(v) for v in d.get("input_units") or []],
         )

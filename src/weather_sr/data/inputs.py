@@ -18,7 +18,12 @@ from weather_sr.data.condition import ConditionSpec, default_condition, static_s
 from weather_sr.data.files import PathSpec
 from weather_sr.data.normalise import Normalizer, compute_stats
 from weather_sr.data.reading import open_fields
-from weather_sr.data.regrid import regrid_to, target_points
+from weather_sr.data.regrid import (
+    channel_methods,
+    regrid_channels,
+    regrid_weights,
+    target_points,
+)
 from weather_sr.data.source import FieldSource, LazyFields, RegriddedInputs
 from weather_sr.data.units import to_target_units
 from weather_sr.errors import UserError
@@ -126,10 +131,10 @@ def _regridded(
     window with weights computed once (bicubic: whole fields, at load); their statistics and
     where they have values are gathered in one streaming pass each, never whole."""
     from weather_sr.data.grid import grid_of
-    from weather_sr.data.regrid import check_regrid_method, regrid_time_check, regrid_weights
+    from weather_sr.data.regrid import check_regrid, method_groups, regrid_time_check
 
-    method = check_regrid_method(str(inputs.get("regrid", "bilinear")), "data.inputs.regrid")
     names = list(inputs["variables"])
+    regrid = check_regrid(inputs.get("regrid", "bilinear"), "data.inputs.regrid", names)
     da = open_fields(inputs["path"], names)
     where = f"inputs file {da.attrs['source'][0]}"
     file_units, units = list(da.attrs["units"]), target_units(fields)
@@ -139,19 +144,21 @@ def _regridded(
     check_transformed(da, transforms, where)
     rows = regrid_time_check(da["time"].values, fields["time"].values, where)
     ty, tx = target_points(grid_of(fields), da, where)
-    on_grid = regrid_to(da, ty, tx, method, _periodic(da), where)  # lazy unless loaded
+    methods = channel_methods(regrid, [str(c) for c in da["channel"].values])
+    on_grid = regrid_channels(da, ty, tx, methods, _periodic(da), where)  # lazy unless loaded
     used = np.unique(rows[train_idx])
     stats = compute_stats(on_grid, used, "channel", where, transforms=dict(transforms))
     spec = ConditionSpec(list(normalizer.channels), list(stats.channels),
-                         input_normalizer(stats, normalizer), mode="regrid", regrid=method,
+                         input_normalizer(stats, normalizer), mode="regrid", regrid=regrid,
                          input_variables=names, input_units=file_units,
                          input_valid=training_valid(on_grid, used, 1))
-    if method == "bicubic":  # a spline through whole fields has no weights: regridded at load
+    if "bicubic" in methods:  # a spline through whole fields has no weights: regridded at load
         return spec, RegriddedInputs(np.asarray(on_grid.values, np.float32), rows)
-    weights = regrid_weights(da, ty, tx, method, _periodic(da), where)
+    groups = [(idx, regrid_weights(da, ty, tx, m, _periodic(da), where))
+              for m, idx in method_groups(methods)]
     h, w = da.sizes["y"], da.sizes["x"]
     values = da.values if load else LazyFields(inputs["path"], names, h, w, units)
-    return spec, RegriddedInputs(values, rows, weights)
+    return spec, RegriddedInputs(values, rows, groups)
 
 
 def _periodic(da: xr.DataArray) -> bool:
@@ -168,13 +175,16 @@ def training_valid(da: xr.DataArray, train_idx: np.ndarray, block: int) -> np.nd
     return np.asarray(ok.all("sample").values, bool)
 
 
-def regrid_inputs(da: xr.DataArray, grid: Any, method: str, where: str) -> np.ndarray:
+def regrid_inputs(da: xr.DataArray, grid: Any, regrid: str | Mapping[str, str], where: str
+                  ) -> np.ndarray:
     """Predictors ``da`` (sample, channel, y, x on their own grid; global when its ``periodic``
     attribute says so) on the HR ``grid`` (:class:`~weather_sr.data.grid.Grid`; its points'
-    latitude/longitude when it is projected and the predictors are not): float32
-    [N_in, Ci, H, W]."""
+    latitude/longitude when it is projected and the predictors are not), each channel with its
+    method of ``regrid`` (a name, or per variable): float32 [N_in, Ci, H, W]."""
     ty, tx = target_points(grid, da, where)
-    return np.asarray(regrid_to(da, ty, tx, method, _periodic(da), where).values, np.float32)
+    methods = channel_methods(regrid, [str(c) for c in da["channel"].values])
+    return np.asarray(regrid_channels(da, ty, tx, methods, _periodic(da), where).values,
+                      np.float32)
 
 
 def read_static(path: PathSpec, names: Sequence[str], fields: xr.DataArray

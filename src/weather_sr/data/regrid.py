@@ -29,7 +29,7 @@ Geometry:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,52 @@ def check_regrid_method(method: str, where: str) -> str:
             f"{', '.join(REGRID_METHODS)}"
         )
     return method
+
+
+def check_regrid(regrid: Any, where: str, variables: Sequence[str] | None = None
+                 ) -> str | dict[str, str]:
+    """``data.inputs.regrid``: one method for every predictor, or ``{variable: method}`` for
+    some of them (the others bilinear); UserError naming ``where`` for an unknown method or a
+    variable that is not one of ``variables`` (when given)."""
+    if not isinstance(regrid, Mapping):
+        return check_regrid_method(str(regrid), where)
+    out = {str(k): check_regrid_method(str(v), f"{where}.{k}") for k, v in regrid.items()}
+    unknown = [k for k in out if variables is not None and k not in variables]
+    if unknown:
+        raise UserError(f"{where}: {', '.join(unknown)} is not among the predictors "
+                        f"{list(variables or [])}: name predictor variables")
+    return out
+
+
+def channel_methods(regrid: str | Mapping[str, str], channels: Sequence[str]) -> list[str]:
+    """The method of each predictor channel: a variable's (its channels are the variable or
+    ``variable_level``), else bilinear; ``regrid`` a name: that one for all."""
+    if not isinstance(regrid, Mapping):
+        return [str(regrid)] * len(channels)
+
+    def variable(channel: str) -> str | None:
+        names = [v for v in regrid if channel == v or channel.startswith(f"{v}_")]
+        return max(names, key=len) if names else None
+
+    return [regrid.get(variable(c) or "", "bilinear") for c in channels]
+
+
+def regrid_channels(values: xr.DataArray, target_y: np.ndarray, target_x: np.ndarray,
+                    methods: Sequence[str], periodic: bool, where: str) -> xr.DataArray:
+    """:func:`regrid_to` with a method per channel of ``values`` (``methods``, one each): the
+    channels of each method regridded together, back in their order."""
+    if len(set(methods)) == 1:
+        return regrid_to(values, target_y, target_x, methods[0], periodic, where)
+    parts = [regrid_to(values.isel(channel=idx), target_y, target_x, m, periodic, where)
+             for m, idx in method_groups(methods)]
+    order = np.argsort(np.concatenate([idx for _, idx in method_groups(methods)]))
+    return xr.concat(parts, dim="channel").isel(channel=order)
+
+
+def method_groups(methods: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """(method, the channel indices using it), in the order methods first appear."""
+    names = list(dict.fromkeys(methods))
+    return [(m, np.flatnonzero(np.asarray(methods) == m)) for m in names]
 
 
 def _is_longitude(values: xr.DataArray) -> bool:

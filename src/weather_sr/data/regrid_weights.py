@@ -8,10 +8,9 @@ equals scipy's value at its point (tests/test_data_regrid.py, to 1e-12), with th
 of :mod:`weather_sr.data.regrid` (periodic seam, extent, clamping, missing values).
 
 Why not pyresample's bilinear: it interpolates in the plane of the *target's* projection (it
-needs one) and so differs from bilinear interpolation on the latitude/longitude axes of the
-predictors by about 1e-4 of the field's range on the shipped sample's polar-stereographic grid
-(measured from a 1° grid); the usual convention for a regular source (CDO's ``remapbil``) is
-the latter, and it needs no projection for 2-D latitude/longitude targets.
+needs one), another definition than bilinear interpolation on the latitude/longitude axes of
+the predictors, which is the usual convention for a regular source (CDO's ``remapbil``) and
+needs no projection for 2-D latitude/longitude targets.
 
 A :class:`RegridWeights` is applied to whole fields, or to a window of the targets
 (:meth:`RegridWeights.window`), reading only the source box that window needs.

@@ -102,23 +102,26 @@ class FieldSource:
 @dataclass
 class RegriddedInputs:
     """Predictors regridded onto the HR grid window by window: ``values`` [N_in, Ci, h, w] on
-    their own grid (physical, in memory or reopened per process), ``weights`` from that grid to
-    the HR grid [H, W] (:mod:`weather_sr.data.regrid_weights`); ``samples`` maps an HR sample
-    row to its row of ``values`` (matched by time). ``weights`` None (bicubic, a spline through
-    whole fields): ``values`` are already on the HR grid [N_in, Ci, H, W]."""
+    their own grid (physical, in memory or reopened per process), ``groups`` the channel
+    indices of each regrid method with its weights from that grid to the HR grid [H, W]
+    (:mod:`weather_sr.data.regrid_weights`); ``samples`` maps an HR sample row to its row of
+    ``values`` (matched by time). ``groups`` None (bicubic, a spline through whole fields):
+    ``values`` are already on the HR grid [N_in, Ci, H, W]."""
 
     values: np.ndarray | LazyFields
     samples: np.ndarray
-    weights: RegridWeights | None = None
+    groups: list[tuple[np.ndarray, RegridWeights]] | None = None
 
     def window(self, i: int, ys: slice, xs: slice) -> np.ndarray:
         """Inputs [Ci, hy, hx] of HR sample ``i`` on the HR window (ys, xs), reading only the
         box of the predictors' grid that the window's weights touch."""
         row = int(self.samples[i])
-        if self.weights is None:
+        if self.groups is None:
             return _read(self.values, row, ys, xs).astype(np.float32, copy=False)
-        matrix, by, bx = self.weights.window(ys, xs)
-        box = _read(self.values, row, by, bx)
-        H, W = self.weights.target_shape
+        H, W = self.groups[0][1].target_shape
         shape = (len(range(*ys.indices(H))), len(range(*xs.indices(W))))
-        return apply_box(matrix, box, shape).astype(np.float32)
+        out = np.empty((sum(idx.size for idx, _ in self.groups), *shape), np.float32)
+        for idx, weights in self.groups:  # the channels of one method and their weights
+            matrix, by, bx = weights.window(ys, xs)
+            out[idx] = apply_box(matrix, _read(self.values, row, by, bx)[idx], shape)
+        return out

@@ -24,6 +24,7 @@ import torch
 
 from weather_sr.data import DataBundle, Normalizer, prepare_condition, upsample
 from weather_sr.data.condition import ConditionSpec, grid_latlon
+from weather_sr.data.regrid import channel_methods
 from weather_sr.errors import UserError
 from weather_sr.evaluation.accumulate import ScoreAccumulator
 from weather_sr.inference.ensemble import SamplingOptions, options_for, sample_ensemble
@@ -151,7 +152,8 @@ def baseline_predictions(data: EvalSet) -> dict[str, np.ndarray]:
         index = None if spec is None else spec.base_index
         if index is None or data.inputs is None:
             return {}
-        return {spec.regrid: data.inputs[:, index]}
+        methods = {channel_methods(spec.regrid, spec.inputs)[i] for i in index}
+        return {methods.pop() if len(methods) == 1 else "regridded": data.inputs[:, index]}
     lr = _filled_lr(data)
     return {
         mode: upsample(lr, data.scale_factor, mode, data.periodic).numpy() for mode in BASELINES

@@ -436,7 +436,7 @@ def condition_payload(condition: ConditionSpec | None) -> dict[str, Any] | None:
 def _check_condition(value: Any, channels: tuple[str, ...], check: _Fields) -> None:
     from weather_sr.data.condition import ConditionSpec
     from weather_sr.data.features import check_features
-    from weather_sr.data.regrid import check_regrid_method
+    from weather_sr.data.regrid import check_regrid
 
     cond = check.mapping("condition", value, ("targets", "inputs", "input_normalizer", "mode",
                                                "regrid"))
@@ -445,7 +445,7 @@ def _check_condition(value: Any, channels: tuple[str, ...], check: _Fields) -> N
     features = check.strings("condition.features", cond.get("features") or [])
     for name, verb, value, rule in (("condition.features", "has", list(features), check_features),
                                     ("condition.regrid", "is", cond["regrid"],
-                                     check_regrid_method)):
+                                     check_regrid)):
         try:  # the data layer's own rules for these settings
             rule(value, name)
         except UserError as error:
