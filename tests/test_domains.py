@@ -185,3 +185,46 @@ def test_domain_moves_a_model_with_predictors_on_their_own_grid(
                  *east, "--device", "cpu", "--no-progress"]) == 2
     assert "--domain: this model's output grid is its input's" in capsys.readouterr().err
     assert not (tmp_path / "x.nc").exists() and not (tmp_path / "y.nc").exists()
+
+
+def test_domain_grid_of_a_projected_training_grid() -> None:
+    """``--domain`` on a projected grid: the points within the bounds, their latitude/longitude
+    from the grid mapping (pyproj) when there is one, else cut from the training grid's own
+    (inside it only: beyond, one line)."""
+    import pyproj
+
+    from weather_sr.data.grid import Grid
+    from weather_sr.inference.domain import domain_grid
+
+    mapping = {"grid_mapping_name": "lambert_conformal_conic", "standard_parallel": [35.0, 65.0],
+               "longitude_of_central_meridian": 10.0, "latitude_of_projection_origin": 50.0}
+    y, x = np.arange(-4e5, 4e5, 5e4), np.arange(-6e5, 6e5, 5e4)
+    crs = pyproj.CRS.from_cf(mapping)
+    to_geo = pyproj.Transformer.from_crs(crs, crs.source_crs, always_xy=True)
+    lon, lat = to_geo.transform(*np.meshgrid(x, y))
+    metres = {"units": "m"}
+    trained = Grid(y, x, "y", "x", metres, metres, False,
+                   {"lat": (lat, {"units": "degrees_north"}), "lon": (lon, {})},
+                   {"name": "crs", "attrs": mapping})
+    spec = _spec()  # its static fields lie on another grid: take the training grid's points
+    spec.static_names = []
+    got = domain_grid(trained, spec, (0.0, 2e5, -1e5, 1e5), "here")
+    np.testing.assert_array_equal(got.lat, y[(y >= 0) & (y <= 2e5)])
+    np.testing.assert_array_equal(got.lon, x[(x >= -1e5) & (x <= 1e5)])
+    glon, glat = to_geo.transform(*np.meshgrid(got.lon, got.lat))
+    np.testing.assert_allclose(got.aux["lat"][0], glat, atol=1e-9)
+    np.testing.assert_allclose(got.aux["lon"][0], glon, atol=1e-9)
+    assert got.aux["lat"][1]["units"] == "degrees_north" and got.mapping == trained.mapping
+    unmapped = Grid(y, x, "y", "x", metres, metres, False, trained.aux)
+    cut = domain_grid(unmapped, spec, (0.0, 2e5, -1e5, 1e5), "here")
+    np.testing.assert_array_equal(cut.aux["lat"][0], glat)
+    with pytest.raises(UserError, match=r"--domain 0,2e\+06,0,1 holds 8x1 points"):
+        domain_grid(unmapped, spec, (0.0, 2e6, 0.0, 1.0), "here")
+    spec.static_names = ["orog"]  # a static domain reaching north of the training grid
+    spec.static_y, spec.static_x = np.arange(-4e5, 8e5, 5e4), x
+    spec.static_values = np.zeros((1, spec.static_y.size, x.size), np.float32)
+    north = domain_grid(trained, spec, (5e5, 7e5, -1e5, 1e5), "here")  # the mapping's
+    glon, glat = to_geo.transform(*np.meshgrid(north.lon, north.lat))
+    np.testing.assert_allclose(north.aux["lat"][0], glat, atol=1e-9)
+    with pytest.raises(UserError, match="here: --domain reaches beyond the training grid"):
+        domain_grid(unmapped, spec, (5e5, 7e5, -1e5, 1e5), "here")

@@ -37,7 +37,7 @@ import xarray as xr
 from scipy import ndimage
 
 from weather_sr.data.grid import Grid, span_text
-from weather_sr.data.regrid_weights import N_STENCIL, RegridWeights, point_weights
+from weather_sr.data.regrid_weights import WEIGHT_METHODS, RegridWeights, point_weights
 from weather_sr.errors import UserError
 
 REGRID_METHODS = ("bilinear", "bicubic", "nearest")
@@ -212,7 +212,7 @@ def regrid_weights(
     target points ``target_y``, ``target_x`` (1-D axes [H], [W]: their outer product; or 2-D
     [H, W] each). UserError naming ``where`` as :func:`regrid_to`."""
     method = check_regrid_method(method, where)
-    if method not in N_STENCIL:
+    if method not in WEIGHT_METHODS:
         raise UserError(f"{where}: regrid {method} has no weights (a spline through the whole "
                         "field): use bilinear or nearest")
     ty, tx = np.asarray(target_y, np.float64), np.asarray(target_x, np.float64)

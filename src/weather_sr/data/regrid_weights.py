@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-N_STENCIL = {"bilinear": 2, "nearest": 1}  # stencil width per axis
+WEIGHT_METHODS = ("bilinear", "nearest")  # the methods with a sparse weight matrix
 
 
 @dataclass(frozen=True)
