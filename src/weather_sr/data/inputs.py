@@ -145,7 +145,10 @@ def _regridded(
     rows = regrid_time_check(da["time"].values, fields["time"].values, where)
     ty, tx = target_points(grid_of(fields), da, where)
     methods = channel_methods(regrid, [str(c) for c in da["channel"].values])
-    on_grid = regrid_channels(da, ty, tx, methods, _periodic(da), where)  # lazy unless loaded
+    weights = {m: regrid_weights(da, ty, tx, m, _periodic(da), where)  # once, for all below
+               for m, _ in method_groups(methods) if m != "bicubic"}
+    on_grid = regrid_channels(da, ty, tx, methods, _periodic(da), where,  # lazy unless loaded
+                              weights=weights)
     used = np.unique(rows[train_idx])
     stats = compute_stats(on_grid, used, "channel", where, transforms=dict(transforms))
     spec = ConditionSpec(list(normalizer.channels), list(stats.channels),
@@ -154,8 +157,7 @@ def _regridded(
                          input_valid=training_valid(on_grid, used, 1))
     if "bicubic" in methods:  # a spline through whole fields has no weights: regridded at load
         return spec, RegriddedInputs(np.asarray(on_grid.values, np.float32), rows)
-    groups = [(idx, regrid_weights(da, ty, tx, m, _periodic(da), where))
-              for m, idx in method_groups(methods)]
+    groups = [(idx, weights[m]) for m, idx in method_groups(methods)]
     h, w = da.sizes["y"], da.sizes["x"]
     values = da.values if load else LazyFields(inputs["path"], names, h, w, units)
     return spec, RegriddedInputs(values, rows, groups)

@@ -85,14 +85,19 @@ def channel_methods(regrid: str | Mapping[str, str], channels: Sequence[str]) ->
 
 
 def regrid_channels(values: xr.DataArray, target_y: np.ndarray, target_x: np.ndarray,
-                    methods: Sequence[str], periodic: bool, where: str) -> xr.DataArray:
+                    methods: Sequence[str], periodic: bool, where: str,
+                    weights: Mapping[str, RegridWeights] | None = None) -> xr.DataArray:
     """:func:`regrid_to` with a method per channel of ``values`` (``methods``, one each): the
-    channels of each method regridded together, back in their order."""
-    if len(set(methods)) == 1:
-        return regrid_to(values, target_y, target_x, methods[0], periodic, where)
-    parts = [regrid_to(values.isel(channel=idx), target_y, target_x, m, periodic, where)
-             for m, idx in method_groups(methods)]
-    order = np.argsort(np.concatenate([idx for _, idx in method_groups(methods)]))
+    channels of each method regridded together, back in their order; ``weights``: those of
+    the methods already computed for these targets ({method: weights})."""
+    weights = weights or {}
+    groups = method_groups(methods)
+    parts = [regrid_to(values.isel(channel=idx) if len(groups) > 1 else values, target_y,
+                       target_x, m, periodic, where, weights=weights.get(m))
+             for m, idx in groups]
+    if len(parts) == 1:
+        return parts[0]
+    order = np.argsort(np.concatenate([idx for _, idx in groups]))
     return xr.concat(parts, dim="channel").isel(channel=order)
 
 
@@ -233,6 +238,7 @@ def regrid_to(
     method: str,
     periodic: bool,
     where: str,
+    weights: RegridWeights | None = None,
 ) -> xr.DataArray:
     """Regrid ``values`` [sample, channel, y_in, x_in] onto ``target_y`` x ``target_x``.
 
@@ -245,6 +251,7 @@ def regrid_to(
     lon_name). Lazy when ``values`` is dask-backed: each chunk of samples is regridded on its
     own (y and x are made single chunks). Float dtypes are kept (computed in float64).
     UserError (naming ``where``) for an unknown method or targets outside a non-periodic grid.
+    ``weights``: :func:`regrid_weights` of this method onto these targets, when already computed.
     """
     method = check_regrid_method(method, where)
     if values.dims != ("sample", "channel", "y", "x"):
@@ -260,7 +267,7 @@ def regrid_to(
         kwargs: dict[str, Any] = {"spline": (ys, xs), "targets": (ty_in, tx_in)}
         src = values.isel(y=sy[1], x=xidx).variable
     else:
-        kwargs = {"weights": regrid_weights(values, ty, tx, method, periodic, where)}
+        kwargs = {"weights": weights or regrid_weights(values, ty, tx, method, periodic, where)}
         src = values.variable  # the weights index the stored order
     if src.chunks is not None:
         src = src.chunk({"y": -1, "x": -1})

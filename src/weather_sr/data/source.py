@@ -120,8 +120,18 @@ class RegriddedInputs:
             return _read(self.values, row, ys, xs).astype(np.float32, copy=False)
         H, W = self.groups[0][1].target_shape
         shape = (len(range(*ys.indices(H))), len(range(*xs.indices(W))))
-        out = np.empty((sum(idx.size for idx, _ in self.groups), *shape), np.float32)
-        for idx, weights in self.groups:  # the channels of one method and their weights
-            matrix, by, bx = weights.window(ys, xs)
-            out[idx] = apply_box(matrix, _read(self.values, row, by, bx)[idx], shape)
+        parts = [(idx, *weights.window(ys, xs)) for idx, weights in self.groups]
+        by = _union([p[2] for p in parts])  # one read: the box every method's window touches
+        bx = _union([p[3] for p in parts])
+        box = _read(self.values, row, by, bx)
+        out = np.empty((sum(idx.size for idx, *_ in parts), *shape), np.float32)
+        for idx, matrix, my, mx in parts:  # the channels of one method and their weights
+            sub = box[idx, my.start - by.start : my.stop - by.start,
+                      mx.start - bx.start : mx.stop - bx.start]
+            out[idx] = apply_box(matrix, sub, shape)
         return out
+
+
+def _union(spans: list[slice]) -> slice:
+    """The smallest slice holding every one of ``spans``."""
+    return slice(min(s.start for s in spans), max(s.stop for s in spans))

@@ -19,7 +19,12 @@ from weather_sr.devices import select_device
 from weather_sr.errors import UserError
 from weather_sr.inference.constraint import target_index, target_lr
 from weather_sr.inference.domain import Domain
-from weather_sr.inference.ensemble import SamplingOptions, options_for, sample_ensemble
+from weather_sr.inference.ensemble import (
+    SamplingOptions,
+    is_mean,
+    options_for,
+    sample_ensemble,
+)
 from weather_sr.inference.lr_consistency import ConsistencyTally
 from weather_sr.inference.netcdf import (
     build_dataset,
@@ -38,15 +43,6 @@ from weather_sr.inference.prepare import (
 from weather_sr.lock import lock_output
 from weather_sr.model.meta import CheckpointMeta
 from weather_sr.targets import Source, check_target
-
-
-def _meta(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
-    """The checkpoint's metadata, with what downscaling needs (older files may lack it)."""
-    meta = getattr(model, "meta", None)
-    if meta is None:
-        raise UserError(f"checkpoint {checkpoint} has no metadata: it cannot downscale")
-    meta.require("normalizer", "scale_factor", to="downscale")
-    return meta
 
 
 def downscale(
@@ -159,13 +155,13 @@ def read_input(input_path: str | os.PathLike[str], meta: CheckpointMeta, *, coar
 
 def check_model(model: Any, checkpoint: str | os.PathLike[str]) -> CheckpointMeta:
     """The metadata of ``model`` (a diffusion model: an ensemble; a regression model: its
-    deterministic field, :func:`is_mean`); UserError when it cannot downscale."""
-    return _meta(model, checkpoint)
-
-
-def is_mean(model: Any) -> bool:
-    """Mean mode: a regression model writes its one deterministic field (no ``member`` dim)."""
-    return getattr(model, "kind", "diffusion") == "regression"
+    deterministic field, :func:`~weather_sr.inference.ensemble.is_mean`), with what
+    downscaling needs (older files may lack it); UserError when it cannot downscale."""
+    meta = getattr(model, "meta", None)
+    if meta is None:
+        raise UserError(f"checkpoint {checkpoint} has no metadata: it cannot downscale")
+    meta.require("normalizer", "scale_factor", to="downscale")
+    return meta
 
 
 SAMPLING_ATTRS = ("sampler", "steps", "eta", "seed", "members", "noise_colour")  # not in mean mode
@@ -230,11 +226,11 @@ def downscale_prepared(
     attrs = provenance(checkpoint=checkpoint if checkpoint is not None else os.devnull,
                        sampler=options.sampler, steps=options.steps, eta=options.eta,
                        seed=options.seed, members=options.members, tile=options.tile,
-                       overlap=options.overlap, argv=argv, extra=extra)
+                       overlap=options.overlap, argv=argv, extra=extra,
+                       model="regression model: deterministic mean" if mean else
+                       "conditional diffusion model")
     if mean:  # no sampling: no sampler, seed or members to record
         attrs = {k: v for k, v in attrs.items() if k not in SAMPLING_ATTRS}
-        attrs["source"] = attrs["source"].replace("conditional diffusion model",
-                                                  "regression model: deterministic mean")
     if checkpoint is None:  # the file it was loaded from, if known, but not hashed again
         source = str(getattr(meta, "source", "") or "")
         attrs.update(checkpoint=source if source != "checkpoint" else "(in memory)",

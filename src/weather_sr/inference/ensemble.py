@@ -259,6 +259,11 @@ def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Te
     return regression_prediction(model.regression, cond, options)
 
 
+def is_mean(model: Any) -> bool:
+    """Mean mode: a regression model gives its one deterministic field (no ``member`` dim)."""
+    return getattr(model, "kind", "diffusion") == "regression"
+
+
 def regression_prediction(reg: Any, cond: Tensor, options: SamplingOptions) -> Tensor:
     """A regression model's prediction ``[N, C, H, W]`` (normalised) for ``cond``
     ``[N, Cy, H, W]``, tiled as ``options`` say, in float32 (as evaluate scores it)."""
@@ -309,7 +314,7 @@ def sample_ensemble(
     if options.constrain != CONSTRAINTS[0]:
         check_constraint(model, options.constrain)
         constraint = block_constraint(model, lr, options.periodic_x, lat)
-    if getattr(model, "kind", "diffusion") == "regression":  # mean mode: one field, no noise
+    if is_mean(model):  # one field, no noise
         x0 = torch.cat([regression_prediction(model, cond[a : a + options.batch_size].to(device),
                                               options).float().cpu()
                         for a in range(0, cond.shape[0], max(1, options.batch_size))])[:, None]

@@ -150,15 +150,16 @@ def _sha256(p: Path) -> str:
 def provenance(
     *, checkpoint: str | os.PathLike[str], sampler: str, steps: int, eta: float, seed: int,
     members: int, tile: int | None, overlap: int, argv: Sequence[str] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None, model: str = "conditional diffusion model",
 ) -> dict[str, Any]:
-    """Global provenance attributes (NetCDF-safe scalars and strings)."""
+    """Global provenance attributes (NetCDF-safe scalars and strings); ``model``: what made the
+    output, for the CF ``source``."""
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     command = shlex.join(list(sys.argv if argv is None else argv))
     attrs: dict[str, Any] = {
         "Conventions": "CF-1.8",
         "title": "Probabilistic downscaling with weather-sr",
-        "source": f"weather-sr {__version__} (conditional diffusion model)",
+        "source": f"weather-sr {__version__} ({model})",
         "history": f"{now}: {command}",
         "date_created": now,
         "weather_sr_version": __version__,
