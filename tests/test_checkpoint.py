@@ -72,7 +72,8 @@ def test_payload_meta_payload_round_trip_is_identical(payload: dict[str, Any]) -
 
 def test_trainer_writes_the_fixture_format(tmp_path: Path) -> None:
     """A checkpoint of today's Trainer has the fixture's keys, in its order, with the same types
-    (the CorrDiff base aside, which this plain residual run has not)."""
+    (the CorrDiff base aside, which this plain residual run has not), and the keys added since
+    (optional: older files load without them) last."""
     from weather_sr.data import build_datasets, synthetic_dataset, write_zarr
     from weather_sr.training.loop import train
 
@@ -84,7 +85,8 @@ def test_trainer_writes_the_fixture_format(tmp_path: Path) -> None:
     run = train(script._config(data, "training.steps=1"), tmp_path / "run", progress=False,
                 bundle=bundle)
     new, old = load_checkpoint(run.checkpoint), load_checkpoint(TINY_V1)
-    assert list(new) == list(old)
+    assert list(new) == [*old, "detail_lag1"]
+    assert len(new["detail_lag1"]) == 2  # one lag-1 autocorrelation per channel
     for key in old:
         if key != "regression":
             assert type(new[key]) is type(old[key]), key

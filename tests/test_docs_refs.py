@@ -311,7 +311,8 @@ def test_the_readme_layout_names_every_package() -> None:
 RESUME_WORDS = {"checkpoint_sha256": "checkpoint", "sampler": "sampler", "steps": "steps",
                 "eta": "eta", "seed": "seed", "members": "members", "tile": "tile",
                 "overlap": "overlap", "precision": "precision", "noise_colour": "noise colour",
-                "constrain": "constraint", "input": "input",
+                "constrain": "constraint", "coherent": "coherent", "rho": "rho",
+                "input": "input",
                 "input_fields": "number of fields", "input_times_sha256": "times",
                 "coarsen": "coarsen", "target_grid": "target grid", "domain": "domain"}
 

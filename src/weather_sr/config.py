@@ -57,8 +57,8 @@ class DataConfig:
     """Keyword arguments of ``weather_sr.data.build_datasets``, one to one (see its docstring).
 
     ``path: sample`` stands for the shipped sample file (``weather_sr.data.sample_data_path()``).
-    ``inputs``, ``static``, ``features`` and ``transforms`` shape the network's condition
-    (docs/data.md); omitted, the condition is the targets' own LR field, as in SR3.
+    ``inputs``, ``static``, ``features``, ``scalars`` and ``transforms`` shape the network's
+    condition (docs/data.md); omitted, the condition is the targets' own LR field, as in SR3.
     """
 
     path: str | list[str] = "sample"
@@ -81,6 +81,7 @@ class DataConfig:
     inputs: InputsConfig | None = None
     static: StaticConfig | None = None
     features: list[Literal["lat", "lon", "doy", "hour"]] = field(default_factory=list)
+    scalars: list[str] = field(default_factory=list)  # per-field numbers (lead_time, ...)
     transforms: dict[str, str] = field(default_factory=dict)  # {variable: log1p | power:P}
 
 
@@ -527,7 +528,8 @@ def _validate_condition(cfg: RunConfig, source: str) -> None:
     """The rules of ``data.inputs`` / ``data.static`` that need no data (docs/data.md)."""
     d, target = cfg.data, cfg.diffusion.target
     r = lambda ok, msg: _require(ok, source, msg)  # noqa: E731
-    for name, values in (("data.variables", d.variables), ("data.features", d.features)):
+    for name, values in (("data.variables", d.variables), ("data.features", d.features),
+                         ("data.scalars", d.scalars)):
         r(len(set(values)) == len(values), f"{name} = {values} lists a name twice")
     if d.static is not None:
         r(bool(d.static.path), "data.static.path: give the file of the static fields")

@@ -49,6 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="random seed; each (field, member) derives its own (default: %(default)s)")
     add_noise_colour_option(parser)
     add_constrain_option(parser)
+    add_coherence_options(parser)
     add("--coarsen", action="store_true",
         help="the input is HR: coarsen it by the checkpoint's scale factor first (evaluation)")
     add_tile_options(parser)
@@ -116,12 +117,28 @@ def add_noise_colour_option(parser: argparse.ArgumentParser) -> None:
              "resolved; docs/method.md §9); training-free (default: %(default)s)")
 
 
+def add_coherence_options(parser: argparse.ArgumentParser) -> None:
+    """``--coherent`` and ``--rho`` (downscale and evaluate)."""
+    from weather_sr.core.sampler_defaults import COHERENCE, DEFAULT_COHERENCE
+
+    parser.add_argument(
+        "--coherent", nargs="?", const="noise", default=DEFAULT_COHERENCE, choices=COHERENCE,
+        help="members that stay coherent from one time to the next (the fields in time order): "
+             "noise correlates each member's initial noise between consecutive times; off: "
+             "every time sampled on its own (default: %(default)s; --coherent alone: noise)")
+    parser.add_argument(
+        "--rho", type=float, default=None,
+        help="the correlation in [0, 1) of --coherent noise (default: the lag-1 "
+             "autocorrelation of the training truth's detail, stored in the checkpoint)")
+
+
 def command_line(args: argparse.Namespace) -> list[str]:
     """The effective command (every option with its value), to reproduce the run."""
     argv = ["weather-sr", "downscale"]
     for key in ("checkpoint", "input", "output", "members", "sampler", "steps", "eta", "seed",
                 "tile", "overlap", "batch_size", "chunk_fields", "output_format", "device",
-                "precision", "noise_colour", "constrain", "target_grid", "domain"):
+                "precision", "noise_colour", "constrain", "coherent", "rho", "target_grid",
+                "domain"):
         value = getattr(args, key)
         if value is not None:
             option = "format" if key == "output_format" else key.replace("_", "-")
@@ -141,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
         members=args.members, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
         precision=args.precision, noise_colour=args.noise_colour, constrain=args.constrain,
+        coherent=args.coherent, rho=args.rho,
     )
     info = distributed.setup(args.device, mps=True)  # torchrun: a process group, this rank's device
     if args.input == "sample" and not Path(args.input).exists():

@@ -41,7 +41,8 @@ def sampling_options(args: argparse.Namespace):  # -> SamplingOptions
     options = SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta,
                               seed=args.seed, members=args.members, batch_size=args.batch_size,
                               tile=args.tile, overlap=args.overlap, precision=args.precision,
-                              noise_colour=args.noise_colour, constrain=args.constrain)
+                              noise_colour=args.noise_colour, constrain=args.constrain,
+                              coherent=args.coherent, rho=args.rho)
     if args.members < 2:
         raise UserError(f"--members {args.members}: ensemble scores (CRPS, spread) need at "
                         "least 2")
@@ -54,6 +55,17 @@ def add_block_option(parser: argparse.ArgumentParser) -> None:
                         help="block length in fields (times) of the bootstrap of the confidence "
                              "intervals and paired tests; longer than the time over which "
                              "errors stay correlated (default: round(N^(1/3)) of N fields)")
+
+
+def add_sum_window_option(parser: argparse.ArgumentParser) -> None:
+    """``--sum-window`` (evaluate and score)."""
+    from weather_sr.evaluation.temporal import DEFAULT_SUM_WINDOW
+
+    parser.add_argument("--sum-window", default=None, metavar="N|DURATION",
+                        help="the window of the CRPS of sums over consecutive times: a number "
+                             "of times (8) or a duration (24h, 1D) that is a whole number of the "
+                             f"time step (default: {DEFAULT_SUM_WINDOW} when the times are dated "
+                             "with a step that divides it, else no CRPS of sums)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +85,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     add_sampling_options(parser, members=8, steps=DEFAULT_STEPS)
     from weather_sr.commands.downscale import (
+        add_coherence_options,
         add_constrain_option,
         add_noise_colour_option,
         add_precision_option,
@@ -81,6 +94,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     add_noise_colour_option(parser)
     add_constrain_option(parser)
+    add_coherence_options(parser)
     add_tile_options(parser)
     add_precision_option(parser)
     parser.add_argument("--allow-out-of-range", action="store_true",
@@ -88,6 +102,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "training standard deviations beyond its range, or negative "
                              "kelvin) with a warning instead of an error")
     add_block_option(parser)
+    add_sum_window_option(parser)
     parser.add_argument("--chunk-fields", type=int, default=8,
                         help="fields read, sampled and scored at a time; memory grows with it, "
                              "not with the number of fields (default: %(default)s)")
@@ -106,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, args.out, options=options, data_path=args.data, split=args.split,
             max_fields=args.max_fields, device=info.device, overwrite=args.overwrite,
             chunk_fields=args.chunk_fields, allow_out_of_range=args.allow_out_of_range,
-            block=args.block,
+            block=args.block, sum_window=args.sum_window,
         )
     finally:
         distributed.teardown(info)

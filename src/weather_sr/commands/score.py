@@ -33,9 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--area-weighted", action="store_true",
         help="the LR is a cos-latitude weighted block mean (as data.area_weighted in training)")
     add("--no-baselines", action="store_true", help="do not score the interpolation baselines")
-    from weather_sr.commands.evaluate import add_block_option
+    from weather_sr.commands.evaluate import add_block_option, add_sum_window_option
 
     add_block_option(parser)
+    add_sum_window_option(parser)
     add("--seed", type=int, default=0,
         help="rank-histogram and PIT tie breaking and the bootstrap's draws, as evaluate's "
              "--seed (default: %(default)s)")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, show_progress=not args.no_progress,
         rename=parse_rename(args.rename), variables=variables, member_dim=args.member_dim,
         area_weighted=args.area_weighted, baselines=not args.no_baselines, seed=args.seed,
-        chunk_fields=args.chunk_fields, block=args.block,
+        chunk_fields=args.chunk_fields, block=args.block, sum_window=args.sum_window,
     )
     print(f"report written to {report}")
     return 0

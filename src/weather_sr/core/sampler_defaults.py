@@ -17,3 +17,6 @@ DEFAULT_PRECISION = "auto"
 # --constrain: the members' block means against the LR input (docs/method.md §8, "Constraint")
 CONSTRAINTS: tuple[str, ...] = ("none", "lr-mean", "lr-mean-x0")
 DEFAULT_CONSTRAINT = "none"
+# the members' coherence in time (inference.coherence); off: every time sampled on its own
+COHERENCE: tuple[str, ...] = ("off", "noise")
+DEFAULT_COHERENCE = "off"

@@ -98,6 +98,27 @@ def _members(da: xr.DataArray) -> np.ndarray:
     return da["member"].values if "member" in da.coords else np.zeros(da.sizes["sample"], int)
 
 
+def _scalars(condition: ConditionSpec, names: Sequence[str], fields: xr.DataArray,
+             path: PathSpec, inputs: Mapping[str, Any] | None, train_idx: np.ndarray
+             ) -> np.ndarray | None:
+    """The scalars [N, K] of every field (from the targets' file, else the predictors'), and
+    their training statistics set on ``condition``; None without scalars."""
+    from weather_sr.data.files import open_dataset
+    from weather_sr.data.scalars import scalar_statistics, scalars_at
+
+    if not names:
+        return None
+    sources = [(open_dataset(path)[0], f"data file {fields.attrs['source'][0]}")]
+    if inputs and inputs.get("path") is not None:
+        sources.append((open_dataset(inputs["path"])[0], f"predictors file {inputs['path']}"))
+    values = scalars_at(sources, list(names), fields["time"].values,
+                        "give it as a coordinate or variable along time in one of them")
+    condition.scalar_names = list(names)
+    condition.scalar_mean, condition.scalar_std = scalar_statistics(values[train_idx], names)
+    condition.check()
+    return values
+
+
 def build_datasets(
     path: PathSpec,
     variables: Sequence[str],
@@ -120,6 +141,7 @@ def build_datasets(
     inputs: Mapping[str, Any] | None = None,
     static: Mapping[str, Any] | None = None,
     features: Sequence[str] = (),
+    scalars: Sequence[str] = (),
     transforms: Mapping[str, str] | None = None,
 ) -> DataBundle:
     """Open HR (and optional paired LR) data and return train/val/test datasets (see DataBundle).
@@ -128,9 +150,10 @@ def build_datasets(
     columns (``crop=False``: UserError instead). Without ``lr_path`` LR is the NaN-aware block
     mean of HR (cos-latitude weighted if ``area_weighted``). ``lr_noise_std`` adds Gaussian noise
     to LR, in units of each channel's std. Statistics come from the training split only.
-    ``inputs`` ({path, variables, regrid}), ``static`` ({path, variables}), ``features`` and
+    ``inputs`` ({path, variables, regrid}), ``static`` ({path, variables}), ``features``,
+    ``scalars`` (names of per-field numbers in the targets' or the predictors' file) and
     ``transforms`` ({variable: "log1p" | "power:P"}) shape the condition (docs/data.md,
-    :mod:`weather_sr.data.inputs`).
+    :mod:`weather_sr.data.inputs`, :mod:`weather_sr.data.scalars`).
     """
     from weather_sr.data.inputs import build_condition, check_transformed
 
@@ -166,6 +189,7 @@ def build_datasets(
     condition, in_source = build_condition(
         fields, normalizer, train_idx, path=path, source=source, inputs=inputs, static=static,
         features=features, transforms=tf, load=load)
+    scalar_values = _scalars(condition, scalars, fields, path, inputs, train_idx)
     f_lat, f_lon = grid_latlon(grid) if condition.features else (None, None)
     # the checkpoint keeps the static fields' whole domain; the datasets see the targets' part
     on_grid = condition.on_grid(grid.lat, grid.lon, where)
@@ -185,6 +209,7 @@ def build_datasets(
             flips=flips and train,
             random=train,
             times=times[idx],
+            scalars=None if scalar_values is None else scalar_values[idx],
             members=None if members is None else members[idx],
             condition=on_grid,
             inputs=in_source,
@@ -217,6 +242,7 @@ def prepare_condition(
     lat: np.ndarray | None = None,
     lon: np.ndarray | None = None,
     times: np.ndarray | None = None,
+    scalars: np.ndarray | None = None,
 ) -> torch.Tensor:
     """LR inputs [N, Ci, h, w] in physical units (NaN allowed) -> condition [N, Cc, h*s, w*s]
     (inputs already regridded onto the HR grid, [N, Ci, H, W], when ``condition.mode`` is
@@ -224,8 +250,9 @@ def prepare_condition(
 
     Missing LR cells are filled with the (coarsened) climatological mean, the field is
     interpolated onto the HR grid and assembled into the condition (normalised inputs, static
-    fields, features of ``lat`` / ``lon`` [H] or [H, W] and ``times`` [N]); the result has no
-    NaN. A :class:`Normalizer` stands for the default condition (the targets' own LR field).
+    fields, features of ``lat`` / ``lon`` [H] or [H, W] and ``times`` [N], ``scalars`` [N, K]
+    physical); the result has no NaN. A :class:`Normalizer` stands for the default condition
+    (the targets' own LR field).
     ``periodic`` defaults to ``lr_fields.attrs["periodic"]`` for a DataArray from
     ``open_fields``, else False.
     """
@@ -252,4 +279,4 @@ def prepare_condition(
         mean = coarsen(mean, s)
     lr = torch.where(torch.isfinite(lr), lr, mean.expand_as(lr[0]))
     cond = lr if spec.mode == "regrid" else upsample(lr, s, interpolation, periodic)
-    return spec.assemble(cond, None, lat, lon, times)
+    return spec.assemble(cond, None, lat, lon, times, scalars)

@@ -11,6 +11,9 @@ Three kinds of condition (docs/data.md, "Three kinds of condition"):
 - **static** fields, constant in time on the HR training grid (orography, land-sea mask),
   stored in physical units and normalised by their mean and standard deviation over the grid.
 - **features**: sin/cos of latitude, longitude, day of year and hour (already in [-1, 1]).
+- **scalars**: one number per field (lead time, ...; :mod:`weather_sr.data.scalars`),
+  normalised by the training split's mean and std, as constant planes after the features, which
+  the UNet takes into its noise-level embedding (the planes' channels: :attr:`scalar_channels`).
 
 With mode "own" and neither static fields nor features the condition is exactly the normalised
 interpolated LR field of earlier versions.
@@ -63,11 +66,15 @@ class ConditionSpec:
     input_valid: np.ndarray | None = None  # bool [Ci, h, w]: valid in every training field
     static_y: np.ndarray | None = None  # [Hs], [Ws]: the axes of static_values (the static
     static_x: np.ndarray | None = None  # file's domain); None in older checkpoints
+    scalar_names: list[str] = field(default_factory=list)
+    scalar_mean: np.ndarray | None = None  # float64 [K], over the training split
+    scalar_std: np.ndarray | None = None
 
     @property
     def is_default(self) -> bool:
         """The SR3 condition: the targets' own LR field only."""
-        return self.mode == "own" and not self.static_names and not self.features
+        return (self.mode == "own" and not self.static_names and not self.features
+                and not self.scalar_names)
 
     @property
     def channels(self) -> list[str]:
@@ -77,7 +84,13 @@ class ConditionSpec:
             from weather_sr.data.features import feature_names
 
             names += feature_names(self.features)
-        return names
+        return names + [f"scalar:{n}" for n in self.scalar_names]
+
+    @property
+    def scalar_channels(self) -> tuple[int, int] | None:
+        """(first channel, count) of the scalars' constant planes in the condition, or None."""
+        k = len(self.scalar_names)
+        return (len(self.channels) - k, k) if k else None
 
     @property
     def base_index(self) -> list[int] | None:
@@ -89,12 +102,13 @@ class ConditionSpec:
     def assemble(
         self, inputs: np.ndarray | torch.Tensor, region: tuple[slice, slice] | None = None,
         lat: np.ndarray | None = None, lon: np.ndarray | None = None,
-        times: np.ndarray | None = None,
+        times: np.ndarray | None = None, scalars: np.ndarray | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Physical ``inputs`` [N, Ci, h, w] on the HR grid (window ``region`` of the training
         grid, None = all of it) -> the normalised condition [N, Cc, h, w] without NaN.
 
-        ``lat`` / ``lon``: [h] or [h, w] of the same window and ``times`` [N], for features.
+        ``lat`` / ``lon``: [h] or [h, w] of the same window and ``times`` [N], for features;
+        ``scalars`` [N, K]: the fields' scalars in physical units (:attr:`scalar_names`).
         """
         x = inputs
         is_torch = isinstance(x, torch.Tensor)
@@ -111,6 +125,8 @@ class ConditionSpec:
 
             f = feature_channels(self.features, lat, lon, times)  # [N or 1, F, h, w]
             extra.append(np.repeat(f, n, axis=0) if f.shape[0] != n else f)
+        if self.scalar_names:
+            extra.append(self._scalar_planes(scalars, n, (h, w)))
         if not extra:
             return cond
         if is_torch:
@@ -154,6 +170,16 @@ class ConditionSpec:
             )
         return np.repeat(z[None], n, axis=0)
 
+    def _scalar_planes(self, scalars: np.ndarray | None, n: int, shape: tuple[int, int]
+                       ) -> np.ndarray:
+        """The normalised scalars [n, K] as constant planes [n, K, h, w]."""
+        if scalars is None:
+            raise UserError(f"this model is conditioned on the scalars "
+                            f"{', '.join(self.scalar_names)} (data.scalars): give them")
+        values = np.asarray(scalars, np.float64).reshape(n, len(self.scalar_names))
+        z = ((values - self.scalar_mean) / self.scalar_std).astype(np.float32)
+        return np.repeat(np.repeat(z[:, :, None, None], shape[0], 2), shape[1], 3)
+
     @cached_property
     def _static_normalised(self) -> np.ndarray:
         """The static fields normalised once (not per training item): float32 [S, H, W]."""
@@ -180,6 +206,10 @@ class ConditionSpec:
                 "regrid": self.regrid, "static": static, "features": list(self.features),
                 "input_variables": list(self.input_variables),
                 "input_units": list(self.input_units),
+                **({} if not self.scalar_names else
+                   {"scalars": {"names": list(self.scalar_names),
+                                "mean": np.asarray(self.scalar_mean).tolist(),
+                                "std": np.asarray(self.scalar_std).tolist()}}),
                 **({} if self.input_valid is None else
                    {"input_valid": torch.from_numpy(np.ascontiguousarray(self.input_valid))})}
 
@@ -195,6 +225,11 @@ class ConditionSpec:
             input_variables=[str(v) for v in d.get("input_variables") or []],
             input_units=[str(v) for v in d.get("input_units") or []],
         )
+        scalars = d.get("scalars")  # absent in older checkpoints: none
+        if scalars:
+            spec.scalar_names = [str(v) for v in scalars["names"]]
+            spec.scalar_mean = np.asarray(scalars["mean"], np.float64)
+            spec.scalar_std = np.asarray(scalars["std"], np.float64)
         valid = d.get("input_valid")
         if valid is not None:
             spec.input_valid = np.asarray(
@@ -225,6 +260,11 @@ class ConditionSpec:
         if self.input_units and len(self.input_units) != len(self.inputs):
             raise ValueError(f"input_units has {len(self.input_units)} entries for "
                              f"{len(self.inputs)} inputs")
+        if self.scalar_names:
+            m, s = self.scalar_mean, self.scalar_std
+            k = (len(self.scalar_names),)
+            if m is None or s is None or m.shape != k or s.shape != k or not (s > 0).all():
+                raise ValueError("scalar mean/std are not one number per scalar (std > 0)")
         if self.static_names:
             v, m, s = self.static_values, self.static_mean, self.static_std
             if v is None or v.ndim != 3 or v.shape[0] != len(self.static_names):

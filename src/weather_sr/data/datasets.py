@@ -38,7 +38,8 @@ class PairDataset(Dataset):
     ``condition`` (default: the targets' own LR field) says what ``cond`` holds; its inputs
     come from ``inputs`` (a source of LR predictors coarsened like the targets, or predictors
     regridded onto the HR grid; default: the targets' own source). ``lat`` / ``lon`` ([H] or
-    [H, W], the HR grid) are needed for the lat/lon features.
+    [H, W], the HR grid) are needed for the lat/lon features, ``scalars`` [N, K] (physical,
+    one row per sample) for the condition's scalars.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class PairDataset(Dataset):
         seed: int = 0,
         random: bool = False,
         times: np.ndarray | None = None,
+        scalars: np.ndarray | None = None,
         members: np.ndarray | None = None,
         condition: ConditionSpec | None = None,
         inputs: FieldSource | RegriddedInputs | None = None,
@@ -71,6 +73,7 @@ class PairDataset(Dataset):
         )
         self.seed, self.random = seed, random
         self.times, self.members = times, members
+        self.scalars = scalars  # [N, K] physical, the condition's scalars of each row
         self.condition = condition or default_condition(normalizer.channels, normalizer)
         self.inputs = source if inputs is None else inputs
         self.lat, self.lon = lat, lon
@@ -177,7 +180,9 @@ class PairDataset(Dataset):
         inputs = self._inputs_window(row, ys, xs, g)
         valid = np.isfinite(hr).all(axis=0, keepdims=True)
         hr_n = np.nan_to_num(self.normalizer.normalise(hr, (ys, xs)), nan=0.0)
-        cond_n = self.condition.assemble(inputs[None], (ys, xs), *self._features_at(k, ys, xs))[0]
+        scalars = None if self.scalars is None else self.scalars[k : k + 1]
+        cond_n = self.condition.assemble(inputs[None], (ys, xs), *self._features_at(k, ys, xs),
+                                         scalars)[0]
         out = [
             torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
             for a in (hr_n, cond_n, valid)

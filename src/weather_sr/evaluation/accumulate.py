@@ -41,7 +41,10 @@ _LSD_KEYS = {"all": "lsd", "high": "lsd_high", "above_lr": "lsd_above_lr"}
 
 
 def to_plain(value: Any) -> Any:
-    """JSON-able plain Python value: floats (non-finite -> None), ints, strings, lists, dicts."""
+    """JSON-able plain Python value: floats (non-finite -> None), ints, strings, lists, dicts;
+    None stays None."""
+    if value is None:
+        return None
     if isinstance(value, dict):
         return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, str):

@@ -27,6 +27,7 @@ from weather_sr.data.condition import ConditionSpec, grid_latlon
 from weather_sr.data.regrid import channel_methods
 from weather_sr.errors import UserError
 from weather_sr.evaluation.accumulate import ScoreAccumulator
+from weather_sr.inference.coherence import NoiseChain
 from weather_sr.inference.ensemble import SamplingOptions, options_for, sample_ensemble
 from weather_sr.model.downscaling_model import DownscalingModel
 
@@ -62,6 +63,7 @@ class EvalSet:
     coarsen_lat: np.ndarray | None = None  # HR latitudes when the LR is an area-weighted mean
     feature_lat: np.ndarray | None = None
     feature_lon: np.ndarray | None = None
+    scalars: np.ndarray | None = None  # [N, K] physical, the condition's scalars
 
     def head(self) -> EvalSet:
         """The first field alone (what the report's panels show)."""
@@ -70,7 +72,8 @@ class EvalSet:
                        lr=None if self.lr is None else self.lr[one],
                        inputs=None if self.inputs is None else self.inputs[one],
                        times=self.times[:1],
-                       time_values=None if self.time_values is None else self.time_values[one])
+                       time_values=None if self.time_values is None else self.time_values[one],
+                       scalars=None if self.scalars is None else self.scalars[one])
 
 
 def split_size(bundle: DataBundle, split: str = "test", max_fields: int | None = None) -> int:
@@ -131,6 +134,7 @@ def load_split(bundle: DataBundle, split: str = "test", max_fields: int | None =
         coarsen_lat=dataset.source.lat_weights,
         feature_lat=f_lat,
         feature_lon=f_lon,
+        scalars=None if dataset.scalars is None else dataset.scalars[start:stop],
     )
 
 
@@ -181,11 +185,13 @@ def model_prediction(
     source: str = "checkpoint",
     progress: Callable[[int, int], None] | None = None,
     field_offset: int = 0,
+    chain: NoiseChain | None = None,
 ) -> np.ndarray:
     """Physical-unit output of one model: regression [N, C, H, W], diffusion [N, M, C, H, W].
 
     ``field_offset``: the split index of ``data``'s first field (each (field, member) has its
-    own seed, so scoring chunk by chunk samples what one pass would).
+    own seed, so scoring chunk by chunk samples what one pass would); ``chain``: the run's
+    :func:`~weather_sr.inference.ensemble.noise_chain` with ``--coherent``, kept over the chunks.
     """
     normalizer = check_compatible(model, data, source)
     assert model.meta is not None and data.inputs is not None
@@ -193,7 +199,7 @@ def model_prediction(
     cond = prepare_condition(
         torch.from_numpy(data.inputs), spec, data.scale_factor,
         data.interpolation, data.periodic, lat=data.feature_lat, lon=data.feature_lon,
-        times=data.time_values,
+        times=data.time_values, scalars=data.scalars,
     )
     if model.kind == "regression":
         with torch.no_grad():
@@ -206,7 +212,8 @@ def model_prediction(
     else:
         options = options_for(model, options, periodic=data.periodic)
         out = sample_ensemble(model, cond, options, device=device, progress=progress,
-                              field_offset=field_offset, lr=data.lr, lat=data.coarsen_lat)
+                              field_offset=field_offset, lr=data.lr, lat=data.coarsen_lat,
+                              chain=chain)
     return np.asarray(normalizer.denormalise(out.numpy().astype(np.float64)), dtype=np.float32)
 
 

@@ -35,8 +35,9 @@ from weather_sr.evaluation.evalset import (
 from weather_sr.evaluation.report import write_report
 from weather_sr.evaluation.scoring import Scoring, truth_reference
 from weather_sr.evaluation.series import SeriesStore
+from weather_sr.evaluation.temporal import resolve_sum_window
 from weather_sr.inference.downscale import checkpoint_sources
-from weather_sr.inference.ensemble import SamplingOptions
+from weather_sr.inference.ensemble import SamplingOptions, noise_chain
 from weather_sr.inference.precision import resolve_precision
 from weather_sr.inference.stream import check_chunk_fields, chunks
 from weather_sr.lock import lock_output
@@ -102,6 +103,7 @@ def evaluate_checkpoints(
     chunk_fields: int = 8,
     allow_out_of_range: bool = False,
     block: int | None = None,
+    sum_window: int | str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Score every checkpoint and the baselines on ``split``; write the report into ``out``.
 
@@ -109,9 +111,10 @@ def evaluate_checkpoints(
     (:class:`~weather_sr.evaluation.accumulate.ScoreAccumulator`; seeds per (field, member) of
     the split), so memory does not grow with the number of fields and the scores equal those
     of one pass (``evaluation.scoring``: with bootstrap intervals over the fields in blocks of
-    ``block`` fields, and paired tests against the references). Model inputs outside the
-    training range are an error (a warning with ``allow_out_of_range``;
-    :mod:`weather_sr.data.ranges`). Under ``torchrun`` every rank
+    ``block`` fields, and paired tests against the references; the CRPS of sums over
+    ``sum_window``, a number of times or a duration, None: ``evaluation.temporal``'s default
+    where it applies). Model inputs outside the training range are an error (a warning with
+    ``allow_out_of_range``; :mod:`weather_sr.data.ranges`). Under ``torchrun`` every rank
     samples its share of each chunk and rank 0 scores and writes. Returns (path of report.md,
     {method: metrics}; {} on other ranks).
     """
@@ -128,6 +131,9 @@ def evaluate_checkpoints(
         check_report_target(out, checkpoints, data_path, models)
         bundle = bundle_for(models[0], data_path)
         n = split_size(bundle, split, max_fields)
+        times = getattr(bundle, split).times
+        # a bad --sum-window fails before sampling; Scoring's times are these (or 0..n-1)
+        resolve_sum_window(sum_window, np.arange(n) if times is None else times[:n])
         parts = chunks(n, chunk_fields)
         data = load_split(bundle, split, max_fields, fields=parts[0])
         for path, model in zip(checkpoints, models, strict=True):
@@ -143,19 +149,22 @@ def evaluate_checkpoints(
             series = stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=".weather-sr-series-", dir=Path(out).absolute().parent))
             scoring = Scoring(options.seed, reference=reference, block=block,
-                              store=SeriesStore(series, n))
+                              store=SeriesStore(series, n), sum_window=sum_window)
         heads: dict[str, np.ndarray] = {}  # the first field of every method, for the panels
+        split_times = None if times is None else np.asarray(times[:n])
+        chains = [noise_chain(m, options, split_times) for m in models]  # over all chunks
         for a, b in parts:
             data = data if a == 0 else load_split(bundle, split, max_fields, fields=(a, b))
             predictions = dict(baseline_predictions(data)) if main else {}
-            for label, path, model in zip(labels, checkpoints, models, strict=True):
+            for label, path, model, chain in zip(labels, checkpoints, models, chains,
+                                                 strict=True):
                 check_inputs_in_range(model, data, f"{split} split of {data_path or path}", a,
                                       allow_out_of_range)
                 bar, update = _progress_bar(f"{label}: downscaling fields {a + 1}-{b} of {n}", main)
                 with bar:
                     predictions[label] = model_prediction(model, data, options, device=device,
                                                           source=str(path), progress=update,
-                                                          field_offset=a)
+                                                          field_offset=a, chain=chain)
             if scoring is not None:
                 scoring.update(data, predictions)
             heads = heads or {k: v[:1] for k, v in predictions.items()}

@@ -130,13 +130,17 @@ def plot_psd(
     path: PathLike,
     truth_key: str = "truth",
     ylabel: str = "PSD",
+    xlabel: str = "radial frequency ν (cycles per grid spacing)",
+    top_label: str = "wavelength (grid spacings)",
     dpi: int = 100,
 ) -> Figure:
-    """Log-log radially averaged PSD curves ``{name: (freq [K], power [K])}``.
+    """Log-log PSD curves ``{name: (freq [K], power [K])}``: radially averaged spectra by
+    default, or any other spectrum with its axis labels (``xlabel``, ``top_label``; e.g. the
+    temporal spectra of ``evaluation.temporal``).
 
     The entry named ``truth_key`` (case-insensitive) is drawn as a thick black line under the
     others; bins with ν <= 0 or power <= 0 are not drawn (the DC bin cannot be on a log axis).
-    The top axis shows the wavelength 1/ν in grid spacings.
+    The top axis shows the wavelength (or period) 1/ν.
     """
     if not spectra:
         raise UserError("plot_psd: no spectrum to draw")
@@ -150,13 +154,13 @@ def plot_psd(
         is_truth = name.lower() == truth_key.lower()
         style = {"color": "black", "lw": 2.5, "zorder": 3} if is_truth else {"lw": 1.3, "zorder": 4}
         ax.loglog(freq[ok], power[ok], label=name, **style)
-    ax.set_xlabel("radial frequency ν (cycles per grid spacing)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     inv = np.vectorize(lambda v: 1.0 / v if v > 0 else np.inf)
     top = ax.secondary_xaxis("top", functions=(inv, inv))
-    top.set_xlabel("wavelength (grid spacings)")
+    top.set_xlabel(top_label)
     for axis in (ax.xaxis, top.xaxis):
         axis.set_minor_formatter(NullFormatter())  # crowded minor labels on short log ranges
     ax.set_title(title)

@@ -34,6 +34,7 @@ from weather_sr.evaluation.report_tables import (
     headline,
     index_table,
     interval_table,
+    temporal_lines,
     verdict_cell,
 )
 from weather_sr.evaluation.scoring import MIN_BLOCKS, reference_methods
@@ -139,6 +140,7 @@ def make_figures(
         name = f"psd_{channel}.png"
         plot_psd(spectra, title=f"Radially averaged PSD, {channel}", path=out / name)
         figures.append(name)
+        figures += _temporal_figure(out, results, channel)
     for method, result in results.items():
         if "rank_histogram" in result:
             name = f"rank_histogram_{method}.png"
@@ -154,6 +156,30 @@ def make_figures(
         plot_training_curves(logs, path=out / "training_curves.png", title="Training losses")
         figures.append("training_curves.png")
     return figures
+
+
+def _temporal_figure(out: Path, results: Mapping[str, Mapping[str, Any]], channel: str
+                     ) -> list[str]:
+    """The temporal power spectra of ``channel`` (``evaluation.temporal``): the truth and every
+    method (an ensemble's members' mean), per day when the times are dated with a constant
+    step; [] without temporal scores."""
+    found = {k: r["temporal"] for k, r in results.items() if r.get("temporal")}
+    if not found:
+        return []
+    first = next(iter(found.values()))
+    daily = first["frequency_per_day"] is not None
+    freq = first["frequency_per_day"] if daily else first["frequency"]
+    spectra = {"truth": (freq, first["channels"][channel]["spectrum_truth"])}
+    for method, t in found.items():
+        label = f"{method} (members)" if results[method]["kind"] == "ensemble" else method
+        spectra[label] = (freq, t["channels"][channel]["spectrum"])
+    spectra = {k: (f, [np.nan if v is None else v for v in p]) for k, (f, p) in spectra.items()}
+    name = f"temporal_spectrum_{channel}.png"
+    unit = "day" if daily else "time step"
+    plot_psd(spectra, title=f"Temporal power spectrum per grid point, {channel}",
+             path=out / name, ylabel="power", xlabel=f"frequency (cycles per {unit})",
+             top_label=f"period ({unit}s)")
+    return [name]
 
 
 def _panel_fields(data: EvalSet, predictions: Mapping[str, np.ndarray], c: int
@@ -271,6 +297,7 @@ def write_report(
                       "events 'truth above its q-quantile', the fair Brier score and its "
                       "reliability term (0 when reliable):", "", calib]
         lines += _series_sections(results, channel)
+        lines += temporal_lines(results, channel)
         agree = consistency_table(results, channel)
         if agree:
             lines += ["", f"Consistency with the input ({channel} [{unit}]): every member (or "

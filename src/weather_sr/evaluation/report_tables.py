@@ -1,7 +1,8 @@
 """The report's tables beyond the field scores: 95 % bootstrap intervals of the headline scores,
 the calibration of the ensembles beyond spread/skill, the verdict cells that count a win or a
 loss only when a paired test finds it significant, and the scores of the series at every grid
-point (distributions, extremes, climate indices, correlation between variables)."""
+point (distributions, extremes, climate indices, correlation between variables, temporal
+coherence)."""
 
 from __future__ import annotations
 
@@ -157,4 +158,55 @@ def correlation_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
             s = spread.get(pair, {})
             lines.append(f"- {name}, {pair}: {_pm(v['pointwise_mean'], s.get('pointwise_mean'))}"
                          f" per point, {_pm(v['pooled'], s.get('pooled'))} pooled")
+    return lines
+
+
+def _sum_window(results: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The window of the CRPS of sums (``temporal["sum"]``, the same for every method)."""
+    return next((r["temporal"]["sum"] for r in results.values()
+                 if (r.get("temporal") or {}).get("sum")), None)
+
+
+def temporal_table(results: Mapping[str, Mapping[str, Any]], channel: str) -> str | None:
+    """A row per method: the lag-1 autocorrelation of the truth and of the method (ensembles:
+    the members' mean ± spread), the CRPS of k-sums beside the per-time CRPS (deterministic:
+    MAE) and the high-frequency log10 power ratio (``evaluation.temporal``); None without
+    temporal scores."""
+    window = _sum_window(results)
+    sums = "CRPS of sums" if window is None else f"CRPS of {window['k']}-time sums" + (
+        f" ({window['duration']})" if window.get("duration") else "")
+    rows = ["| method | lag-1 autocorr. truth | lag-1 autocorr. | " + sums
+            + " | CRPS per time | high-freq. power log10 ratio |", "|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        t = _leaf(res.get("temporal"), "channels", channel)
+        if t is None:
+            continue
+        lag = _leaf(res.get("series"), "channels", channel, "lag1_autocorrelation") or {}
+        spread = _leaf(res.get("series_spread"), "channels", channel, "lag1_autocorrelation")
+        cells = [fmt(lag.get("truth")), _pm(lag.get("prediction"),
+                                            spread.get("prediction") if spread else None),
+                 fmt(t.get("sum_crps")), fmt(headline(res, channel, "crps")),
+                 fmt(t.get("high_frequency_log_ratio"))]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
+def temporal_lines(results: Mapping[str, Mapping[str, Any]], channel: str) -> list[str]:
+    """The report's "Temporal coherence" paragraph of ``channel``: what the columns are, the
+    table and the notes on what is left out; [] without temporal scores."""
+    table = temporal_table(results, channel)
+    if table is None:
+        return []
+    window = _sum_window(results)
+    k = "k" if window is None else str(window["k"])
+    notes = next((r["temporal"]["notes"] for r in results.values() if "temporal" in r), [])
+    lines = ["", f"Temporal coherence ({channel}): lag-1 autocorrelation over consecutive times "
+             "(per point, domain mean; ensembles: members' mean ± spread); CRPS of the sums over "
+             f"windows of {k} consecutive times, of the members' sums against the truth's (a "
+             "deterministic method: the MAE of its sums), beside the CRPS per time; the "
+             "high-frequency ratio is log10 of the method's temporal power spectrum over the "
+             "truth's, averaged over the upper half of the frequencies (0 when right, > 0: too "
+             "much fast variability, as members independent in time give):", "", table]
+    for note in notes:
+        lines += ["", f"{channel}: {note}."]
     return lines

@@ -25,18 +25,21 @@ from weather_sr.evaluation.align import ScoreSet, align
 from weather_sr.evaluation.evalset import BASELINES, EvalSet, baseline_predictions
 from weather_sr.evaluation.scoring import Scoring, truth_reference
 from weather_sr.evaluation.series import SeriesStore
+from weather_sr.evaluation.temporal import resolve_sum_window
 from weather_sr.inference.stream import check_chunk_fields, chunks
 
 __all__ = ["score", "score_files"]
 
 
 def _run(scores: ScoreSet, *, baselines: bool, seed: int, chunk_fields: int,
-         block: int | None = None, show_progress: bool = False, folder: Path | None = None
+         block: int | None = None, show_progress: bool = False, folder: Path | None = None,
+         sum_window: int | str | None = None
          ) -> tuple[dict[str, dict[str, Any]], EvalSet, dict[str, np.ndarray], float, Scoring]:
     """(results, the first field's EvalSet, the first field of every method, the fraction of
     pixels scored, the Scoring) of ``scores``; the fields of the series scores go to a
     temporary folder in ``folder`` (default: the system's), removed at the end."""
     check_chunk_fields(chunk_fields)
+    resolve_sum_window(sum_window, scores.times)  # a bad --sum-window fails before any reading
     clash = [k for k in scores.predictions if baselines and k in BASELINES]
     if clash and scores.lr is not None:
         raise UserError(f"prediction name {clash[0]!r} is a baseline's: give another name")
@@ -45,7 +48,7 @@ def _run(scores: ScoreSet, *, baselines: bool, seed: int, chunk_fields: int,
     first, heads, valid = None, {}, 0.0
     with tempfile.TemporaryDirectory(prefix=".weather-sr-series-", dir=folder) as tmp:
         scoring = Scoring(seed, reference=reference, block=block,
-                          store=SeriesStore(tmp, scores.n_fields))
+                          store=SeriesStore(tmp, scores.n_fields), sum_window=sum_window)
         for a, b in tqdm(parts, desc="scoring", unit="chunk", leave=False,
                          disable=None if show_progress else True):
             data, predictions = scores.chunk(a, b)
@@ -73,12 +76,15 @@ def score(
     seed: int = 0,
     chunk_fields: int = 8,
     block: int | None = None,
+    sum_window: int | str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score a prediction (an ensemble with a member dim, or deterministic) against ``truth``.
 
     ``prediction``: one Dataset (labelled "prediction") or ``{label: Dataset}``; ``lr``: the LR
     input, for the consistency scores and the interpolation baselines (``baselines``);
-    ``block``: the bootstrap's block length in times (``evaluation.scoring``).
+    ``block``: the bootstrap's block length in times (``evaluation.scoring``); ``sum_window``:
+    the window of the CRPS of sums over consecutive times, a number of times or a duration
+    (``"24h"``; None: ``evaluation.temporal.DEFAULT_SUM_WINDOW`` where it applies).
     The rules of :mod:`weather_sr.evaluation.align` apply (names, times, grid, units).
     Returns ``{method: metrics}`` as ``metrics.json``'s "results" of ``evaluate``.
 
@@ -91,7 +97,7 @@ def score(
     scores = align(preds, truth, lr, rename=rename, variables=variables, member_dim=member_dim,
                    area_weighted=area_weighted)
     return _run(scores, baselines=baselines, seed=seed, chunk_fields=chunk_fields,
-                block=block)[0]
+                block=block, sum_window=sum_window)[0]
 
 
 def _labels(paths: Sequence[str | os.PathLike[str]], names: Sequence[str] | None) -> list[str]:
@@ -129,6 +135,7 @@ def score_files(
     seed: int = 0,
     chunk_fields: int = 8,
     block: int | None = None,
+    sum_window: int | str | None = None,
 ) -> tuple[Path, dict[str, dict[str, Any]]]:
     """The whole ``weather-sr score``: read the files, score, write the report folder ``out``
     (report.md, metrics.json, figures) atomically; the other options are :func:`score`'s.
@@ -164,7 +171,8 @@ def score_files(
                        area_weighted=area_weighted)
         results, first, heads, valid, scoring = _run(
             scores, baselines=baselines, seed=seed, chunk_fields=chunk_fields, block=block,
-            show_progress=show_progress, folder=Path(out).absolute().parent)
+            show_progress=show_progress, folder=Path(out).absolute().parent,
+            sum_window=sum_window)
         settings = _settings(scores, first, labels, predictions, truth, lr, seed)
         settings.update(scored_fraction=valid, bootstrap=scoring.settings())
         with atomic_output(out, overwrite=overwrite, what="report folder", marker="report",

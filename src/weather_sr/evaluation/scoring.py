@@ -14,7 +14,9 @@ so both give the same numbers for the same fields. Per method:
   :mod:`weather_sr.evaluation.significance`), when the fields make at least ``MIN_BLOCKS``
   bootstrap blocks;
 - with a :class:`~weather_sr.evaluation.series.SeriesStore`, the scores of the series at every
-  grid point (distributions, extremes, climate indices: :mod:`weather_sr.evaluation.series`).
+  grid point (distributions, extremes, climate indices: :mod:`weather_sr.evaluation.series`)
+  and their temporal coherence (CRPS of sums over ``sum_window``, temporal spectra:
+  :mod:`weather_sr.evaluation.temporal`).
 """
 
 from __future__ import annotations
@@ -90,12 +92,16 @@ class Scoring:
         block: bootstrap block length in fields (default ``default_block_length(N)``).
         n_boot: bootstrap replicates. level: the intervals' confidence level.
         store: where the fields go for the series scores (None: no series scores).
+        sum_window: the window of the CRPS of sums over consecutive times, a number of times or
+            a duration (None: ``temporal.DEFAULT_SUM_WINDOW`` where it applies;
+            :func:`~weather_sr.evaluation.temporal.resolve_sum_window`).
     """
 
     def __init__(self, seed: int = 0, *, reference: TruthReference | None = None,
                  block: int | None = None, n_boot: int = 1000, level: float = 0.95,
-                 store: SeriesStore | None = None) -> None:
+                 store: SeriesStore | None = None, sum_window: int | str | None = None) -> None:
         self._seed = seed
+        self._sum_window = sum_window
         self._store = store
         self._first: EvalSet | None = None
         self._reference = reference
@@ -142,7 +148,7 @@ class Scoring:
         times = np.asarray(store.times) if store.times else np.arange(self.n_fields)
         layout = SeriesLayout(list(data.channels), list(data.units), times, weights, w,
                               {k: int(r["n_members"]) for k, r in results.items()})
-        return series_scores(store.read_band, layout, height=h)
+        return series_scores(store.read_band, layout, height=h, sum_window=self._sum_window)
 
     def settings(self) -> dict[str, Any]:
         """How the intervals were computed: ``{"block", "n_boot", "level", "n_fields",

@@ -13,7 +13,9 @@ samples), the same points whatever the bands. Every score is area weighted (``we
 per row). An ensemble's members are each scored as a prediction and summarised by the members'
 mean (``series``) and spread (``series_spread``, std with ddof = 1). The fields are kept in
 float32 (as models write them) between the two passes. The indices are annual, so a series
-shorter than a year gets none (a note says so).
+shorter than a year gets none (a note says so). The same pass scores the temporal coherence of
+each method as a whole (``temporal``: the CRPS of sums over k consecutive times and the temporal
+power spectra; :mod:`~weather_sr.evaluation.temporal`, where the layout is).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from weather_sr.errors import UserError
 from weather_sr.evaluation import distributions as dist
 from weather_sr.evaluation.accumulate import to_plain
+from weather_sr.evaluation.temporal import TemporalScores
 
 __all__ = ["SeriesLayout", "series_scores"]
 
@@ -248,11 +251,12 @@ def _member_result(acc: _Mean, pooled: Mapping[int | str, Any], layout: SeriesLa
     return out
 
 
-def series_scores(read_band: ReadBand, layout: SeriesLayout, *, height: int
-                  ) -> dict[str, dict[str, Any]]:
-    """``{method: {"series": ..., "series_spread": ... (ensembles)}}`` over the ``height``
-    rows read by ``read_band`` (see the module docstring); {} with fewer than ``MIN_TIMES``
-    times (a lag-1 autocorrelation needs 2 pairs)."""
+def series_scores(read_band: ReadBand, layout: SeriesLayout, *, height: int,
+                  sum_window: int | str | None = None) -> dict[str, dict[str, Any]]:
+    """``{method: {"series": ..., "series_spread": ... (ensembles), "temporal": ...}}`` over
+    the ``height`` rows read by ``read_band`` (see the module docstring); {} with fewer than
+    ``MIN_TIMES`` times (a lag-1 autocorrelation needs 2 pairs). ``sum_window``: the window of
+    the CRPS of sums (:func:`~weather_sr.evaluation.temporal.resolve_sum_window`)."""
     t, width = layout.times.size, layout.width
     if t < MIN_TIMES:
         return {}
@@ -261,6 +265,7 @@ def series_scores(read_band: ReadBand, layout: SeriesLayout, *, height: int
     accs = {label: [_Mean() for _ in range(m)] for label, m in layout.members.items()}
     gathered: dict[str, list[np.ndarray]] = {"truth": [], **{k: [] for k in accs}}
     notes: dict[str, str] = {}
+    temporal = TemporalScores(layout.times, layout.channels, sum_window)
     rows = layout.band_rows()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN points give NaN scores
@@ -280,6 +285,7 @@ def series_scores(read_band: ReadBand, layout: SeriesLayout, *, height: int
                     _band_scores(acc, y, xs[:, m], w, years)
                     if truth_indices:
                         _index_scores(acc, truth_indices, _indices(xs[:, m], layout, {}), w)
+                temporal.add_band(label, y, xs, w)
         gy = np.concatenate(gathered["truth"], axis=-1)
         gw = np.repeat(layout.weights, width)[np.arange(height * width) % stride == 0]
         out: dict[str, dict[str, Any]] = {}
@@ -292,4 +298,5 @@ def series_scores(read_band: ReadBand, layout: SeriesLayout, *, height: int
                 out[label]["series_spread"] = to_plain(dist.summarise_members(results, True))
             out[label]["series"].update(quantiles=list(dist.DEFAULT_QUANTILES), notes=notes,
                                         pooled_stride=stride)
+            out[label]["temporal"] = to_plain(temporal.result(label))
     return out

@@ -32,7 +32,7 @@ from weather_sr.inference.downscale import (
     downscale_prepared,
     progress_bar,
 )
-from weather_sr.inference.ensemble import SamplingOptions
+from weather_sr.inference.ensemble import SamplingOptions, noise_chain
 from weather_sr.inference.netcdf import cf_encoding
 from weather_sr.inference.prepare import dataset_fields, prepare_fields
 from weather_sr.inference.stream import check_chunk_fields, chunks
@@ -56,7 +56,8 @@ def downscale(
     batch_size: int = 8, device: str | torch.device = "auto", progress: bool = False,
     precision: str = DEFAULT_PRECISION, chunk_fields: int = 8, allow_out_of_range: bool = False,
     noise_colour: str = DEFAULT_COLOUR, constrain: str = DEFAULT_CONSTRAINT,
-    domain: Sequence[float] | str | None = None,
+    domain: Sequence[float] | str | None = None, coherent: bool | str = False,
+    rho: float | None = None,
 ) -> xr.Dataset:
     """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``); a
     regression checkpoint gives its deterministic field (mean mode).
@@ -80,6 +81,10 @@ def downscale(
         domain: ``--domain``: (y0, y1, x0, x1), for a model whose predictors are regridded
             from their own grid: the part of its static fields' domain (or training grid) to
             downscale (:mod:`weather_sr.inference.domain`).
+        coherent, rho: ``--coherent``, ``--rho``: True (or ``"noise"``) correlates each
+            member's initial noise between consecutive times by ``rho`` (None: the
+            checkpoint's measured value; :mod:`weather_sr.inference.coherence`); the chain
+            runs over all of ``ds``'s fields in order, whatever ``chunk_fields``.
     Returns:
         The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
         channel ``[time, member, lat, lon]`` (a regression checkpoint: its deterministic field
@@ -96,7 +101,7 @@ def downscale(
     options = SamplingOptions(sampler=sampler, steps=steps, eta=eta, seed=seed,
                               members=members, batch_size=batch_size, tile=tile, overlap=overlap,
                               precision=precision, noise_colour=noise_colour,
-                              constrain=constrain)
+                              constrain=constrain, coherent=_coherence(coherent), rho=rho)
     dev = select_device(str(device))
     path: str | os.PathLike[str] | None
     if isinstance(checkpoint, DownscalingModel):
@@ -110,6 +115,7 @@ def downscale(
     total = int(fields.sizes["sample"])
     bar, close = progress_bar(total * members, progress)  # one bar over all chunks
     parts, tally = [], consistency_tally(meta)
+    chain = noise_chain(model, options, fields["time"].values)
     try:
         for a, b in chunks(total, chunk_fields):
             prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
@@ -118,7 +124,7 @@ def downscale(
             parts.append(downscale_prepared(model, prep, options, checkpoint=path, device=dev,
                                             coarsen_input=coarsen, input_name=_input_name(ds),
                                             argv=[], field_offset=a, progress=bar,
-                                            tally=tally))
+                                            tally=tally, chain=chain))
     finally:
         close()
     first = parts[0][meta.channels[0]].dims[0]  # time (or sample, with input members)
@@ -127,12 +133,19 @@ def downscale(
                                                      combine_attrs="override")
     call = _call(members, sampler, steps, eta, seed, coarsen, tile, overlap, batch_size,
                  precision, chunk_fields, dev, allow_out_of_range, noise_colour, constrain,
-                 bounds)
+                 bounds, coherent, rho)
     tally.apply(out)  # of all the fields (the first part's attributes were kept)
     out.attrs["command_line"] = call
     out.attrs["history"] = f"{out.attrs['date_created']}: {call}"
     cf_encoding(out)  # so that out.to_netcdf(...) writes what the CLI writes
     return out
+
+
+def _coherence(coherent: bool | str) -> str:
+    """The ``coherent`` argument as :class:`SamplingOptions` takes it (True: ``noise``)."""
+    if isinstance(coherent, bool):
+        return "noise" if coherent else "off"
+    return coherent
 
 
 def _input_name(ds: xr.Dataset) -> str:
@@ -145,7 +158,7 @@ def _call(*values: Any) -> str:
     """The call, as the provenance's command line (``history``, ``command_line``)."""
     names = ("members", "sampler", "steps", "eta", "seed", "coarsen", "tile", "overlap",
              "batch_size", "precision", "chunk_fields", "device", "allow_out_of_range",
-             "noise_colour", "constrain", "domain")
+             "noise_colour", "constrain", "domain", "coherent", "rho")
     args = ", ".join(f"{n}={str(v) if isinstance(v, torch.device) else v!r}"
                      for n, v in zip(names, values, strict=True))
     return f"weather_sr.downscale(ds, checkpoint, {args})"

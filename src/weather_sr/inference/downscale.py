@@ -17,11 +17,13 @@ import xarray as xr
 
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
+from weather_sr.inference.coherence import NoiseChain
 from weather_sr.inference.constraint import target_index, target_lr
 from weather_sr.inference.domain import Domain
 from weather_sr.inference.ensemble import (
     SamplingOptions,
     is_mean,
+    noise_chain,
     options_for,
     sample_ensemble,
 )
@@ -39,6 +41,7 @@ from weather_sr.inference.prepare import (
     input_variables,
     opened,
     prepare_fields,
+    with_scalars,
 )
 from weather_sr.lock import lock_output
 from weather_sr.model.meta import CheckpointMeta
@@ -107,6 +110,7 @@ def downscale(
             if bar[0][0] is not None:
                 bar[0][0](i, n_steps)
 
+        chain = noise_chain(model, options, times)  # carried over the chunks (coherence)
         with opened(input_path) as source:
 
             def chunk(a: int, b: int) -> xr.Dataset:
@@ -117,7 +121,7 @@ def downscale(
                 return downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
                                           coarsen_input=coarsen_input, input_name=str(input_path),
                                           argv=argv, field_offset=a, progress=progress,
-                                          tally=tally)
+                                          tally=tally, chain=chain)
 
             try:
                 if rank == 0:
@@ -145,6 +149,8 @@ def read_input(input_path: str | os.PathLike[str], meta: CheckpointMeta, *, coar
     files = list(fields.attrs.get("source") or [input_path])
     where = f"data file {files[0]}" + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
     fields = checked_inputs(fields, meta, where, coarsen_input=coarsen_input)
+    if meta.condition_spec().scalar_names:
+        fields = with_scalars(fields, data.open_dataset(input_path)[0], meta, where)
     stream.check_values_in_chunks(fields, chunk_fields, where,
                                   meta.condition_spec().input_normalizer,
                                   allow_out_of_range=allow_out_of_range)
@@ -180,6 +186,7 @@ def downscale_prepared(
     checkpoint: str | os.PathLike[str] | None, device: torch.device, coarsen_input: bool,
     input_name: str, argv: Sequence[str] | None = None, field_offset: int = 0,
     progress: Callable[[int, int], None] | None = None, tally: ConsistencyTally | None = None,
+    chain: NoiseChain | None = None,
 ) -> xr.Dataset:
     """Sample the ensemble for checked input ``prep`` and build the CF Dataset (values, grid,
     attributes) that ``weather-sr downscale`` writes and :func:`weather_sr.downscale` returns.
@@ -189,7 +196,9 @@ def downscale_prepared(
     global index of ``prep``'s first field (seeds, messages); ``progress``: the callback of the
     caller's bar (:func:`progress_bar`), if any. ``tally``: the consistency with the LR input
     of the fields so far, to which these are added (:mod:`weather_sr.inference.lr_consistency`;
-    None: these fields alone); the Dataset carries its attributes after them.
+    None: these fields alone); the Dataset carries its attributes after them. ``chain``: the
+    run's :func:`~weather_sr.inference.ensemble.noise_chain` (``--coherent noise``), kept from
+    one chunk to the next (None: a new one).
     """
     from weather_sr import data
     from weather_sr.core.sampling import network_evaluations
@@ -201,11 +210,12 @@ def downscale_prepared(
     s = int(meta.scale_factor or 0)
     lat, lon = feature_grid(prep, meta) if spec.features else (None, None)
     cond = data.prepare_condition(prep.lr, spec, s, meta.interpolation or "bicubic",
-                                  periodic=prep.periodic, lat=lat, lon=lon, times=prep.times)
+                                  periodic=prep.periodic, lat=lat, lon=lon, times=prep.times,
+                                  scalars=prep.scalars)
     lr = target_lr(prep.lr, spec)  # the targets' LR in physical units (None: regridded inputs)
     weights = np.asarray(prep.grid.lat) if meta.config.data.area_weighted else None
     x = sample_ensemble(model, cond, options, device=device, progress=progress,
-                        field_offset=field_offset, lr=lr, lat=weights)
+                        field_offset=field_offset, lr=lr, lat=weights, chain=chain)
     fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
     missing = _missing(prep.lr, spec, s)
     check_finite(fields, list(meta.channels), ~missing)
@@ -221,6 +231,8 @@ def downscale_prepared(
              "precision": "float32" if mean else resolve_precision(options.precision, device),
              "noise_colour": options.noise_colour,
              "constrain": options.constrain,
+             **({} if mean else {"coherent": options.coherent}),
+             **({} if chain is None else {"coherent_rho": [float(r) for r in chain.rho.flatten()]}),
              "forward_noise": meta.config.diffusion.noise,
              "spectral_schedule": meta.config.diffusion.spectral_schedule}
     attrs = provenance(checkpoint=checkpoint if checkpoint is not None else os.devnull,

@@ -35,14 +35,24 @@ from torch import Tensor
 from weather_sr import distributed
 from weather_sr.core import sampling
 from weather_sr.core.process import Denoiser, project_x0
-from weather_sr.core.sampler_defaults import CONSTRAINTS, DEFAULT_CONSTRAINT, DEFAULT_PRECISION
+from weather_sr.core.sampler_defaults import (
+    COHERENCE,
+    CONSTRAINTS,
+    DEFAULT_COHERENCE,
+    DEFAULT_CONSTRAINT,
+    DEFAULT_PRECISION,
+)
 from weather_sr.core.spectral import SpectralProcess
 from weather_sr.core.spectral_options import COLOUR_KINDS, DEFAULT_COLOUR, parse_spectral
 from weather_sr.core.spectral_sampling import sample_process
 from weather_sr.errors import UserError
+from weather_sr.inference.coherence import NoiseChain, resolve_rho, time_stride
 from weather_sr.inference.constraint import BlockConstraint, block_constraint, check_constraint
 from weather_sr.inference.precision import check_precision, resolve_precision, with_precision
+from weather_sr.inference.seeds import member_seed, pair_generators
 from weather_sr.inference.tiling import TiledDenoiser
+
+__all__ = ["SamplingOptions", "member_seed", "sample_ensemble"]
 
 Progress = Callable[[int, int], None]
 Wrap = Callable[[Denoiser, Sequence[int]], Denoiser]  # (denoiser, the chunk's fields) -> denoiser
@@ -82,6 +92,9 @@ class SamplingOptions:
     noise (ancestral; ddim with eta > 0). ``constrain``: one of
     ``core.sampler_defaults.CONSTRAINTS`` (the members' block means against the LR input,
     :mod:`weather_sr.inference.constraint`; what the model allows is :func:`options_for`'s).
+    ``coherent``: ``off`` (independent fields) or ``noise`` (each member's initial noise an
+    AR(1) over the times with correlation ``rho`` in [0, 1), None: the checkpoint's;
+    :mod:`weather_sr.inference.coherence`).
     """
 
     sampler: str = sampling.DEFAULT_SAMPLER  # defaults: the one set in weather_sr.core.sampling
@@ -97,6 +110,8 @@ class SamplingOptions:
     precision: str = DEFAULT_PRECISION
     noise_colour: str = DEFAULT_COLOUR
     constrain: str = DEFAULT_CONSTRAINT
+    coherent: str = DEFAULT_COHERENCE
+    rho: float | None = None  # None: the checkpoint's measured detail lag-1 (coherence)
 
     def __post_init__(self) -> None:
         from weather_sr.config import check_seed
@@ -127,6 +142,15 @@ class SamplingOptions:
             colour, _ = parse_spectral(self.noise_colour, COLOUR_KINDS, "--noise-colour")
         except ValueError as error:
             raise UserError(str(error)) from None
+        if self.coherent not in COHERENCE:
+            raise UserError(f"--coherent {self.coherent!r}: choose one of {', '.join(COHERENCE)}")
+        if self.rho is not None:
+            if isinstance(self.rho, bool) or not isinstance(self.rho, int | float) or not (
+                    0.0 <= self.rho < 1.0):
+                raise UserError(f"--rho {self.rho!r}: give a correlation in [0, 1)")
+            if self.coherent != "noise":
+                raise UserError(f"--rho {self.rho}: the correlation of --coherent noise; add "
+                                "--coherent noise")
         if colour != DEFAULT_COLOUR and not sampling.uses_injected_noise(self.sampler, self.eta):
             raise UserError(f"--noise-colour {self.noise_colour}: shapes the noise that a "
                             "stochastic sampler injects; use --sampler ancestral, or ddim with "
@@ -138,6 +162,9 @@ def options_for(model: Any, options: SamplingOptions, *, periodic: bool) -> Samp
     checking ``tile``, ``overlap`` and ``constrain`` against the model (UserError naming the
     option)."""
     check_constraint(model, options.constrain)
+    if options.coherent != DEFAULT_COHERENCE and is_mean(model):
+        raise UserError(f"--coherent {options.coherent}: a regression model gives one "
+                        "deterministic field per time, with no noise to correlate; leave it out")
     levels = int(getattr(getattr(model, "net", None), "levels", 1) or 1)
     multiple = 2 ** (levels - 1)
     if options.tile:
@@ -162,28 +189,12 @@ def _is_int(value: Any, low: int) -> bool:
         return False
 
 
-def member_seed(seed: int, field: int, member: int) -> int:
-    """63-bit seed of the generator for (field, member), independent of batching and order.
-
-    Every bit of ``seed`` (0 .. 2**63 - 1) counts; its high 32 bits enter as a fourth word of
-    entropy only when they are not all zero, so seeds below 2**32 give the generators of
-    earlier versions."""
-    high = int(seed) >> 32
-    words = [int(seed) & 0xFFFFFFFF, int(field), int(member), *([high] if high else [])]
-    state = np.random.SeedSequence(words)
-    return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def pair_generators(seed: int, pairs: Sequence[tuple[int, int]]) -> list[torch.Generator]:
-    """One CPU generator per (field, member) pair."""
-    return [torch.Generator().manual_seed(member_seed(seed, f, m)) for f, m in pairs]
-
-
 def sample_pairs(
     denoiser: Denoiser, y: Tensor, schedule: Any, pairs: Sequence[tuple[int, int]], *,
     channels: int, options: SamplingOptions, progress: Progress | None = None,
     field_offset: int = 0, device: torch.device | str | None = None,
     process: SpectralProcess | None = None, wrap: Wrap | None = None,
+    chain: NoiseChain | None = None,
 ) -> Tensor:
     """Sample x0 for each (field, member) pair.
 
@@ -195,6 +206,8 @@ def sample_pairs(
         process: the model's forward process (None: white noise, shared schedule).
         wrap: ``wrap(denoiser, fields)`` is the denoiser of a chunk of pairs of those fields
             (indexing ``y``): the x0 constraint of ``lr-mean-x0``; None: the denoiser itself.
+        chain: the members' initial noise correlated in time (:mod:`.coherence`; ``pairs``
+            then field-major, the fields in time order); None: independent.
 
     Returns:
         ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs`` (on every rank of
@@ -214,14 +227,23 @@ def sample_pairs(
     rank, world = distributed.current()
     out = torch.zeros((len(pairs), channels, h, w), dtype=torch.float32)
     for k, start in enumerate(range(0, len(pairs), chunk)):
-        if k % world != rank:
+        if k % world != rank and chain is None:  # a chain follows every chunk on every rank
             continue
         part = list(pairs[start : start + chunk])
-        gens = pair_generators(options.seed, [(f + field_offset, m) for f, m in part])
+        numbered = [(f + field_offset, m) for f, m in part]
+        gens = pair_generators(options.seed, numbered)
+        shape = (len(part), channels, h, w)
+        if chain is not None:
+            x_T = chain.initial_noise(numbered, sampling.randn_like_batch(shape, gens, "cpu",
+                                                                          y.dtype))
+            if k % world != rank:
+                continue
         fields = [f for f, _ in part]
         y_chunk = y[fields].to(device or y.device)
-        x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, y_chunk.device,
-                                        y_chunk.dtype)
+        if chain is None:
+            x_T = sampling.randn_like_batch(shape, gens, y_chunk.device, y_chunk.dtype)
+        else:
+            x_T = x_T.to(y_chunk.device, y_chunk.dtype)
         den = denoiser if wrap is None else wrap(denoiser, fields)
         # rank 0's bar stands for all ranks' work
         x0 = sample_process(fn, den, y_chunk, schedule, ts, process, x_T=x_T,
@@ -259,6 +281,16 @@ def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Te
     return regression_prediction(model.regression, cond, options)
 
 
+def noise_chain(model: SampleModel, options: SamplingOptions, times: np.ndarray | None = None
+                ) -> NoiseChain | None:
+    """The :class:`NoiseChain` of ``options.coherent`` "noise" (None when off) for fields at
+    ``times`` (all of the run's, in order: their members make the stride)."""
+    if options.coherent != "noise" or is_mean(model):
+        return None
+    return NoiseChain(options.seed, resolve_rho(model, options.rho, model.channels),
+                      time_stride(times))
+
+
 def is_mean(model: Any) -> bool:
     """Mean mode: a regression model gives its one deterministic field (no ``member`` dim)."""
     return getattr(model, "kind", "diffusion") == "regression"
@@ -294,6 +326,7 @@ def sample_ensemble(
     model: SampleModel, cond: Tensor, options: SamplingOptions, *,
     device: torch.device | str = "cpu", progress: Progress | None = None, field_offset: int = 0,
     lr: np.ndarray | None = None, lat: np.ndarray | None = None,
+    chain: NoiseChain | None = None,
 ) -> Tensor:
     """Ensemble of normalised HR fields for normalised conditions.
 
@@ -304,6 +337,8 @@ def sample_ensemble(
         lr, lat: for ``options.constrain``: the targets' LR ``[N, C, h, w]`` in physical units
             (NaN: missing) and the HR latitudes ``[H]`` when it is an area-weighted block mean
             (:func:`.constraint.block_constraint`).
+        chain: with ``options.coherent`` "noise", the chain of the run
+            (:func:`noise_chain`, kept from one call to the next); None: a new one.
 
     Returns:
         ``[N, M, C, H, W]`` float32 on the CPU (normalised; add nothing, denormalise only);
@@ -320,7 +355,10 @@ def sample_ensemble(
                         for a in range(0, cond.shape[0], max(1, options.batch_size))])[:, None]
         pairs = [(f, 0) for f in range(cond.shape[0])]
     else:
-        x0, pairs = _sampled(model, cond, options, device, progress, field_offset, constraint)
+        if options.coherent == "noise" and chain is None:
+            chain = noise_chain(model, options)
+        x0, pairs = _sampled(model, cond, options, device, progress, field_offset, constraint,
+                             chain)
     if constraint is None:
         return x0
     flat, step = x0.flatten(0, 1), max(1, options.batch_size)  # whole fields (after tiling)
@@ -331,6 +369,7 @@ def sample_ensemble(
 def _sampled(
     model: SampleModel, cond: Tensor, options: SamplingOptions, device: torch.device | str,
     progress: Progress | None, field_offset: int, constraint: BlockConstraint | None,
+    chain: NoiseChain | None,
 ) -> tuple[Tensor, list[tuple[int, int]]]:
     """A diffusion model's ensemble ``[N, M, C, H, W]`` (before the final constraint) and its
     (field, member) pairs in the order of its flattened rows."""
@@ -349,5 +388,5 @@ def _sampled(
     z0 = sample_pairs(tiled(denoiser, options), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
                       field_offset=field_offset, device=device,
-                      process=model.spectral, wrap=wrap)
+                      process=model.spectral, wrap=wrap, chain=chain)
     return model.unscale_target(z0).view(n, m, *z0.shape[1:]) + base[:, None], pairs

@@ -6,11 +6,12 @@ marker (kind "downscale") and the run's settings with the number of fields compl
 writes it). A run that stops after a complete chunk (interrupted, killed, a failure) keeps the
 partial store; ``--resume`` checks that it was written with the same settings
 (:data:`COMPARED`: checkpoint SHA-256, sampler, steps, eta, seed, members, tile, overlap,
-precision, noise colour, constraint, input path, its number of fields and their times, coarsen,
-target grid, domain), that its settings file is weather-sr's (a whole number of fields done,
-within the input) and that no chunk of the fields done is missing, and continues after them. Every
-(field, member) draws its noise from the seed of its global field index, so the result is that
-of an uninterrupted run. The settings file also keeps the running sums of the consistency with the
+precision, noise colour, constraint, coherent, rho, input path, its number of fields and their
+times, coarsen, target grid, domain), that its settings file is weather-sr's (a whole number of
+fields done, within the input) and that no chunk of the fields done is missing, and continues
+after them. Every (field, member) draws its noise from the seed of its global field index (and
+``--coherent`` rebuilds its chain from those seeds), so the result is that of an uninterrupted
+run. The settings file also keeps the running sums of the consistency with the
 LR input (:data:`TALLY`, :mod:`weather_sr.inference.lr_consistency`) of the fields done, so the
 resumed run's attributes are those of an uninterrupted one too.
 Without ``--resume`` an existing partial store is an error; with ``--overwrite`` it is
@@ -40,7 +41,7 @@ KIND = "downscale"  # the marker kind of a Zarr output and of its partial store
 SETTINGS = ".weather-sr-downscale.json"  # in the partial store: settings and fields complete
 TALLY = "lr_consistency"  # in SETTINGS: the consistency sums of the fields complete
 COMPARED = ("checkpoint_sha256", "sampler", "steps", "eta", "seed", "members", "tile", "overlap",
-            "precision", "noise_colour", "constrain", "input", "input_fields",
+            "precision", "noise_colour", "constrain", "coherent", "rho", "input", "input_fields",
             "input_times_sha256", "coarsen", "target_grid", "domain")
 
 
@@ -85,6 +86,8 @@ def run_settings(*, checkpoint_sha256: str, options: Any, precision: str, input_
         "members": int(options.members), "tile": int(options.tile or 0),
         "overlap": int(options.overlap), "precision": precision,
         "noise_colour": options.noise_colour, "constrain": options.constrain,
+        "coherent": options.coherent,
+        "rho": None if options.rho is None else float(options.rho),
         "input": os.path.abspath(os.fspath(input_path)),
         "input_fields": len(times),
         "input_times_sha256": hashlib.sha256(np.asarray(times).astype(str).tobytes()).hexdigest(),

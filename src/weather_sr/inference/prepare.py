@@ -33,6 +33,33 @@ class Prepared:
     long_names: list[str]
     aux: dict[str, xr.DataArray] | None = None  # 2-D lat/lon, grid mapping (of the output)
     standard_names: list[str] | None = None  # of the input variables ("" when none)
+    scalars: np.ndarray | None = None  # [N, K] physical, the model's data.scalars
+
+
+SCALAR_COORD = "scalar:{}"  # the sample coordinate that carries a scalar from reading to sampling
+
+
+def with_scalars(fields: xr.DataArray, ds: xr.Dataset, meta: CheckpointMeta, where: str
+                 ) -> xr.DataArray:
+    """``fields`` with the model's scalars (``data.scalars``) read from ``ds`` (the input) at
+    the fields' times, as sample coordinates; UserError naming the input when one is missing."""
+    from weather_sr.data.scalars import scalars_at
+
+    names = meta.condition_spec().scalar_names
+    if not names:
+        return fields
+    values = scalars_at([(ds, where)], names, fields["time"].values,
+                        f"this model is conditioned on data.scalars {names}: give each as a "
+                        "coordinate or variable along time in the input")
+    return fields.assign_coords({SCALAR_COORD.format(n): ("sample", values[:, k])
+                                 for k, n in enumerate(names)})
+
+
+def field_scalars(fields: xr.DataArray, names: Sequence[str]) -> np.ndarray | None:
+    """The scalars [N, K] that :func:`with_scalars` put on ``fields`` (None: no scalars)."""
+    if not names:
+        return None
+    return np.stack([fields[SCALAR_COORD.format(n)].values for n in names], axis=1)
 
 
 def input_variables(meta: CheckpointMeta, coarsen_input: bool) -> tuple[list[str], bool]:
@@ -62,6 +89,7 @@ def dataset_fields(ds: xr.Dataset, meta: CheckpointMeta, *, coarsen_input: bool,
     variables, _ = input_variables(meta, coarsen_input)
     fields = checked_inputs(standardise(ds, variables, where), meta, where,
                             coarsen_input=coarsen_input)
+    fields = with_scalars(fields, ds, meta, where)
     check_values_in_chunks(fields, chunk_fields, where, meta.condition_spec().input_normalizer,
                            allow_out_of_range=allow_out_of_range)
     return fields
@@ -121,7 +149,8 @@ def prepare_fields(
     times = fields["time"].values if "time" in fields.coords else None
     members = fields["member"].values if "member" in fields.coords else None
     return Prepared(lr, out_grid, bool(grid.periodic), times, members, long_names, aux,
-                    _long_names(source, named, len(channels), "standard_name"))
+                    _long_names(source, named, len(channels), "standard_name"),
+                    field_scalars(fields, spec.scalar_names))
 
 
 def checked_inputs(fields: xr.DataArray, meta: CheckpointMeta, where: str, *,

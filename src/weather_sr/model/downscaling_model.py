@@ -66,11 +66,13 @@ def condition_channels(condition: ConditionSpec | None, channels: int, corrdiff:
 
 
 def build_unet(
-    model_cfg: ModelConfig, channels: int, cond_channels: int, periodic: bool
+    model_cfg: ModelConfig, channels: int, cond_channels: int, periodic: bool,
+    condition: ConditionSpec | None = None,
 ) -> UNet:
     """The UNet of a typed ``model`` config section.
 
     A diffusion model sees [x_t, cond]; a regression model sees only cond (in_channels = 0).
+    ``condition``'s scalars (if any) also enter the UNet's embedding.
     """
     m = model_cfg
     return UNet(
@@ -87,6 +89,7 @@ def build_unet(
         groups=m.groups,
         padding_y=m.padding_y,
         padding_x=resolve_padding_x(m, periodic),
+        scalars=None if condition is None else condition.scalar_channels,
     )
 
 

@@ -49,7 +49,7 @@ def model_from_payload(
         reg = meta.regression
         try:
             reg_net = build_unet(reg.model, reg.channels, reg.cond_channels or reg.channels,
-                                 periodic)
+                                 periodic, spec)
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"{source}: its regression base is incomplete or from an incompatible "
                             f"version ({type(error).__name__}: {error})") from None
@@ -59,7 +59,7 @@ def model_from_payload(
             base_index=base_index,
         )
     cond_channels = condition_channels(spec, channels, target == "regression_residual")
-    net = build_unet(cfg.model, channels, cond_channels, periodic)
+    net = build_unet(cfg.model, channels, cond_channels, periodic, spec)
     weights = payload.get("ema" if ema else "model")
     if weights is None:
         raise UserError(f"{source}: an inference-only checkpoint (weather-sr export) holds only "

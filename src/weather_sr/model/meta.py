@@ -174,6 +174,8 @@ class CheckpointMeta:
     target_scale: tuple[float, ...] | None = None
     condition: Mapping[str, Any] | None = None  # ConditionSpec.to_dict(); None: the SR3 one
     spectral: Mapping[str, Any] | None = None  # SpectralProcess.to_dict(); None: white, shared
+    # per channel: lag-1 autocorrelation of the training truth's detail (data.temporal)
+    detail_lag1: tuple[float, ...] | None = None
     format_version: int = FORMAT_VERSION
     package_version: str | None = __version__
     source: str = field(default="checkpoint", compare=False)
@@ -239,6 +241,14 @@ class CheckpointMeta:
             ):
                 raise check.fail("target_scale", f"is {_short(scale_t)}, not {n} positive numbers")
             scale_t = tuple(scale_t)
+        lag1 = payload.get("detail_lag1")
+        if lag1 is not None:
+            if not isinstance(lag1, list | tuple) or len(lag1) != n or not all(
+                not isinstance(v, bool) and isinstance(v, int | float) and -1 <= v <= 1
+                for v in lag1
+            ):
+                raise check.fail("detail_lag1", f"is {_short(lag1)}, not {n} correlations")
+            lag1 = tuple(float(v) for v in lag1)
         condition = payload.get("condition")
         if condition is not None:
             _check_condition(condition, channels, check)
@@ -262,6 +272,7 @@ class CheckpointMeta:
             nonfinite_skips=skips,
             regression=None if reg is None else RegressionBase.from_payload(reg, n, check),
             target_scale=scale_t,
+            detail_lag1=lag1,
             condition=condition,
             spectral=spectral,
             format_version=payload["format_version"],
@@ -293,6 +304,7 @@ class CheckpointMeta:
             "target_scale": None if self.target_scale is None else list(self.target_scale),
             **({} if self.condition is None else {"condition": self.condition}),
             **({} if self.spectral is None else {"spectral": self.spectral}),
+            **({} if self.detail_lag1 is None else {"detail_lag1": list(self.detail_lag1)}),
         }
 
     # ------------------------------------------------------------ views

@@ -160,6 +160,9 @@ class UNet(nn.Module):
     ``channel_mults`` gives one width multiplier of ``base_channels`` per level; H and W must be
     divisible by 2**(len(channel_mults) - 1). ``attention_levels`` lists the levels (0 = finest)
     with self-attention; the middle block (coarsest level) has attention when ``mid_attention``.
+    ``scalars`` = (first, count): channels of ``cond`` that are constant planes of per-sample
+    scalars (:attr:`weather_sr.data.condition.ConditionSpec.scalar_channels`), whose values are
+    mapped linearly into the noise-level embedding as well.
     """
 
     def __init__(
@@ -177,6 +180,7 @@ class UNet(nn.Module):
         groups: int = 8,
         padding_y: str = "zeros",
         padding_x: str = "zeros",
+        scalars: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         pad = (_check_padding(padding_y, "y"), _check_padding(padding_x, "x"))
@@ -197,6 +201,15 @@ class UNet(nn.Module):
         self.embed = nn.Sequential(
             nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        # per-sample scalars: (first, count) constant planes of cond, added to the embedding
+        # as EDM adds class labels (the planes are also ordinary input channels)
+        self.scalars = None if scalars is None else (int(scalars[0]), int(scalars[1]))
+        if self.scalars is not None:
+            first, count = self.scalars
+            if count < 1 or first < 0 or first + count > cond_channels:
+                raise ValueError(f"scalars {scalars}: not (first, count) channels of the "
+                                 f"{cond_channels} condition channels")
+            self.map_scalars = nn.Linear(count, emb_dim)
         self.conv_in = PadConv2d(in_channels + cond_channels, base_channels, padding=pad)
         widths = [base_channels * m for m in channel_mults]
 
@@ -263,7 +276,12 @@ class UNet(nn.Module):
                              f"channels, got {h.shape[1]}")
         self.check_size(h.shape[-2], h.shape[-1])
         level = torch.as_tensor(noise_level, device=h.device).reshape(-1).expand(h.shape[0])
-        emb = F.silu(self.embed(sinusoidal_embedding(level, self.base_channels).to(h.dtype)))
+        emb = self.embed(sinusoidal_embedding(level, self.base_channels).to(h.dtype))
+        if self.scalars is not None and cond is not None:
+            first, count = self.scalars
+            # any pixel of a constant plane (tiles are padded by replication)
+            emb = emb + self.map_scalars(cond[:, first : first + count, 0, 0].to(emb.dtype))
+        emb = F.silu(emb)
         h = self.conv_in(h, wrap_x)
         skips = [h]
         for i, lvl in enumerate(self.down):

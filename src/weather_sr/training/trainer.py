@@ -26,6 +26,7 @@ from weather_sr.core.spectral import GridProcess, RadialSpectrum, SpectralProces
 from weather_sr.core.spectral_options import DEFAULT_NOISE, DEFAULT_SPECTRAL_SCHEDULE
 from weather_sr.core.spectral_sampling import training_view
 from weather_sr.data import DataBundle
+from weather_sr.data.temporal import detail_lag1
 from weather_sr.errors import UserError
 from weather_sr.model.checkpoint import is_export, load_checkpoint, plain
 from weather_sr.model.downscaling_model import (
@@ -87,8 +88,9 @@ class Trainer:
         cond_channels = condition_channels(self.condition, self.channels,
                                            self.regression is not None)
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
-        self.net = build_unet(cfg.model, self.channels, cond_channels, self.periodic).to(dev)
-        self.ema_net = build_unet(cfg.model, self.channels, cond_channels, self.periodic)
+        unet = (cfg.model, self.channels, cond_channels, self.periodic, self.condition)
+        self.net = build_unet(*unet).to(dev)
+        self.ema_net = build_unet(*unet)
         self.ema_net.to(dev).eval().requires_grad_(False)
         self._check_sizes()
         self.ema = EMA(self.net, t.ema_decay, t.ema_warmup)
@@ -118,6 +120,8 @@ class Trainer:
             "base_index": None if self.condition is None else self.condition.base_index,
         }
         self.target_scale, self.spectral = self._target_stats(DownscalingModel(self.net, **common))
+        lag1 = detail_lag1(bundle.train) if cfg.model.kind == "diffusion" else None
+        self.detail_lag1 = None if lag1 is None else tuple(float(v) for v in lag1)
         common["spectral"] = self.spectral
         self.model = DownscalingModel(self.wrapped, **common, target_scale=self.target_scale)
         self.ema_model = DownscalingModel(self.ema_net, **common, target_scale=self.target_scale)
@@ -312,6 +316,7 @@ class Trainer:
             target_scale=tuple(self.target_scale.tolist()),
             condition=condition_payload(self.condition),
             spectral=None if self.spectral is None else self.spectral.to_dict(),
+            detail_lag1=self.detail_lag1,
         )
 
     def payload(self) -> dict[str, Any]:
