@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from test_condition import _last, _test_rmse
+from test_condition import _overrides as condition_overrides
 
 from weather_sr.cli import main
 from weather_sr.config import load_config
@@ -62,28 +64,8 @@ def lead_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _overrides(path: Path, *extra: str) -> list[str]:
-    return [
-        f"data.path={path}", "data.variables=[y]", "data.scale_factor=4", "data.patch_size=16",
-        "data.split=[0.75, 0.0, 0.25]",
-        "model.kind=regression", "model.base_channels=16", "model.channel_mults=[1, 2]",
-        "model.num_res_blocks=1", "model.head_channels=16", "model.mid_attention=false",
-        "training.batch_size=8", "training.steps=400", "training.lr=2e-3",
-        "training.warmup_steps=20", "training.ema_decay=0.9", "training.val_every=1000",
-        "training.checkpoint_every=1000", "training.log_every=100", "training.precision=fp32",
-        "output.tensorboard=false", *extra,
-    ]
-
-
-def _last(run: Path) -> Path:
-    return sorted((run / "checkpoints").glob("step_*.pt"))[-1]
-
-
-def _test_rmse(overrides: list[str], run: Path) -> float:
-    train(load_config(None, overrides), run, progress=False)
-    model = load_model(_last(run))
-    data = load_split(bundle_for(model, None), "test")
-    pred = model_prediction(model, data, SamplingOptions(members=1, batch_size=8))
-    return float(np.sqrt(np.mean((pred - data.truth) ** 2)))
+    """test_condition's small regression run on ``y``."""
+    return condition_overrides(path, "data.variables=[y]", *extra)
 
 
 def test_a_lead_time_dependent_target_needs_the_scalar(lead_file: Path, tmp_path: Path) -> None:
