@@ -22,6 +22,8 @@ from weather_sr.cli import main
 from weather_sr.config import load_config
 from weather_sr.data import coarsen, gaussian_random_field, synthetic_dataset, upsample
 from weather_sr.errors import UserError
+from weather_sr.evaluation.evalset import load_split, model_prediction
+from weather_sr.evaluation.pipeline import bundle_for
 from weather_sr.inference.coherence import NoiseChain, time_stride
 from weather_sr.inference.ensemble import SamplingOptions, member_seed
 from weather_sr.training.loop import train
@@ -142,10 +144,11 @@ def _lag1(x: np.ndarray) -> float:
     return float((a[1:] * a[:-1]).sum() / np.sqrt((a[1:] ** 2).sum() * (a[:-1] ** 2).sum()))
 
 
-def test_coherent_members_keep_the_truths_lag1(tmp_path: Path) -> None:
-    """Small scales an AR(1) in time (phi 0.8) on a large-scale field independent in time: the
-    training data's detail lag-1 is stored, and the sampled details of coherent members have
-    the truth's lag-1 within 0.1 while independent members' are near 0."""
+@pytest.fixture(scope="module")
+def ar1(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Small scales an AR(1) in time (phi 0.8) on a large-scale field independent in time; a
+    diffusion model trained on it plain and one trained on the previous time's field too."""
+    root = tmp_path_factory.mktemp("ar1")
     g = torch.Generator().manual_seed(0)
     eta = gaussian_random_field(NT, NY, NX, slope=2.0, generator=g).numpy()  # small scales
     detail = np.empty_like(eta)
@@ -157,34 +160,105 @@ def test_coherent_members_keep_the_truths_lag1(tmp_path: Path) -> None:
     coords = {"time": times, "lat": ("lat", np.linspace(30, 45.5, NY), {"units": "degrees_north"}),
               "lon": ("lon", np.linspace(0, 15.5, NX), {"units": "degrees_east"})}
     y = (3.0 * smooth + detail).astype(np.float32)
-    path = tmp_path / "hr.nc"
+    path = root / "hr.nc"
     xr.Dataset({"y": (("time", "lat", "lon"), y, {"units": "1"})}, coords=coords).to_netcdf(path)
-    cfg = load_config(None, [
-        f"data.path={path}", "data.variables=[y]", "data.scale_factor=4", "data.patch_size=32",
-        "data.split=[0.75, 0.0, 0.25]", "model.base_channels=16", "model.channel_mults=[1, 2]",
-        "model.num_res_blocks=1", "model.head_channels=16", "model.mid_attention=false",
-        "diffusion.timesteps=200", "training.batch_size=8", "training.steps=300",
-        "training.lr=2e-3", "training.warmup_steps=20", "training.ema_decay=0.95",
-        "training.val_every=1000", "training.checkpoint_every=1000", "training.log_every=100",
-        "training.precision=fp32", "output.tensorboard=false"])
-    train(cfg, tmp_path / "run", progress=False)
-    ckpt = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))[-1]
-    model = weather_sr.load_model(ckpt)
-    assert abs(model.meta.detail_lag1[0] - PHI) < 0.1  # the truth's, measured at training
+    models = {}
+    for name, extra in (("plain", []), ("previous", ["data.previous=true"])):
+        cfg = load_config(None, [
+            f"data.path={path}", "data.variables=[y]", "data.scale_factor=4",
+            "data.patch_size=32", "data.split=[0.75, 0.0, 0.25]", "model.base_channels=16",
+            "model.channel_mults=[1, 2]", "model.num_res_blocks=1", "model.head_channels=16",
+            "model.mid_attention=false", "diffusion.timesteps=200", "training.batch_size=8",
+            "training.steps=300", "training.lr=2e-3", "training.warmup_steps=20",
+            "training.ema_decay=0.95", "training.val_every=1000",
+            "training.checkpoint_every=1000", "training.log_every=100",
+            "training.precision=fp32", "output.tensorboard=false", *extra])
+        train(cfg, root / name, progress=False)
+        models[name] = sorted((root / name / "checkpoints").glob("step_*.pt"))[-1]
     test = slice(int(0.75 * NT), NT)
     with xr.open_dataset(path) as ds:
-        inp = ds.isel(time=test).load()
+        ds.isel(time=test).to_netcdf(root / "test.nc")
     truth = y[test]
     # the detail as training measures it: minus the block means interpolated back (bicubic)
-    lr_mean = upsample(coarsen(torch.from_numpy(truth[:, None]), 4), 4)[:, 0].numpy()
-    lags = {}
-    for coherent in (False, True):
-        out = weather_sr.downscale(inp, model, members=4, steps=10, seed=1, coarsen=True,
-                                   device="cpu", coherent=coherent, precision="float32")
-        members = out["y"].transpose("member", "time", ...).values
-        lags[coherent] = np.mean([_lag1(m - lr_mean) for m in members])
-    truth_lag = _lag1(truth - lr_mean)
-    print(f"detail lag-1: truth {truth_lag:.3f}, coherent {lags[True]:.3f}, "
-          f"independent {lags[False]:.3f}")
-    assert abs(lags[True] - truth_lag) < 0.1
-    assert lags[False] < truth_lag - 0.3
+    base = upsample(coarsen(torch.from_numpy(truth[:, None]), 4), 4)[:, 0].numpy()
+    return {"root": root, "test": root / "test.nc", "truth": truth, "base": base, **models}
+
+
+def _detail_lag1(ar1: dict, ckpt: Path, **options: object) -> float:
+    """The members' mean lag-1 autocorrelation of their details on the test times."""
+    with xr.open_dataset(ar1["test"]) as ds:
+        out = weather_sr.downscale(ds.load(), ckpt, members=4, steps=10, seed=1, coarsen=True,
+                                   device="cpu", precision="float32", **options)
+    members = out["y"].transpose("member", "time", ...).values
+    return float(np.mean([_lag1(m - ar1["base"]) for m in members]))
+
+
+def test_coherent_members_keep_the_truths_lag1(ar1: dict) -> None:
+    """The training data's detail lag-1 is stored; the sampled details of coherent members
+    (correlated noise, and autoregressive) have the truth's lag-1 within 0.1, independent
+    members' are near 0."""
+    assert abs(weather_sr.load_model(ar1["plain"]).meta.detail_lag1[0] - PHI) < 0.1
+    truth = _lag1(ar1["truth"] - ar1["base"])
+    lags = {"independent": _detail_lag1(ar1, ar1["plain"], coherent=False),
+            "noise": _detail_lag1(ar1, ar1["plain"], coherent=True),
+            "ar": _detail_lag1(ar1, ar1["previous"], coherent=True),
+            "ar, previous as zeros": _detail_lag1(ar1, ar1["previous"], coherent=False)}
+    print(f"detail lag-1: truth {truth:.3f}, "
+          + ", ".join(f"{k} {v:.3f}" for k, v in lags.items()))
+    assert abs(lags["noise"] - truth) < 0.1 and abs(lags["ar"] - truth) < 0.1
+    assert lags["independent"] < truth - 0.3 and lags["ar, previous as zeros"] < truth - 0.3
+
+
+def _ar_run(ar1: dict, out: Path, *extra: str) -> int:
+    return main(["downscale", "--checkpoint", str(ar1["previous"]), "--input", str(ar1["test"]),
+                 "--coarsen", "--output", str(out), "--members", "2", "--batch-size", "2",
+                 "--steps", "3", "--seed", "2", "--device", "cpu", "--no-progress", *extra])
+
+
+def test_autoregressive_runs_chunked_resumed_and_evaluated_alike(
+        ar1: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An autoregressive model (data.previous) in chunks of 1 and 5 fields, resumed after an
+    interruption (its previous members read back from the partial store), and through
+    evaluate's model_prediction: the same members bit for bit (evaluate: to 1e-4)."""
+    ref = tmp_path / "ref.nc"
+    assert _ar_run(ar1, ref, "--chunk-fields", "30") == 0
+    assert _ar_run(ar1, tmp_path / "one.nc", "--chunk-fields", "1") == 0
+    with xr.open_dataset(ref) as a, xr.open_dataset(tmp_path / "one.nc") as b:
+        _assert_same(a.load(), b.load())
+        assert a.attrs["coherent"] == "ar"
+    out = tmp_path / "out.zarr"
+    _interrupt_after(monkeypatch, 3)  # 10 of the 24 fields recorded complete
+    assert _ar_run(ar1, out, "--chunk-fields", "5") == 130
+    monkeypatch.undo()
+    assert _ar_run(ar1, out, "--chunk-fields", "7", "--resume") == 0
+    with xr.open_zarr(out) as z, xr.open_dataset(ref) as a:
+        _assert_same(z.load(), a.load())
+        expected = a["y"].transpose("time", "member", ...).values
+    model = weather_sr.load_model(ar1["previous"])
+    data = load_split(bundle_for(model, None), "test")
+    got = model_prediction(model, data, SamplingOptions(members=2, steps=3, seed=2,
+                                                        batch_size=2))
+    np.testing.assert_allclose(got[:, :, 0], expected, rtol=0, atol=1e-4)
+
+
+def test_coherence_options_follow_the_model(ar1: dict, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """ar needs a model trained with data.previous, noise one without; each refusal is one
+    line, exit 2, nothing written."""
+    for ckpt, value, words in ((ar1["plain"], "ar", "data.previous: true"),
+                               (ar1["previous"], "noise", "use --coherent ar")):
+        out = tmp_path / "out.nc"
+        capsys.readouterr()
+        assert main(["downscale", "--checkpoint", str(ckpt), "--input", str(ar1["test"]),
+                     "--coarsen", "--output", str(out), "--coherent", value, "--steps",
+                     "2"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[-1], err
+        assert not out.exists()
+
+
+def test_previous_needs_a_diffusion_model_without_regression_base() -> None:
+    for extra, words in ((["model.kind=regression"], "is for diffusion models"),
+                         (["data.previous_dropout=1.0"], "data.previous_dropout = 1.0")):
+        with pytest.raises(UserError, match=words):
+            load_config(None, ["data.variables=[y]", "data.previous=true", *extra])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from test_condition import _last, _test_rmse
+from test_condition import LAT, LON, NT, NX, NY, TIMES, _last, _test_rmse
 from test_condition import _overrides as condition_overrides
 
 from weather_sr.cli import main
@@ -34,11 +34,6 @@ from weather_sr.training.loop import train
 
 torch.set_num_threads(1)
 
-NY = NX = 32
-NT = 48
-LAT = np.linspace(30.0, 45.5, NY)
-LON = np.linspace(0.0, 15.5, NX)
-TIMES = np.datetime64("2021-01-01T00") + np.arange(NT) * np.timedelta64(3, "h")
 LEAD = np.random.default_rng(3).permutation(NT) * np.timedelta64(3, "h")  # not the calendar
 
 

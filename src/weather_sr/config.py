@@ -82,6 +82,11 @@ class DataConfig:
     static: StaticConfig | None = None
     features: list[Literal["lat", "lon", "doy", "hour"]] = field(default_factory=list)
     scalars: list[str] = field(default_factory=list)  # per-field numbers (lead_time, ...)
+    # autoregressive coherence: the previous time's HR targets in the condition (the truth in
+    # training, with noise of this std (normalised units) and dropped to zeros this often)
+    previous: bool = False
+    previous_noise: float = 0.1
+    previous_dropout: float = 0.1
     transforms: dict[str, str] = field(default_factory=dict)  # {variable: log1p | power:P}
 
 
@@ -531,6 +536,13 @@ def _validate_condition(cfg: RunConfig, source: str) -> None:
     for name, values in (("data.variables", d.variables), ("data.features", d.features),
                          ("data.scalars", d.scalars)):
         r(len(set(values)) == len(values), f"{name} = {values} lists a name twice")
+    if d.previous:
+        r(cfg.model.kind == "diffusion" and target != "regression_residual",
+          "data.previous (the previous time's HR field as a condition) is for diffusion models "
+          f"with target residual or full, not {cfg.model.kind} / {target}")
+        r(d.previous_noise >= 0, f"data.previous_noise = {d.previous_noise} must be >= 0")
+        r(0 <= d.previous_dropout < 1,
+          f"data.previous_dropout = {d.previous_dropout} must be in [0, 1)")
     if d.static is not None:
         r(bool(d.static.path), "data.static.path: give the file of the static fields")
         r(bool(d.static.variables), "data.static.variables: list at least one (e.g. [orog])")

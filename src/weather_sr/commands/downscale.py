@@ -122,10 +122,13 @@ def add_coherence_options(parser: argparse.ArgumentParser) -> None:
     from weather_sr.core.sampler_defaults import COHERENCE, DEFAULT_COHERENCE
 
     parser.add_argument(
-        "--coherent", nargs="?", const="noise", default=DEFAULT_COHERENCE, choices=COHERENCE,
+        "--coherent", nargs="?", const="on", default=DEFAULT_COHERENCE, choices=COHERENCE,
         help="members that stay coherent from one time to the next (the fields in time order): "
-             "noise correlates each member's initial noise between consecutive times; off: "
-             "every time sampled on its own (default: %(default)s; --coherent alone: noise)")
+             "noise correlates each member's initial noise between consecutive times; ar "
+             "conditions each member on its own previous field (a model trained with "
+             "data.previous); off: every time sampled on its own; on: ar where the model "
+             "allows, else noise; auto: ar where the model allows, else off (default: "
+             "%(default)s; --coherent alone: on)")
     parser.add_argument(
         "--rho", type=float, default=None,
         help="the correlation in [0, 1) of --coherent noise (default: the lag-1 "

@@ -17,6 +17,9 @@ DEFAULT_PRECISION = "auto"
 # --constrain: the members' block means against the LR input (docs/method.md §8, "Constraint")
 CONSTRAINTS: tuple[str, ...] = ("none", "lr-mean", "lr-mean-x0")
 DEFAULT_CONSTRAINT = "none"
-# the members' coherence in time (inference.coherence); off: every time sampled on its own
-COHERENCE: tuple[str, ...] = ("off", "noise")
-DEFAULT_COHERENCE = "off"
+# the members' coherence in time (inference.coherence): off, every time sampled on its own;
+# noise, correlated initial noise; ar, each member conditioned on its own previous field (a
+# model trained with data.previous); on, ar where the model allows, else noise; auto, ar where
+# the model allows, else off
+COHERENCE: tuple[str, ...] = ("auto", "on", "off", "noise", "ar")
+DEFAULT_COHERENCE = "auto"

@@ -27,6 +27,7 @@ from weather_sr.data.pairs import (
 from weather_sr.data.reading import open_fields
 from weather_sr.data.source import FieldSource, LazyFields
 from weather_sr.data.splits import split_samples
+from weather_sr.data.temporal import members_of, previous_rows
 from weather_sr.errors import UserError
 
 
@@ -142,6 +143,9 @@ def build_datasets(
     static: Mapping[str, Any] | None = None,
     features: Sequence[str] = (),
     scalars: Sequence[str] = (),
+    previous: bool = False,
+    previous_noise: float = 0.1,
+    previous_dropout: float = 0.1,
     transforms: Mapping[str, str] | None = None,
 ) -> DataBundle:
     """Open HR (and optional paired LR) data and return train/val/test datasets (see DataBundle).
@@ -153,7 +157,10 @@ def build_datasets(
     ``inputs`` ({path, variables, regrid}), ``static`` ({path, variables}), ``features``,
     ``scalars`` (names of per-field numbers in the targets' or the predictors' file) and
     ``transforms`` ({variable: "log1p" | "power:P"}) shape the condition (docs/data.md,
-    :mod:`weather_sr.data.inputs`, :mod:`weather_sr.data.scalars`).
+    :mod:`weather_sr.data.inputs`, :mod:`weather_sr.data.scalars`). ``previous``: the previous
+    time's HR targets join the condition (the truth, with Gaussian noise of std
+    ``previous_noise`` in normalised units and replaced by zeros with probability
+    ``previous_dropout`` in training; :func:`weather_sr.data.temporal.previous_rows`).
     """
     from weather_sr.data.inputs import build_condition, check_transformed
 
@@ -190,11 +197,13 @@ def build_datasets(
         fields, normalizer, train_idx, path=path, source=source, inputs=inputs, static=static,
         features=features, transforms=tf, load=load)
     scalar_values = _scalars(condition, scalars, fields, path, inputs, train_idx)
+    condition.previous = bool(previous)
+    before = previous_rows(fields["time"].values, members_of(fields)) if previous else None
     f_lat, f_lon = grid_latlon(grid) if condition.features else (None, None)
     # the checkpoint keeps the static fields' whole domain; the datasets see the targets' part
     on_grid = condition.on_grid(grid.lat, grid.lon, where)
     times = fields["time"].values
-    members = fields["member"].values if "member" in fields.coords else None
+    members = members_of(fields)
     common = dict(
         interpolation=interpolation, periodic=grid.periodic, lr_noise_std=lr_noise_std, seed=seed
     )
@@ -210,6 +219,9 @@ def build_datasets(
             random=train,
             times=times[idx],
             scalars=None if scalar_values is None else scalar_values[idx],
+            previous=None if before is None else before[idx],
+            previous_noise=previous_noise if train else 0.0,
+            previous_dropout=previous_dropout if train else 0.0,
             members=None if members is None else members[idx],
             condition=on_grid,
             inputs=in_source,

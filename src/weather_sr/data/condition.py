@@ -11,6 +11,8 @@ Three kinds of condition (docs/data.md, "Three kinds of condition"):
 - **static** fields, constant in time on the HR training grid (orography, land-sea mask),
   stored in physical units and normalised by their mean and standard deviation over the grid.
 - **features**: sin/cos of latitude, longitude, day of year and hour (already in [-1, 1]).
+- **previous**: the targets' HR field of the previous time, normalised like the targets
+  (``data.previous``, autoregressive coherence; zeros for a first time), before the scalars.
 - **scalars**: one number per field (lead time, ...; :mod:`weather_sr.data.scalars`),
   normalised by the training split's mean and std, as constant planes after the features, which
   the UNet takes into its noise-level embedding (the planes' channels: :attr:`scalar_channels`).
@@ -66,6 +68,7 @@ class ConditionSpec:
     input_valid: np.ndarray | None = None  # bool [Ci, h, w]: valid in every training field
     static_y: np.ndarray | None = None  # [Hs], [Ws]: the axes of static_values (the static
     static_x: np.ndarray | None = None  # file's domain); None in older checkpoints
+    previous: bool = False  # the previous time's HR targets as channels (autoregressive)
     scalar_names: list[str] = field(default_factory=list)
     scalar_mean: np.ndarray | None = None  # float64 [K], over the training split
     scalar_std: np.ndarray | None = None
@@ -74,7 +77,7 @@ class ConditionSpec:
     def is_default(self) -> bool:
         """The SR3 condition: the targets' own LR field only."""
         return (self.mode == "own" and not self.static_names and not self.features
-                and not self.scalar_names)
+                and not self.scalar_names and not self.previous)
 
     @property
     def channels(self) -> list[str]:
@@ -84,7 +87,17 @@ class ConditionSpec:
             from weather_sr.data.features import feature_names
 
             names += feature_names(self.features)
+        if self.previous:
+            names += [f"previous:{t}" for t in self.targets]
         return names + [f"scalar:{n}" for n in self.scalar_names]
+
+    @property
+    def previous_channels(self) -> slice | None:
+        """The condition channels of the previous time's targets, or None."""
+        if not self.previous:
+            return None
+        first = len(self.channels) - len(self.scalar_names) - len(self.targets)
+        return slice(first, first + len(self.targets))
 
     @property
     def scalar_channels(self) -> tuple[int, int] | None:
@@ -103,12 +116,15 @@ class ConditionSpec:
         self, inputs: np.ndarray | torch.Tensor, region: tuple[slice, slice] | None = None,
         lat: np.ndarray | None = None, lon: np.ndarray | None = None,
         times: np.ndarray | None = None, scalars: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Physical ``inputs`` [N, Ci, h, w] on the HR grid (window ``region`` of the training
         grid, None = all of it) -> the normalised condition [N, Cc, h, w] without NaN.
 
         ``lat`` / ``lon``: [h] or [h, w] of the same window and ``times`` [N], for features;
-        ``scalars`` [N, K]: the fields' scalars in physical units (:attr:`scalar_names`).
+        ``scalars`` [N, K]: the fields' scalars in physical units (:attr:`scalar_names`);
+        ``previous`` [N, C, h, w]: the previous time's targets, normalised, without NaN (None:
+        zeros, as for a first time; sampling puts each member's own in later).
         """
         x = inputs
         is_torch = isinstance(x, torch.Tensor)
@@ -125,6 +141,9 @@ class ConditionSpec:
 
             f = feature_channels(self.features, lat, lon, times)  # [N or 1, F, h, w]
             extra.append(np.repeat(f, n, axis=0) if f.shape[0] != n else f)
+        if self.previous:
+            extra.append(np.zeros((n, len(self.targets), h, w), np.float32) if previous is None
+                         else np.asarray(previous, np.float32))
         if self.scalar_names:
             extra.append(self._scalar_planes(scalars, n, (h, w)))
         if not extra:
@@ -206,6 +225,7 @@ class ConditionSpec:
                 "regrid": self.regrid, "static": static, "features": list(self.features),
                 "input_variables": list(self.input_variables),
                 "input_units": list(self.input_units),
+                **({"previous": True} if self.previous else {}),
                 **({} if not self.scalar_names else
                    {"scalars": {"names": list(self.scalar_names),
                                 "mean": np.asarray(self.scalar_mean).tolist(),
@@ -225,6 +245,7 @@ class ConditionSpec:
             input_variables=[str(v) for v in d.get("input_variables") or []],
             input_units=[str(v) for v in d.get("input_units") or []],
         )
+        spec.previous = bool(d.get("previous", False))  # absent in older checkpoints
         scalars = d.get("scalars")  # absent in older checkpoints: none
         if scalars:
             spec.scalar_names = [str(v) for v in scalars["names"]]

@@ -39,7 +39,9 @@ class PairDataset(Dataset):
     come from ``inputs`` (a source of LR predictors coarsened like the targets, or predictors
     regridded onto the HR grid; default: the targets' own source). ``lat`` / ``lon`` ([H] or
     [H, W], the HR grid) are needed for the lat/lon features, ``scalars`` [N, K] (physical,
-    one row per sample) for the condition's scalars.
+    one row per sample) for the condition's scalars, ``previous`` [N] (the source row of each
+    row's previous time, -1 for none; its field normalised, plus noise of std
+    ``previous_noise``, or zeros with probability ``previous_dropout``) for ``data.previous``.
     """
 
     def __init__(
@@ -58,6 +60,9 @@ class PairDataset(Dataset):
         random: bool = False,
         times: np.ndarray | None = None,
         scalars: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
+        previous_noise: float = 0.0,
+        previous_dropout: float = 0.0,
         members: np.ndarray | None = None,
         condition: ConditionSpec | None = None,
         inputs: FieldSource | RegriddedInputs | None = None,
@@ -74,6 +79,9 @@ class PairDataset(Dataset):
         self.seed, self.random = seed, random
         self.times, self.members = times, members
         self.scalars = scalars  # [N, K] physical, the condition's scalars of each row
+        # [N]: the source row of each row's previous time (-1: none), for data.previous
+        self.previous, self.previous_noise, self.previous_dropout = (
+            previous, previous_noise, previous_dropout)
         self.condition = condition or default_condition(normalizer.channels, normalizer)
         self.inputs = source if inputs is None else inputs
         self.lat, self.lon = lat, lon
@@ -170,6 +178,21 @@ class PairDataset(Dataset):
         times = None if self.times is None else np.asarray(self.times[k : k + 1])
         return lat, lon, times
 
+    def _previous(self, k: int, ys: slice, xs: slice, g: torch.Generator
+                  ) -> np.ndarray | None:
+        """Row ``k``'s previous time on window (ys, xs) for the condition [1, C, h, w]
+        (normalised, NaN as 0, noised), or None (zeros: a first time, or dropped)."""
+        if self.previous is None or self.previous[k] < 0:
+            return None
+        if self.previous_dropout > 0 and float(torch.rand((), generator=g)) < self.previous_dropout:
+            return None
+        hr = self.source.hr_window(int(self.previous[k]), ys, xs)
+        z = torch.from_numpy(np.nan_to_num(self.normalizer.normalise(hr, (ys, xs)), nan=0.0)
+                             .astype(np.float32))
+        if self.previous_noise > 0:
+            z = z + self.previous_noise * torch.randn(z.shape, generator=g)
+        return z.numpy()[None]
+
     def __getitem__(self, k: int) -> dict[str, Any]:
         return self.item(k, self._generator(k))
 
@@ -182,7 +205,7 @@ class PairDataset(Dataset):
         hr_n = np.nan_to_num(self.normalizer.normalise(hr, (ys, xs)), nan=0.0)
         scalars = None if self.scalars is None else self.scalars[k : k + 1]
         cond_n = self.condition.assemble(inputs[None], (ys, xs), *self._features_at(k, ys, xs),
-                                         scalars)[0]
+                                         scalars, self._previous(k, ys, xs, g))[0]
         out = [
             torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
             for a in (hr_n, cond_n, valid)

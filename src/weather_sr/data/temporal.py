@@ -1,4 +1,5 @@
-"""How the truth's small scales persist in time: the lag-1 autocorrelation of the detail.
+"""Fields in time: which row is a row's previous time (:func:`previous_rows`, for
+``data.previous``), and how the truth's small scales persist (:func:`detail_lag1`).
 
 The detail of an HR field is what its LR field does not hold: the field minus its block-mean
 LR interpolated back onto the HR grid (the split's own interpolation). Its lag-1
@@ -7,6 +8,8 @@ coherent ensembles' noise (:mod:`weather_sr.inference.coherence`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +30,19 @@ def consecutive_pairs(times: np.ndarray, members: np.ndarray | None) -> list[tup
     return [(i, where[(step[tt], mm)]) for i, (tt, mm) in enumerate(zip(t.tolist(), m.tolist(),
                                                                        strict=True))
             if tt in step and (step[tt], mm) in where]
+
+
+def members_of(fields: Any) -> np.ndarray | None:
+    """The member of each sample of standardised ``fields`` (None: no member coordinate)."""
+    return fields["member"].values if "member" in fields.coords else None
+
+
+def previous_rows(times: np.ndarray, members: np.ndarray | None) -> np.ndarray:
+    """int [N]: the row of the same member at the previous time of each row, -1 for a first."""
+    out = np.full(len(times), -1, dtype=np.int64)
+    for i, j in consecutive_pairs(times, members):
+        out[j] = i
+    return out
 
 
 def detail_lag1(dataset: PairDataset, max_pairs: int = MAX_PAIRS) -> np.ndarray | None:

@@ -27,7 +27,7 @@ from weather_sr.data.condition import ConditionSpec, grid_latlon
 from weather_sr.data.regrid import channel_methods
 from weather_sr.errors import UserError
 from weather_sr.evaluation.accumulate import ScoreAccumulator
-from weather_sr.inference.coherence import NoiseChain
+from weather_sr.inference.coherence import NoiseChain, PreviousState
 from weather_sr.inference.ensemble import SamplingOptions, options_for, sample_ensemble
 from weather_sr.model.downscaling_model import DownscalingModel
 
@@ -186,12 +186,14 @@ def model_prediction(
     progress: Callable[[int, int], None] | None = None,
     field_offset: int = 0,
     chain: NoiseChain | None = None,
+    state: PreviousState | None = None,
 ) -> np.ndarray:
     """Physical-unit output of one model: regression [N, C, H, W], diffusion [N, M, C, H, W].
 
     ``field_offset``: the split index of ``data``'s first field (each (field, member) has its
     own seed, so scoring chunk by chunk samples what one pass would); ``chain``: the run's
-    :func:`~weather_sr.inference.ensemble.noise_chain` with ``--coherent``, kept over the chunks.
+    :func:`~weather_sr.inference.ensemble.noise_chain` with ``--coherent noise``, ``state``
+    its :func:`~weather_sr.inference.ensemble.previous_state` with ``ar``, kept over the chunks.
     """
     normalizer = check_compatible(model, data, source)
     assert model.meta is not None and data.inputs is not None
@@ -213,7 +215,7 @@ def model_prediction(
         options = options_for(model, options, periodic=data.periodic)
         out = sample_ensemble(model, cond, options, device=device, progress=progress,
                               field_offset=field_offset, lr=data.lr, lat=data.coarsen_lat,
-                              chain=chain)
+                              chain=chain, state=state)
     return np.asarray(normalizer.denormalise(out.numpy().astype(np.float64)), dtype=np.float32)
 
 

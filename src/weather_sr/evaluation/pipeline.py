@@ -37,7 +37,7 @@ from weather_sr.evaluation.scoring import Scoring, truth_reference
 from weather_sr.evaluation.series import SeriesStore
 from weather_sr.evaluation.temporal import resolve_sum_window
 from weather_sr.inference.downscale import checkpoint_sources
-from weather_sr.inference.ensemble import SamplingOptions, noise_chain
+from weather_sr.inference.ensemble import SamplingOptions, noise_chain, previous_state
 from weather_sr.inference.precision import resolve_precision
 from weather_sr.inference.stream import check_chunk_fields, chunks
 from weather_sr.lock import lock_output
@@ -152,19 +152,22 @@ def evaluate_checkpoints(
                               store=SeriesStore(series, n), sum_window=sum_window)
         heads: dict[str, np.ndarray] = {}  # the first field of every method, for the panels
         split_times = None if times is None else np.asarray(times[:n])
-        chains = [noise_chain(m, options, split_times) for m in models]  # over all chunks
+        # the members' coherence in time, carried over all chunks
+        chains = [noise_chain(m, options, split_times) for m in models]
+        states = [previous_state(m, options, split_times) for m in models]
         for a, b in parts:
             data = data if a == 0 else load_split(bundle, split, max_fields, fields=(a, b))
             predictions = dict(baseline_predictions(data)) if main else {}
-            for label, path, model, chain in zip(labels, checkpoints, models, chains,
-                                                 strict=True):
+            for label, path, model, chain, state in zip(labels, checkpoints, models, chains,
+                                                        states, strict=True):
                 check_inputs_in_range(model, data, f"{split} split of {data_path or path}", a,
                                       allow_out_of_range)
                 bar, update = _progress_bar(f"{label}: downscaling fields {a + 1}-{b} of {n}", main)
                 with bar:
                     predictions[label] = model_prediction(model, data, options, device=device,
                                                           source=str(path), progress=update,
-                                                          field_offset=a, chain=chain)
+                                                          field_offset=a, chain=chain,
+                                                          state=state)
             if scoring is not None:
                 scoring.update(data, predictions)
             heads = heads or {k: v[:1] for k, v in predictions.items()}

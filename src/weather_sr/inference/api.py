@@ -21,7 +21,11 @@ from typing import Any
 import torch
 import xarray as xr
 
-from weather_sr.core.sampler_defaults import DEFAULT_CONSTRAINT, DEFAULT_PRECISION
+from weather_sr.core.sampler_defaults import (
+    DEFAULT_COHERENCE,
+    DEFAULT_CONSTRAINT,
+    DEFAULT_PRECISION,
+)
 from weather_sr.core.sampling import DEFAULT_ETA, DEFAULT_SAMPLER, DEFAULT_STEPS
 from weather_sr.core.spectral_options import DEFAULT_COLOUR
 from weather_sr.devices import select_device
@@ -32,7 +36,7 @@ from weather_sr.inference.downscale import (
     downscale_prepared,
     progress_bar,
 )
-from weather_sr.inference.ensemble import SamplingOptions, noise_chain
+from weather_sr.inference.ensemble import SamplingOptions, noise_chain, previous_state
 from weather_sr.inference.netcdf import cf_encoding
 from weather_sr.inference.prepare import dataset_fields, prepare_fields
 from weather_sr.inference.stream import check_chunk_fields, chunks
@@ -56,7 +60,7 @@ def downscale(
     batch_size: int = 8, device: str | torch.device = "auto", progress: bool = False,
     precision: str = DEFAULT_PRECISION, chunk_fields: int = 8, allow_out_of_range: bool = False,
     noise_colour: str = DEFAULT_COLOUR, constrain: str = DEFAULT_CONSTRAINT,
-    domain: Sequence[float] | str | None = None, coherent: bool | str = False,
+    domain: Sequence[float] | str | None = None, coherent: bool | str | None = None,
     rho: float | None = None,
 ) -> xr.Dataset:
     """Sample an HR ensemble for the LR fields of ``ds`` (HR fields with ``coarsen=True``); a
@@ -81,10 +85,11 @@ def downscale(
         domain: ``--domain``: (y0, y1, x0, x1), for a model whose predictors are regridded
             from their own grid: the part of its static fields' domain (or training grid) to
             downscale (:mod:`weather_sr.inference.domain`).
-        coherent, rho: ``--coherent``, ``--rho``: True (or ``"noise"``) correlates each
-            member's initial noise between consecutive times by ``rho`` (None: the
-            checkpoint's measured value; :mod:`weather_sr.inference.coherence`); the chain
-            runs over all of ``ds``'s fields in order, whatever ``chunk_fields``.
+        coherent, rho: ``--coherent``, ``--rho``: None (``auto``), True (``on``), False
+            (``off``) or a name (``noise``: each member's initial noise correlated between
+            consecutive times by ``rho``, None: the checkpoint's measured value; ``ar``: each
+            member conditioned on its own previous field; :mod:`weather_sr.inference.coherence`);
+            the members run over all of ``ds``'s fields in order, whatever ``chunk_fields``.
     Returns:
         The Dataset ``weather-sr downscale`` writes for the same arguments: one variable per
         channel ``[time, member, lat, lon]`` (a regression checkpoint: its deterministic field
@@ -116,6 +121,7 @@ def downscale(
     bar, close = progress_bar(total * members, progress)  # one bar over all chunks
     parts, tally = [], consistency_tally(meta)
     chain = noise_chain(model, options, fields["time"].values)
+    state = previous_state(model, options, fields["time"].values)
     try:
         for a, b in chunks(total, chunk_fields):
             prep = prepare_fields(fields.isel(sample=slice(a, b)).load(), meta,
@@ -124,7 +130,7 @@ def downscale(
             parts.append(downscale_prepared(model, prep, options, checkpoint=path, device=dev,
                                             coarsen_input=coarsen, input_name=_input_name(ds),
                                             argv=[], field_offset=a, progress=bar,
-                                            tally=tally, chain=chain))
+                                            tally=tally, chain=chain, state=state))
     finally:
         close()
     first = parts[0][meta.channels[0]].dims[0]  # time (or sample, with input members)
@@ -141,10 +147,12 @@ def downscale(
     return out
 
 
-def _coherence(coherent: bool | str) -> str:
-    """The ``coherent`` argument as :class:`SamplingOptions` takes it (True: ``noise``)."""
+def _coherence(coherent: bool | str | None) -> str:
+    """The ``coherent`` argument as :class:`SamplingOptions` takes it."""
+    if coherent is None:
+        return DEFAULT_COHERENCE
     if isinstance(coherent, bool):
-        return "noise" if coherent else "off"
+        return "on" if coherent else "off"
     return coherent
 
 

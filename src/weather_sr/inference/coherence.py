@@ -1,4 +1,5 @@
-"""Temporally coherent ensembles by correlated noise (``--coherent noise``).
+"""Temporally coherent ensembles: by correlated noise (``--coherent noise``), or
+autoregressively (``--coherent ar``, :class:`PreviousState`, below).
 
 Each member's initial noise is an AR(1) process over the times:
 
@@ -105,3 +106,41 @@ class NoiseChain:
             x = eps if x is None else self.rho * x + self.keep * eps
         assert x is not None
         return x
+
+
+class PreviousState:
+    """The members' own previous fields for autoregressive sampling (``--coherent ar``, a model
+    trained with ``data.previous``): field f's condition holds field f - ``stride``'s members.
+
+    A field's state is its members as written: denormalised to float32 (NaN where the output is
+    missing), then normalised again with NaN as 0 (:meth:`settle`), so that a run resumed from
+    its output (:meth:`put` of the fields read back) continues exactly as an uninterrupted one.
+    The first ``stride`` fields have none: their previous channels are zeros, as for a first
+    time in training."""
+
+    def __init__(self, normalizer: Any, stride: int = 1) -> None:
+        self.normalizer, self.stride = normalizer, int(stride)
+        self._held: dict[int, Tensor] = {}  # field -> [M, C, H, W] normalised
+
+    def previous(self, f: int) -> Tensor | None:
+        """Field ``f - stride``'s members ``[M, C, H, W]`` (None for a first field)."""
+        if f < self.stride:
+            return None
+        if f - self.stride not in self._held:
+            raise UserError(f"--coherent ar: field {f} needs the members of field "
+                            f"{f - self.stride}, which this run has not sampled or read back")
+        return self._held[f - self.stride]
+
+    def put(self, f: int, fields: np.ndarray | Tensor) -> None:
+        """Hold field ``f``'s members as written: physical float32 ``[M, C, H, W]``."""
+        z = self.normalizer.normalise(torch.as_tensor(fields).double())
+        self._held[f] = torch.nan_to_num(z, nan=0.0).float()
+        self._held = {k: v for k, v in self._held.items() if k > f - 2 * self.stride}
+
+    def settle(self, f: int, x: Tensor, missing: Tensor | None = None) -> None:
+        """Hold field ``f``'s sampled members ``x`` (normalised ``[M, C, H, W]``) as written,
+        NaN where ``missing`` (bool, broadcast to ``x``)."""
+        fields = self.normalizer.denormalise(x.double()).float()
+        if missing is not None:
+            fields = torch.where(torch.as_tensor(missing), torch.nan, fields)
+        self.put(f, fields)

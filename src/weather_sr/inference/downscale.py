@@ -17,7 +17,7 @@ import xarray as xr
 
 from weather_sr.devices import select_device
 from weather_sr.errors import UserError
-from weather_sr.inference.coherence import NoiseChain
+from weather_sr.inference.coherence import NoiseChain, PreviousState
 from weather_sr.inference.constraint import target_index, target_lr
 from weather_sr.inference.domain import Domain
 from weather_sr.inference.ensemble import (
@@ -25,6 +25,7 @@ from weather_sr.inference.ensemble import (
     is_mean,
     noise_chain,
     options_for,
+    previous_state,
     sample_ensemble,
 )
 from weather_sr.inference.lr_consistency import ConsistencyTally
@@ -111,6 +112,9 @@ def downscale(
                 bar[0][0](i, n_steps)
 
         chain = noise_chain(model, options, times)  # carried over the chunks (coherence)
+        state = previous_state(model, options, times)
+        if state is not None and done:  # a resumed run continues from the fields written
+            partial.read_back(output, state, list(meta.channels), done)
         with opened(input_path) as source:
 
             def chunk(a: int, b: int) -> xr.Dataset:
@@ -121,7 +125,7 @@ def downscale(
                 return downscale_prepared(model, prep, options, checkpoint=checkpoint, device=dev,
                                           coarsen_input=coarsen_input, input_name=str(input_path),
                                           argv=argv, field_offset=a, progress=progress,
-                                          tally=tally, chain=chain)
+                                          tally=tally, chain=chain, state=state)
 
             try:
                 if rank == 0:
@@ -186,7 +190,7 @@ def downscale_prepared(
     checkpoint: str | os.PathLike[str] | None, device: torch.device, coarsen_input: bool,
     input_name: str, argv: Sequence[str] | None = None, field_offset: int = 0,
     progress: Callable[[int, int], None] | None = None, tally: ConsistencyTally | None = None,
-    chain: NoiseChain | None = None,
+    chain: NoiseChain | None = None, state: PreviousState | None = None,
 ) -> xr.Dataset:
     """Sample the ensemble for checked input ``prep`` and build the CF Dataset (values, grid,
     attributes) that ``weather-sr downscale`` writes and :func:`weather_sr.downscale` returns.
@@ -198,7 +202,8 @@ def downscale_prepared(
     of the fields so far, to which these are added (:mod:`weather_sr.inference.lr_consistency`;
     None: these fields alone); the Dataset carries its attributes after them. ``chain``: the
     run's :func:`~weather_sr.inference.ensemble.noise_chain` (``--coherent noise``), kept from
-    one chunk to the next (None: a new one).
+    one chunk to the next (None: a new one); ``state``: its
+    :func:`~weather_sr.inference.ensemble.previous_state` (``--coherent ar``), likewise.
     """
     from weather_sr import data
     from weather_sr.core.sampling import network_evaluations
@@ -214,10 +219,11 @@ def downscale_prepared(
                                   scalars=prep.scalars)
     lr = target_lr(prep.lr, spec)  # the targets' LR in physical units (None: regridded inputs)
     weights = np.asarray(prep.grid.lat) if meta.config.data.area_weighted else None
-    x = sample_ensemble(model, cond, options, device=device, progress=progress,
-                        field_offset=field_offset, lr=lr, lat=weights, chain=chain)
-    fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
     missing = _missing(prep.lr, spec, s)
+    x = sample_ensemble(model, cond, options, device=device, progress=progress,
+                        field_offset=field_offset, lr=lr, lat=weights, chain=chain, state=state,
+                        missing=missing)
+    fields = normalizer.denormalise(x.double()).float().numpy()  # [N, M, C, H, W] physical
     check_finite(fields, list(meta.channels), ~missing)
     fields = np.where(missing, np.nan, fields)  # no data where the input had none
     tally = consistency_tally(meta) if tally is None else tally

@@ -23,9 +23,7 @@ holds the same ensemble, and each chunk is the one a single process would have s
 from __future__ import annotations
 
 import operator
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,24 +33,24 @@ from torch import Tensor
 from weather_sr import distributed
 from weather_sr.core import sampling
 from weather_sr.core.process import Denoiser, project_x0
-from weather_sr.core.sampler_defaults import (
-    COHERENCE,
-    CONSTRAINTS,
-    DEFAULT_COHERENCE,
-    DEFAULT_CONSTRAINT,
-    DEFAULT_PRECISION,
-)
+from weather_sr.core.sampler_defaults import CONSTRAINTS
 from weather_sr.core.spectral import SpectralProcess
-from weather_sr.core.spectral_options import COLOUR_KINDS, DEFAULT_COLOUR, parse_spectral
 from weather_sr.core.spectral_sampling import sample_process
 from weather_sr.errors import UserError
-from weather_sr.inference.coherence import NoiseChain, resolve_rho, time_stride
+from weather_sr.inference.coherence import NoiseChain, PreviousState, resolve_rho, time_stride
 from weather_sr.inference.constraint import BlockConstraint, block_constraint, check_constraint
-from weather_sr.inference.precision import check_precision, resolve_precision, with_precision
+from weather_sr.inference.options import (
+    SamplingOptions,
+    is_mean,
+    options_for,
+    previous_slice,
+    resolve_coherence,
+)
+from weather_sr.inference.precision import resolve_precision, with_precision
 from weather_sr.inference.seeds import member_seed, pair_generators
 from weather_sr.inference.tiling import TiledDenoiser
 
-__all__ = ["SamplingOptions", "member_seed", "sample_ensemble"]
+__all__ = ["SamplingOptions", "is_mean", "member_seed", "options_for", "sample_ensemble"]
 
 Progress = Callable[[int, int], None]
 Wrap = Callable[[Denoiser, Sequence[int]], Denoiser]  # (denoiser, the chunk's fields) -> denoiser
@@ -74,127 +72,12 @@ class SampleModel(Protocol):
     def unscale_target(self, z0: Tensor) -> Tensor: ...
 
 
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How to sample: sampler name, steps, eta, seed, ensemble size, batching, tiling, precision.
-
-    The one validator of sampling options (the CLI's downscale and evaluate, the Python API, the
-    demo): checked on creation, each a UserError naming the option as the CLI does, whether or
-    not the chosen sampler uses it: ``sampler`` one of ``weather_sr.core.sampling.SAMPLER_NAMES``;
-    ``steps`` an integer >= 1 (<= T is checked when sampling, where T is known; ancestral runs
-    all T steps); ``eta`` in [0, 1] (used by ddim only); ``seed`` in 0 .. 2**63 - 1;
-    ``members`` and ``batch_size`` >= 1; ``tile`` None, 0 (both: no tiling) or positive;
-    ``overlap`` >= 0 (an overlap >= tile is clamped to tile - 1). What depends on the model
-    (tile a multiple of the UNet's size multiple) is :func:`options_for`'s. ``precision``: one
-    of ``core.sampler_defaults.PRECISIONS`` (``"auto"`` resolved per device by
-    :func:`weather_sr.inference.precision.resolve_precision`). ``noise_colour``: ``white`` or
-    ``power:Q`` (coloured-noise sampling, docs/method.md §9), only with a sampler that injects
-    noise (ancestral; ddim with eta > 0). ``constrain``: one of
-    ``core.sampler_defaults.CONSTRAINTS`` (the members' block means against the LR input,
-    :mod:`weather_sr.inference.constraint`; what the model allows is :func:`options_for`'s).
-    ``coherent``: ``off`` (independent fields) or ``noise`` (each member's initial noise an
-    AR(1) over the times with correlation ``rho`` in [0, 1), None: the checkpoint's;
-    :mod:`weather_sr.inference.coherence`).
-    """
-
-    sampler: str = sampling.DEFAULT_SAMPLER  # defaults: the one set in weather_sr.core.sampling
-    steps: int = sampling.DEFAULT_STEPS
-    eta: float = sampling.DEFAULT_ETA
-    seed: int = 0
-    members: int = 1
-    batch_size: int = 8
-    tile: int | None = None  # None: the whole field in one network call
-    overlap: int = 32
-    periodic_x: bool = False
-    pad_multiple: int = 1  # network input sizes must be multiples of this (UNet levels)
-    precision: str = DEFAULT_PRECISION
-    noise_colour: str = DEFAULT_COLOUR
-    constrain: str = DEFAULT_CONSTRAINT
-    coherent: str = DEFAULT_COHERENCE
-    rho: float | None = None  # None: the checkpoint's measured detail lag-1 (coherence)
-
-    def __post_init__(self) -> None:
-        from weather_sr.config import check_seed
-
-        if self.sampler not in sampling.SAMPLER_NAMES:
-            raise UserError(f"--sampler {self.sampler!r}: choose one of "
-                            f"{', '.join(sampling.SAMPLER_NAMES)}")
-        for option, value in (("--steps", self.steps), ("--members", self.members),
-                              ("--batch-size", self.batch_size)):
-            if not _is_int(value, 1):
-                raise UserError(f"{option} {value!r}: give a positive integer")
-        if isinstance(self.eta, bool) or not isinstance(self.eta, int | float) or not (
-                0.0 <= self.eta <= 1.0):
-            raise UserError(f"--eta {self.eta!r}: give a value between 0 and 1")
-        try:
-            check_seed(operator.index(self.seed))
-        except TypeError:
-            raise UserError(f"--seed {self.seed!r}: give an integer") from None
-        if self.tile is not None and not _is_int(self.tile, 0):
-            raise UserError(f"--tile {self.tile!r}: give a positive tile size in pixels")
-        if not _is_int(self.overlap, 0):
-            raise UserError(f"--overlap {self.overlap!r}: give a non-negative number of pixels")
-        check_precision(self.precision)
-        if self.constrain not in CONSTRAINTS:
-            raise UserError(f"--constrain {self.constrain!r}: choose one of "
-                            f"{', '.join(CONSTRAINTS)}")
-        try:
-            colour, _ = parse_spectral(self.noise_colour, COLOUR_KINDS, "--noise-colour")
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        if self.coherent not in COHERENCE:
-            raise UserError(f"--coherent {self.coherent!r}: choose one of {', '.join(COHERENCE)}")
-        if self.rho is not None:
-            if isinstance(self.rho, bool) or not isinstance(self.rho, int | float) or not (
-                    0.0 <= self.rho < 1.0):
-                raise UserError(f"--rho {self.rho!r}: give a correlation in [0, 1)")
-            if self.coherent != "noise":
-                raise UserError(f"--rho {self.rho}: the correlation of --coherent noise; add "
-                                "--coherent noise")
-        if colour != DEFAULT_COLOUR and not sampling.uses_injected_noise(self.sampler, self.eta):
-            raise UserError(f"--noise-colour {self.noise_colour}: shapes the noise that a "
-                            "stochastic sampler injects; use --sampler ancestral, or ddim with "
-                            f"--eta > 0 (--sampler {self.sampler} --eta {self.eta} injects none)")
-
-
-def options_for(model: Any, options: SamplingOptions, *, periodic: bool) -> SamplingOptions:
-    """``options`` with the UNet's size multiple and the grid's periodicity filled in, after
-    checking ``tile``, ``overlap`` and ``constrain`` against the model (UserError naming the
-    option)."""
-    check_constraint(model, options.constrain)
-    if options.coherent != DEFAULT_COHERENCE and is_mean(model):
-        raise UserError(f"--coherent {options.coherent}: a regression model gives one "
-                        "deterministic field per time, with no noise to correlate; leave it out")
-    levels = int(getattr(getattr(model, "net", None), "levels", 1) or 1)
-    multiple = 2 ** (levels - 1)
-    if options.tile:
-        if options.tile < multiple or options.tile % multiple:
-            raise UserError(f"--tile {options.tile}: must be a multiple of {multiple} "
-                            f"(2**(levels-1) for this {levels}-level UNet)")
-        if not 0 <= options.overlap < options.tile:
-            raise UserError(f"--overlap {options.overlap}: must lie in 0..{options.tile - 1}")
-        if options.overlap < 2 * multiple:
-            warnings.warn(f"--overlap {options.overlap} is small for a {levels}-level UNet; "
-                          f"seams may show (use >= {4 * multiple})", stacklevel=2)
-    return replace(options, pad_multiple=multiple, periodic_x=periodic)
-
-
-def _is_int(value: Any, low: int) -> bool:
-    """An integer (anything with ``__index__`` but a bool) >= low."""
-    if isinstance(value, bool):
-        return False
-    try:
-        return operator.index(value) >= low
-    except TypeError:
-        return False
-
-
 def sample_pairs(
     denoiser: Denoiser, y: Tensor, schedule: Any, pairs: Sequence[tuple[int, int]], *,
     channels: int, options: SamplingOptions, progress: Progress | None = None,
     field_offset: int = 0, device: torch.device | str | None = None,
     process: SpectralProcess | None = None, wrap: Wrap | None = None,
-    chain: NoiseChain | None = None,
+    chain: NoiseChain | None = None, rows: Sequence[int] | None = None,
 ) -> Tensor:
     """Sample x0 for each (field, member) pair.
 
@@ -208,6 +91,8 @@ def sample_pairs(
             (indexing ``y``): the x0 constraint of ``lr-mean-x0``; None: the denoiser itself.
         chain: the members' initial noise correlated in time (:mod:`.coherence`; ``pairs``
             then field-major, the fields in time order); None: independent.
+        rows: the row of ``y`` of each pair (None: its field), when the members of a field
+            have conditions of their own (autoregressive sampling).
 
     Returns:
         ``[len(pairs), C, H, W]`` float32 on the CPU, in the order of ``pairs`` (on every rank of
@@ -239,7 +124,8 @@ def sample_pairs(
             if k % world != rank:
                 continue
         fields = [f for f, _ in part]
-        y_chunk = y[fields].to(device or y.device)
+        y_chunk = y[fields if rows is None else list(rows[start : start + chunk])]
+        y_chunk = y_chunk.to(device or y.device)
         if chain is None:
             x_T = sampling.randn_like_batch(shape, gens, y_chunk.device, y_chunk.dtype)
         else:
@@ -281,19 +167,23 @@ def model_base(model: SampleModel, cond: Tensor, options: SamplingOptions) -> Te
     return regression_prediction(model.regression, cond, options)
 
 
+def previous_state(model: SampleModel, options: SamplingOptions,
+                   times: np.ndarray | None = None) -> PreviousState | None:
+    """The :class:`PreviousState` of autoregressive sampling (None unless ``options.coherent``
+    resolves to "ar") for fields at ``times`` (their members make the stride)."""
+    if is_mean(model) or resolve_coherence(model, options.coherent) != "ar":
+        return None
+    return PreviousState(model.meta.make_normalizer(), time_stride(times))
+
+
 def noise_chain(model: SampleModel, options: SamplingOptions, times: np.ndarray | None = None
                 ) -> NoiseChain | None:
     """The :class:`NoiseChain` of ``options.coherent`` "noise" (None when off) for fields at
     ``times`` (all of the run's, in order: their members make the stride)."""
-    if options.coherent != "noise" or is_mean(model):
+    if is_mean(model) or resolve_coherence(model, options.coherent) != "noise":
         return None
     return NoiseChain(options.seed, resolve_rho(model, options.rho, model.channels),
                       time_stride(times))
-
-
-def is_mean(model: Any) -> bool:
-    """Mean mode: a regression model gives its one deterministic field (no ``member`` dim)."""
-    return getattr(model, "kind", "diffusion") == "regression"
 
 
 def regression_prediction(reg: Any, cond: Tensor, options: SamplingOptions) -> Tensor:
@@ -326,7 +216,8 @@ def sample_ensemble(
     model: SampleModel, cond: Tensor, options: SamplingOptions, *,
     device: torch.device | str = "cpu", progress: Progress | None = None, field_offset: int = 0,
     lr: np.ndarray | None = None, lat: np.ndarray | None = None,
-    chain: NoiseChain | None = None,
+    chain: NoiseChain | None = None, state: PreviousState | None = None,
+    missing: np.ndarray | None = None,
 ) -> Tensor:
     """Ensemble of normalised HR fields for normalised conditions.
 
@@ -339,6 +230,9 @@ def sample_ensemble(
             (:func:`.constraint.block_constraint`).
         chain: with ``options.coherent`` "noise", the chain of the run
             (:func:`noise_chain`, kept from one call to the next); None: a new one.
+        state, missing: with "ar", the members' previous fields (:func:`previous_state`, kept
+            from one call to the next; None: a new one, for fields from the first) and where the
+            output will be missing (bool ``[N, 1 or M, C, H, W]``, None: nowhere).
 
     Returns:
         ``[N, M, C, H, W]`` float32 on the CPU (normalised; add nothing, denormalise only);
@@ -354,6 +248,10 @@ def sample_ensemble(
                                               options).float().cpu()
                         for a in range(0, cond.shape[0], max(1, options.batch_size))])[:, None]
         pairs = [(f, 0) for f in range(cond.shape[0])]
+    elif resolve_coherence(model, options.coherent) == "ar":  # constrained as it goes
+        state = state or previous_state(model, options)
+        return _sampled_in_time(model, cond, options, device, progress, field_offset,
+                                constraint, state, missing)
     else:
         if options.coherent == "noise" and chain is None:
             chain = noise_chain(model, options)
@@ -374,19 +272,60 @@ def _sampled(
     """A diffusion model's ensemble ``[N, M, C, H, W]`` (before the final constraint) and its
     (field, member) pairs in the order of its flattened rows."""
     n, m = cond.shape[0], options.members
-    bases, conds = [], []
-    for s in range(0, n, max(1, options.batch_size)):
-        c = cond[s : s + options.batch_size].to(device)
-        b = model_base(model, c, options)
-        bases.append(b.float().cpu())
-        conds.append(model.condition(c, b).cpu())
-    base = torch.cat(bases)
-    y = torch.cat(conds)
+    base, y = _bases(model, cond, options, device)
     pairs = [(f, k) for f in range(n) for k in range(m)]
     wrap = x0_wrap(model, constraint, base) if options.constrain == "lr-mean-x0" else None
-    denoiser = with_precision(model.denoiser, resolve_precision(options.precision, device), device)
-    z0 = sample_pairs(tiled(denoiser, options), y, model.schedule, pairs,
+    z0 = sample_pairs(_denoiser(model, options, device), y, model.schedule, pairs,
                       channels=model.channels, options=options, progress=progress,
                       field_offset=field_offset, device=device,
                       process=model.spectral, wrap=wrap, chain=chain)
     return model.unscale_target(z0).view(n, m, *z0.shape[1:]) + base[:, None], pairs
+
+
+def _bases(model: SampleModel, cond: Tensor, options: SamplingOptions,
+           device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """The base fields ``[N, C, H, W]`` and the network conditions ``[N, Cy, H, W]``."""
+    bases, conds = [], []
+    for s in range(0, cond.shape[0], max(1, options.batch_size)):
+        c = cond[s : s + options.batch_size].to(device)
+        b = model_base(model, c, options)
+        bases.append(b.float().cpu())
+        conds.append(model.condition(c, b).cpu())
+    return torch.cat(bases), torch.cat(conds)
+
+
+def _denoiser(model: SampleModel, options: SamplingOptions, device: torch.device | str
+              ) -> Denoiser:
+    return tiled(with_precision(model.denoiser, resolve_precision(options.precision, device),
+                                device), options)
+
+
+def _sampled_in_time(
+    model: SampleModel, cond: Tensor, options: SamplingOptions, device: torch.device | str,
+    progress: Progress | None, field_offset: int, constraint: BlockConstraint | None,
+    state: PreviousState, missing: np.ndarray | None,
+) -> Tensor:
+    """The ensemble ``[N, M, C, H, W]`` of an autoregressive model, field after field: each
+    member's condition holds its own previous field (``state``), constrained as it goes."""
+    n, m = cond.shape[0], options.members
+    base, y = _bases(model, cond, options, device)
+    channels = previous_slice(model)
+    wrap = x0_wrap(model, constraint, base) if options.constrain == "lr-mean-x0" else None
+    denoiser = _denoiser(model, options, device)
+    out = torch.empty((n, m, model.channels, *cond.shape[-2:]), dtype=torch.float32)
+    for f in range(n):
+        y_f = y[f : f + 1].repeat(m, 1, 1, 1)
+        before = state.previous(f + field_offset)
+        if before is not None:
+            y_f[:, channels] = before.to(y_f.dtype)
+        z0 = sample_pairs(denoiser, y_f, model.schedule, [(f, k) for k in range(m)],
+                          channels=model.channels, options=options, progress=progress,
+                          field_offset=field_offset, device=device, process=model.spectral,
+                          wrap=wrap, rows=range(m))
+        x = model.unscale_target(z0) + base[f]
+        if constraint is not None:
+            x = constraint.normalised(x, [f] * m)
+        out[f] = x
+        state.settle(f + field_offset, x, None if missing is None else
+                     torch.from_numpy(np.asarray(missing[f])))
+    return out

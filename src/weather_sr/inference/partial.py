@@ -171,6 +171,21 @@ def _short(value: Any) -> str:
     return text[:14] + "...'" if isinstance(value, str) and len(value) == 64 else text
 
 
+def read_back(output: PathLike, state: Any, channels: Sequence[str], done: int) -> None:
+    """Give ``state`` (a :class:`~weather_sr.inference.coherence.PreviousState`) the members
+    of the last ``state.stride`` fields done of ``output``'s partial store, as written."""
+    import xarray as xr
+
+    partial = partial_path(output)
+    dim = _fields_dim(partial)
+    with quiet_zarr(), xr.open_zarr(partial, consolidated=False) as z:
+        for f in range(max(0, done - state.stride), done):
+            one = [z[c].isel({dim: f}) for c in channels]
+            one = [v.transpose("member", ...) if "member" in v.dims else v.expand_dims("member")
+                   for v in one]
+            state.put(f, np.stack([np.asarray(v.values, np.float32) for v in one], axis=1))
+
+
 def _fields_dim(partial: Path) -> str:
     """The dimension along the fields of a partial store: the first of the output variables
     (the arrays with the most dimensions): ``sample`` (inputs with members) or ``time``."""
