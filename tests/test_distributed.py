@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 import xarray as xr
@@ -118,11 +119,38 @@ def torchrun(nproc: int, *argv: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=600)
 
 
-def test_torchrun_downscale_equals_one_process(tmp_path: Path) -> None:
-    """2 ranks split the (field, member) batches; rank 0 writes the file one process writes."""
+def _ar_checkpoint(path: Path) -> Path:
+    """test_infer's tiny checkpoint, its UNet also conditioned on the previous time's field
+    (``data.previous``; untrained: what is tested is the order of the work, not the values)."""
+    from test_infer import _checkpoint
+
+    from weather_sr.config import model_config_from_dict
+    from weather_sr.data import Normalizer
+    from weather_sr.data.condition import ConditionSpec
+    from weather_sr.model.checkpoint import load_checkpoint, save_checkpoint
+    from weather_sr.model.downscaling_model import build_unet
+
+    payload = load_checkpoint(_checkpoint(path))
+    spec = ConditionSpec(["t2m", "u10"], ["t2m", "u10"],
+                         Normalizer.from_dict(payload["normalizer"]), previous=True)
+    payload["config"]["data"]["previous"] = True
+    torch.manual_seed(0)
+    net = build_unet(model_config_from_dict(payload["config"]["model"]), 2, 4, False, spec)
+    payload.update(condition=spec.to_dict(), model=net.state_dict(), ema=net.state_dict())
+    save_checkpoint(path, payload)
+    return path
+
+
+@pytest.mark.parametrize("coherent", ["off", "noise", "ar"])
+def test_torchrun_downscale_equals_one_process(tmp_path: Path, coherent: str) -> None:
+    """2 ranks split the (field, member) batches; rank 0 writes the file one process writes;
+    so do coherent ensembles (the noise chain followed on every rank; autoregressive members
+    field after field)."""
     from test_infer import _checkpoint, _input
 
-    ckpt, inp = _checkpoint(tmp_path / "model.pt"), _input(tmp_path / "lr.nc")
+    ckpt = (_ar_checkpoint if coherent == "ar" else _checkpoint)(tmp_path / "model.pt")
+    inp = _input(tmp_path / "lr.nc")
+    extra = {"off": [], "noise": ["--coherent", "noise", "--rho", "0.7"], "ar": []}[coherent]
     outputs = {}
     for n in (1, 2):
         out = tmp_path / f"out{n}.nc"
@@ -130,7 +158,7 @@ def test_torchrun_downscale_equals_one_process(tmp_path: Path) -> None:
         run = torchrun(n, "downscale", "--checkpoint", str(ckpt), "--input", str(inp),
                        "--output", str(out), "--members", "3", "--steps", "2",
                        "--batch-size", "2", "--chunk-fields", "2", "--device", "cpu",
-                       "--no-progress")
+                       "--no-progress", *extra)
         assert run.returncode == 0, run.stderr[-2000:]
         assert run.stdout.count("wrote ") == 1  # rank 0 alone reports (and writes)
         outputs[n] = xr.load_dataset(out)
@@ -139,6 +167,7 @@ def test_torchrun_downscale_equals_one_process(tmp_path: Path) -> None:
         np.testing.assert_array_equal(two[name].values, one[name].values, err_msg=name)
     assert {k for k in one.attrs if one.attrs[k] != two.attrs.get(k)} <= {
         "date_created", "history", "command_line"}  # the output names differ
+    assert one.attrs["coherent"] == coherent
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nc", "model.pt", "out1.nc",
                                                           "out2.nc"]
 
