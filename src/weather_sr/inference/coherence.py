@@ -41,8 +41,9 @@ from weather_sr.inference.seeds import member_seed
 
 
 def resolve_rho(model: Any, rho: float | None, channels: int) -> Tensor:
-    """float32 ``[C]``: ``rho`` for every channel, or the checkpoint's ``detail_lag1`` (None);
-    UserError when the checkpoint has none (trained before it was measured)."""
+    """float32 ``[C]``: ``rho`` for every channel, or the checkpoint's ``detail_lag1`` (None),
+    clipped to [0, 0.999] (a detail anticorrelated in time gets independent noise); UserError
+    when the checkpoint has none (trained before it was measured)."""
     if rho is not None:
         return torch.full((channels,), float(rho), dtype=torch.float32)
     meta = getattr(model, "meta", None)
