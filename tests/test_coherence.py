@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from test_infer import _checkpoint
-from test_streaming import FAST, _assert_same, _interrupt_after
+from test_streaming import FAST, _assert_same, _interrupt_after, make_world
 
 import weather_sr
 from weather_sr.cli import main
 from weather_sr.config import load_config
-from weather_sr.data import coarsen, gaussian_random_field, synthetic_dataset, upsample
+from weather_sr.data import coarsen, gaussian_random_field, upsample
 from weather_sr.errors import UserError
 from weather_sr.evaluation.evalset import load_split, model_prediction
 from weather_sr.evaluation.pipeline import bundle_for
@@ -29,7 +28,6 @@ from weather_sr.inference.ensemble import SamplingOptions, member_seed
 from weather_sr.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-N_FIELDS = 5
 
 
 def test_chain_is_a_standard_normal_ar1_in_time() -> None:
@@ -74,12 +72,8 @@ def test_options_are_checked() -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("coherent")
-    ck = _checkpoint(root / "model.pt")
-    synthetic_dataset(N_FIELDS, 8, 12, variables=("t2m", "u10"), seed=1).to_netcdf(root / "lr.nc")
-    files = {"root": root, "ck": ck, "lr": root / "lr.nc", "ref": root / "ref.nc"}
-    assert _run(files, files["ref"], "--chunk-fields", "8") == 0
-    return files
+    """test_streaming's world, its reference output coherent."""
+    return make_world(tmp_path_factory.mktemp("coherent"), _run)
 
 
 def _run(world: dict[str, Path], out: Path, *extra: str, coherent: bool = True) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import netCDF4
@@ -35,14 +36,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny checkpoint, a 5-field LR input, and the output of one chunk holding every field."""
+    return make_world(tmp_path_factory.mktemp("stream"), _run)
+
+
+def make_world(root: Path, run: Callable[..., int]) -> dict[str, Path]:
+    """In ``root``: a tiny checkpoint, a 5-field LR input, and the output of ``run`` (a
+    downscale of theirs) in one chunk holding every field, ``ref``."""
     from weather_sr.data import synthetic_dataset
 
-    root = tmp_path_factory.mktemp("stream")
     ck = _checkpoint(root / "model.pt")
     synthetic_dataset(N_FIELDS, 8, 12, variables=("t2m", "u10"), seed=1).to_netcdf(root / "lr.nc")
     files = {"root": root, "ck": ck, "lr": root / "lr.nc", "ref": root / "ref.nc"}
-    assert _run(files, files["ref"], "--chunk-fields", "8") == 0
+    assert run(files, files["ref"], "--chunk-fields", "8") == 0
     return files
 
 

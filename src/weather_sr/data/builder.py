@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from weather_sr.data.pairs import (
 from weather_sr.data.reading import open_fields
 from weather_sr.data.source import FieldSource, LazyFields
 from weather_sr.data.splits import split_samples
-from weather_sr.data.temporal import members_of, previous_rows
+from weather_sr.data.temporal import previous_rows
 from weather_sr.errors import UserError
 
 
@@ -109,11 +110,13 @@ def _scalars(condition: ConditionSpec, names: Sequence[str], fields: xr.DataArra
 
     if not names:
         return None
-    sources = [(open_dataset(path)[0], f"data file {fields.attrs['source'][0]}")]
+    files = [(path, f"data file {fields.attrs['source'][0]}")]
     if inputs and inputs.get("path") is not None:
-        sources.append((open_dataset(inputs["path"])[0], f"predictors file {inputs['path']}"))
-    values = scalars_at(sources, list(names), fields["time"].values,
-                        "give it as a coordinate or variable along time in one of them")
+        files.append((inputs["path"], f"predictors file {inputs['path']}"))
+    with ExitStack() as stack:  # read at once, then closed
+        sources = [(stack.enter_context(open_dataset(p)[0]), where) for p, where in files]
+        values = scalars_at(sources, list(names), fields["time"].values,
+                            "give it as a coordinate or variable along time in one of them")
     condition.scalar_names = list(names)
     condition.scalar_mean, condition.scalar_std = scalar_statistics(values[train_idx], names)
     condition.check()
@@ -198,12 +201,12 @@ def build_datasets(
         features=features, transforms=tf, load=load)
     scalar_values = _scalars(condition, scalars, fields, path, inputs, train_idx)
     condition.previous = bool(previous)
-    before = previous_rows(fields["time"].values, members_of(fields)) if previous else None
+    before = previous_rows(fields["time"].values, _members(fields)) if previous else None
     f_lat, f_lon = grid_latlon(grid) if condition.features else (None, None)
     # the checkpoint keeps the static fields' whole domain; the datasets see the targets' part
     on_grid = condition.on_grid(grid.lat, grid.lon, where)
     times = fields["time"].values
-    members = members_of(fields)
+    members = fields["member"].values if "member" in fields.coords else None
     common = dict(
         interpolation=interpolation, periodic=grid.periodic, lr_noise_std=lr_noise_std, seed=seed
     )

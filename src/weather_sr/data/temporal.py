@@ -9,8 +9,6 @@ coherent ensembles' noise (:mod:`weather_sr.inference.coherence`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -30,11 +28,6 @@ def consecutive_pairs(times: np.ndarray, members: np.ndarray | None) -> list[tup
     return [(i, where[(step[tt], mm)]) for i, (tt, mm) in enumerate(zip(t.tolist(), m.tolist(),
                                                                        strict=True))
             if tt in step and (step[tt], mm) in where]
-
-
-def members_of(fields: Any) -> np.ndarray | None:
-    """The member of each sample of standardised ``fields`` (None: no member coordinate)."""
-    return fields["member"].values if "member" in fields.coords else None
 
 
 def previous_rows(times: np.ndarray, members: np.ndarray | None) -> np.ndarray:

@@ -132,8 +132,9 @@ def evaluate_checkpoints(
         bundle = bundle_for(models[0], data_path)
         n = split_size(bundle, split, max_fields)
         times = getattr(bundle, split).times
+        split_times = None if times is None else np.asarray(times[:n])
         # a bad --sum-window fails before sampling; Scoring's times are these (or 0..n-1)
-        resolve_sum_window(sum_window, np.arange(n) if times is None else times[:n])
+        resolve_sum_window(sum_window, np.arange(n) if split_times is None else split_times)
         parts = chunks(n, chunk_fields)
         data = load_split(bundle, split, max_fields, fields=parts[0])
         for path, model in zip(checkpoints, models, strict=True):
@@ -151,7 +152,6 @@ def evaluate_checkpoints(
             scoring = Scoring(options.seed, reference=reference, block=block,
                               store=SeriesStore(series, n), sum_window=sum_window)
         heads: dict[str, np.ndarray] = {}  # the first field of every method, for the panels
-        split_times = None if times is None else np.asarray(times[:n])
         # the members' coherence in time, carried over all chunks
         chains = [noise_chain(m, options, split_times) for m in models]
         states = [previous_state(m, options, split_times) for m in models]

@@ -154,7 +154,8 @@ def read_input(input_path: str | os.PathLike[str], meta: CheckpointMeta, *, coar
     where = f"data file {files[0]}" + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
     fields = checked_inputs(fields, meta, where, coarsen_input=coarsen_input)
     if meta.condition_spec().scalar_names:
-        fields = with_scalars(fields, data.open_dataset(input_path)[0], meta, where)
+        with data.open_dataset(input_path)[0] as ds:  # the scalars are read at once
+            fields = with_scalars(fields, ds, meta, where)
     stream.check_values_in_chunks(fields, chunk_fields, where,
                                   meta.condition_spec().input_normalizer,
                                   allow_out_of_range=allow_out_of_range)

@@ -112,24 +112,22 @@ def sample_pairs(
     rank, world = distributed.current()
     out = torch.zeros((len(pairs), channels, h, w), dtype=torch.float32)
     for k, start in enumerate(range(0, len(pairs), chunk)):
-        if k % world != rank and chain is None:  # a chain follows every chunk on every rank
+        mine = k % world == rank
+        if not mine and chain is None:  # a chain follows every chunk on every rank
             continue
         part = list(pairs[start : start + chunk])
         numbered = [(f + field_offset, m) for f, m in part]
         gens = pair_generators(options.seed, numbered)
-        shape = (len(part), channels, h, w)
+        # drawn on the CPU generators (randn_like_batch draws there whatever the device)
+        x_T = sampling.randn_like_batch((len(part), channels, h, w), gens, "cpu", y.dtype)
         if chain is not None:
-            x_T = chain.initial_noise(numbered, sampling.randn_like_batch(shape, gens, "cpu",
-                                                                          y.dtype))
-            if k % world != rank:
-                continue
+            x_T = chain.initial_noise(numbered, x_T)
+        if not mine:
+            continue
         fields = [f for f, _ in part]
         y_chunk = y[fields if rows is None else list(rows[start : start + chunk])]
         y_chunk = y_chunk.to(device or y.device)
-        if chain is None:
-            x_T = sampling.randn_like_batch(shape, gens, y_chunk.device, y_chunk.dtype)
-        else:
-            x_T = x_T.to(y_chunk.device, y_chunk.dtype)
+        x_T = x_T.to(y_chunk.device, y_chunk.dtype)
         den = denoiser if wrap is None else wrap(denoiser, fields)
         # rank 0's bar stands for all ranks' work
         x0 = sample_process(fn, den, y_chunk, schedule, ts, process, x_T=x_T,
@@ -248,12 +246,13 @@ def sample_ensemble(
                                               options).float().cpu()
                         for a in range(0, cond.shape[0], max(1, options.batch_size))])[:, None]
         pairs = [(f, 0) for f in range(cond.shape[0])]
-    elif resolve_coherence(model, options.coherent) == "ar":  # constrained as it goes
-        state = state or previous_state(model, options)
-        return _sampled_in_time(model, cond, options, device, progress, field_offset,
-                                constraint, state, missing)
     else:
-        if options.coherent == "noise" and chain is None:
+        coherent = resolve_coherence(model, options.coherent)
+        if coherent == "ar":  # constrained as it goes
+            state = state or previous_state(model, options)
+            return _sampled_in_time(model, cond, options, device, progress, field_offset,
+                                    constraint, state, missing)
+        if coherent == "noise" and chain is None:
             chain = noise_chain(model, options)
         x0, pairs = _sampled(model, cond, options, device, progress, field_offset, constraint,
                              chain)
